@@ -1,0 +1,223 @@
+"""Reading an InterHand2.6M tree: annotation files, sequence image folders, image probes.
+
+Layout (30 fps release):
+    <basedir>/images/<split>/Capture<N>/<seq>/cam<id>/image<frame>.jpg
+    <basedir>/annotations/<split>/InterHand2.6M_<split>_{camera,MANO_NeuralAnnot,joint_3d,data}.json
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+import re
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path
+from typing import Iterable
+
+import numpy as np
+from PIL import Image
+
+from .cameras import CameraSet
+from .errors import InputError
+from .fileio import load_json
+
+SPLITS = ("train", "val", "test")
+PACKAGED_CAMERA_TABLE = Path(__file__).parent / "resources" / "cameras.csv"
+_IMAGE_RE = re.compile(r"^image(\d+)\.jpg$")
+_CAMERA_RE = re.compile(r"^cam(\d+)$")
+# A frame is black when no 8x8 block of its DCT-scaled (1/8) decode exceeds this grey level.
+BLACK_MAX_LEVEL = 10
+# A camera is monochrome when the channels of its DCT-scaled decode differ by at most this.
+MONO_MAX_CHANNEL_DIFFERENCE = 3
+
+
+def image_name(frame: int) -> str:
+    """The image file name of a frame id, as in the dataset: image0563.jpg, image69148.jpg."""
+    return f"image{int(frame):04d}.jpg"
+
+
+@dataclass(frozen=True)
+class CameraFlags:
+    portrait: bool
+    rgb: bool
+
+
+def read_camera_table(path: str | Path) -> dict[str, CameraFlags]:
+    """Read a camera table like the published one: `cam_ids,portrait,RGB,perfect` rows.
+
+    Empty lines and rows without flags are skipped.
+    """
+    path = Path(path)
+    try:
+        with open(path, newline="") as f:
+            rows = list(csv.reader(f))
+    except OSError as exc:
+        raise InputError(f"{path}: cannot read camera table ({exc.strerror})") from None
+    if not rows or [c.strip().lower() for c in rows[0][:3]] != ["cam_ids", "portrait", "rgb"]:
+        raise InputError(f"{path}: not a camera table (expected a header 'cam_ids,portrait,RGB,...')")
+    table = {}
+    for line, row in enumerate(rows[1:], start=2):
+        if len(row) < 3 or not row[0].strip():
+            continue
+        try:
+            table[str(int(row[0]))] = CameraFlags(portrait=bool(int(row[1])), rgb=bool(int(row[2])))
+        except ValueError:
+            raise InputError(f"{path}:{line}: malformed row {','.join(row)!r}") from None
+    return table
+
+
+@dataclass(frozen=True)
+class ImageProbe:
+    """What one cheap decode of a camera's image says: size and colour."""
+
+    width: int
+    height: int
+    rgb: bool
+    black: bool
+
+    @property
+    def portrait(self) -> bool:
+        return self.height > self.width
+
+
+def _draft(path: Path, mode: str) -> tuple[tuple[int, int], np.ndarray]:
+    """Decode a JPEG at 1/8 scale (DC coefficients only): full size and the small image."""
+    try:
+        with Image.open(path) as im:
+            size = im.size
+            im.draft(mode, (max(1, size[0] // 8), max(1, size[1] // 8)))
+            return size, np.asarray(im.convert(mode))
+    except (OSError, ValueError, SyntaxError) as exc:
+        raise InputError(f"{path}: unreadable image ({exc})") from None
+
+
+def probe_image(path: str | Path) -> ImageProbe:
+    """Size (from the header), RGB or monochrome, and all-black, from one DCT-scaled decode."""
+    size, small = _draft(Path(path), "RGB")
+    small = small.astype(np.int16)
+    channel_difference = max(np.abs(small[..., 0] - small[..., 1]).max(), np.abs(small[..., 1] - small[..., 2]).max())
+    return ImageProbe(width=size[0], height=size[1], rgb=bool(channel_difference > MONO_MAX_CHANNEL_DIFFERENCE),
+                      black=bool(small.max() <= BLACK_MAX_LEVEL))
+
+
+def is_black(path: str | Path) -> bool:
+    """True when the JPEG is all black, judged from its 1/8-scale DC decode (no full decode)."""
+    _, small = _draft(Path(path), "L")
+    return bool(small.max() <= BLACK_MAX_LEVEL)
+
+
+def black_images(paths: Iterable[Path], workers: int | None = None) -> list[bool]:
+    """is_black over many files, decoded in threads (the decoder releases the GIL)."""
+    paths = list(paths)
+    workers = workers or min(8, (os.cpu_count() or 1) * 2)
+    with ThreadPoolExecutor(workers) as pool:
+        return list(pool.map(is_black, paths, chunksize=16))
+
+
+class AnnotationFiles:
+    """Paths of the split-level annotation files."""
+
+    def __init__(self, basedir: str | Path, split: str):
+        folder = Path(basedir) / "annotations" / split
+        prefix = f"InterHand2.6M_{split}"
+        self.camera = folder / f"{prefix}_camera.json"
+        self.mano = folder / f"{prefix}_MANO_NeuralAnnot.json"
+        self.joint_3d = folder / f"{prefix}_joint_3d.json"
+        self.data = folder / f"{prefix}_data.json"
+
+
+class InterHandDataset:
+    """One split of an InterHand2.6M tree."""
+
+    def __init__(self, basedir: str | Path, split: str):
+        if split not in SPLITS:
+            raise InputError(f"unknown split {split!r}; expected one of {', '.join(SPLITS)}")
+        self.basedir = Path(basedir)
+        self.split = split
+        self.files = AnnotationFiles(basedir, split)
+        if not self.basedir.is_dir():
+            raise InputError(f"{self.basedir}: dataset folder not found (pass --basedir)")
+
+    def capture_dir(self, capture: int) -> Path:
+        path = self.basedir / "images" / self.split / f"Capture{capture}"
+        if not path.is_dir():
+            parent = path.parent
+            found = sorted(p.name for p in parent.glob("Capture*")) if parent.is_dir() else []
+            hint = f"; found {', '.join(found)}" if found else ""
+            raise InputError(f"{path}: capture folder not found{hint}")
+        return path
+
+    def sequences(self, capture: int) -> list[str]:
+        return sorted(p.name for p in self.capture_dir(capture).iterdir() if p.is_dir())
+
+    def sequence_dir(self, capture: int, seq: str) -> Path:
+        path = self.capture_dir(capture) / seq
+        if not path.is_dir():
+            found = self.sequences(capture)
+            shown = ", ".join(found[:8]) + (" ..." if len(found) > 8 else "")
+            raise InputError(f"{path}: sequence folder not found; Capture{capture} has {shown or 'no sequences'}")
+        return path
+
+    def sequence_images(self, capture: int, seq: str) -> dict[str, dict[int, str]]:
+        """{camera id: {frame id: image file name}} of the sequence's image folders."""
+        seq_dir = self.sequence_dir(capture, seq)
+        images = {}
+        for cam_dir in sorted(seq_dir.iterdir()):
+            match = _CAMERA_RE.match(cam_dir.name)
+            if not match or not cam_dir.is_dir():
+                continue
+            frames = {}
+            for name in os.listdir(cam_dir):
+                m = _IMAGE_RE.match(name)
+                if m:
+                    frames[int(m.group(1))] = name
+            if frames:
+                images[match.group(1)] = frames
+        if not images:
+            raise InputError(f"{seq_dir}: no camera folders with images (cam<id>/image<frame>.jpg)")
+        return images
+
+    @cached_property
+    def _camera_json(self) -> dict:
+        return load_json(self.files.camera)
+
+    def capture_cameras(self, capture: int) -> CameraSet:
+        """All cameras of a capture in camera.json."""
+        record = self._camera_json.get(str(capture)) if isinstance(self._camera_json, dict) else None
+        if record is None:
+            raise InputError(f"{self.files.camera}: no cameras for capture {capture}")
+        return CameraSet.from_interhand(record, source=str(self.files.camera))
+
+    @cached_property
+    def _mano_json(self) -> dict:
+        return load_json(self.files.mano)
+
+    def capture_mano(self, capture: int) -> dict:
+        """{frame id (str): {"right": {...} | None, "left": ...}} of one capture."""
+        data = self._mano_json
+        record = data.get(str(capture)) if isinstance(data, dict) else None
+        if record is None:
+            raise InputError(f"{self.files.mano}: no MANO parameters for capture {capture}")
+        return record
+
+
+_MANO_LENGTHS = {"pose": 48, "shape": 10, "trans": 3}
+
+
+def mano_arrays(entries: list[dict], source: str, frames: list[int], hand: str) -> tuple[np.ndarray, ...]:
+    """Stack MANO entries of one hand into pose Nx48, shape Nx10, trans Nx3, checking each."""
+    out = {key: np.empty((len(entries), n)) for key, n in _MANO_LENGTHS.items()}
+    for row, (entry, frame) in enumerate(zip(entries, frames)):
+        for key, n in _MANO_LENGTHS.items():
+            try:
+                value = np.asarray(entry[key], dtype=np.float64).ravel()
+            except (KeyError, TypeError, ValueError):
+                raise InputError(f"{source}: frame {frame} {hand} hand: missing or non-numeric '{key}'") from None
+            if value.shape != (n,):
+                raise InputError(f"{source}: frame {frame} {hand} hand: '{key}' has {value.size} values, expected {n}")
+            if not np.isfinite(value).all():
+                raise InputError(f"{source}: frame {frame} {hand} hand: '{key}' contains NaN or infinity")
+            out[key][row] = value
+    return out["pose"], out["shape"], out["trans"]

@@ -1,0 +1,91 @@
+"""Atomic writes (temporary name, then rename) and reads that fail with a clear message."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import pickle
+import tempfile
+from pathlib import Path
+from typing import Any, Iterator
+
+import numpy as np
+
+from .errors import InputError
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
+    """Yield a temporary path beside `path`; rename it onto `path` only if the block succeeds.
+
+    An interrupted run therefore never leaves a file under the final name that looks finished.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    tmp = Path(tmp)
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def save_npy(path: str | os.PathLike, array: Any) -> None:
+    """np.save `array` (an ndarray, or a dict that numpy pickles) atomically."""
+    with atomic_path(path) as tmp:
+        with open(tmp, "wb") as f:
+            np.save(f, array, allow_pickle=not isinstance(array, np.ndarray))
+
+
+def write_bytes(path: str | os.PathLike, data: bytes) -> None:
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(data)
+
+
+def write_text(path: str | os.PathLike, text: str) -> None:
+    write_bytes(path, text.encode("utf-8"))
+
+
+def write_pickle(path: str | os.PathLike, obj: Any, protocol: int = pickle.HIGHEST_PROTOCOL) -> None:
+    write_bytes(path, pickle.dumps(obj, protocol=protocol))
+
+
+def load_npy(path: str | os.PathLike, allow_pickle: bool = False) -> Any:
+    """np.load with a one-line InputError for a missing, truncated or foreign file.
+
+    A pickled dict comes back as the dict (not a 0-d object array).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"{path}: file not found")
+    try:
+        value = np.load(path, allow_pickle=allow_pickle)
+    except Exception as exc:  # numpy raises ValueError, EOFError, UnpicklingError, OSError...
+        raise InputError(f"{path}: not a readable .npy file ({type(exc).__name__}: {exc})") from exc
+    if isinstance(value, np.ndarray) and value.dtype == object and value.shape == ():
+        value = value.item()
+    return value
+
+
+def load_json(path: str | os.PathLike) -> Any:
+    """Parse a JSON file (orjson when available) with a one-line InputError on failure."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"{path}: annotation file not found")
+    data = path.read_bytes()
+    try:
+        import orjson
+
+        return orjson.loads(data)
+    except ImportError:  # pragma: no cover - orjson is a pinned dependency
+        import json
+
+        try:
+            return json.loads(data)
+        except ValueError as exc:
+            raise InputError(f"{path}: not valid JSON ({exc})") from exc
+    except ValueError as exc:  # orjson.JSONDecodeError is a ValueError
+        raise InputError(f"{path}: not valid JSON ({exc})") from exc

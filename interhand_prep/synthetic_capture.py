@@ -1,0 +1,422 @@
+"""A synthetic capture in the exact InterHand2.6M 30 fps layout, rendered from a MANO model.
+
+Writes `images/<split>/Capture<N>/<seq>/cam<id>/image<frame>.jpg` and
+`annotations/<split>/InterHand2.6M_<split>_{camera,MANO_NeuralAnnot,joint_3d,data}.json` (plus
+`annotations/skeleton.txt` and `subject.txt`) with the real schemas, and reproduces what real
+captures contain: real camera ids on a dome about a metre from the hands (focal ~1250 px), mostly
+portrait 334x512 and some landscape 512x334 cameras, RGB and monochrome cameras (stored, as in the
+dataset, as 3-channel JPEGs with equal channels), single-hand and interacting sequences, frames
+whose MANO entry of one hand is null, all-black frames in some RGB cameras, a frame missing in one
+camera, and a camera with parameters but no images. The hands are drawn (z-buffered surface
+splats) where the annotations put them. Deterministic for a given spec.
+"""
+
+from __future__ import annotations
+
+import io
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import orjson
+from PIL import Image
+
+from . import dataset
+from .cameras import CameraSet, look_at_rotation
+from .fileio import write_bytes, write_text
+from .mano import HANDS, axis_angle_to_matrix, load_mano_model, mano_layer
+from .synthetic_hand import finger_flexion_pose, write_synthetic_mano
+
+PORTRAIT_SIZE = (334, 512)  # (width, height)
+DOME_CENTER_MM = np.array([0.0, -30.0, 1000.0])
+BACKGROUND = np.array([28.0, 26.0, 30.0])
+SKIN = {"right": np.array([224.0, 172.0, 140.0]), "left": np.array([200.0, 150.0, 128.0])}
+SPLATS_PER_HAND = 60000
+HOLE_DEPTH_MM = 5.0  # a splat this much behind its nearest neighbour is a see-through gap
+BLACK_LEVEL = 0  # all-black frames are exactly black, as the dataset's are
+
+
+@dataclass
+class SequenceSpec:
+    """One sequence: its name, which hands it shows ('right', 'left' or 'both'), its length."""
+
+    name: str
+    hands: str = "both"
+    num_frames: int = 8
+
+
+@dataclass
+class CaptureSpec:
+    """What to generate. The special cases are keyed by sequence name and frame offset.
+
+    black: {seq: {offset: [camera ids]}} RGB cameras whose image of that frame is all black;
+    null_mano: {seq: {offset: [hands]}} hands whose MANO entry is null in that frame;
+    missing_images: {seq: {offset: [camera ids]}} cameras lacking that frame's image;
+    cameras_without_images: camera ids in camera.json that get no image folder.
+    With `default_cases` set, each sequence of 6 or more frames gets one of each.
+    """
+
+    capture: int = 0
+    split: str = "train"
+    num_cameras: int = 12
+    sequences: list[SequenceSpec] = field(default_factory=lambda: [
+        SequenceSpec("0051_dinosaur", "right"), SequenceSpec("0266_dh_pray", "both")])
+    seed: int = 0
+    camera_ids: list[str] | None = None
+    black: dict = field(default_factory=dict)
+    null_mano: dict = field(default_factory=dict)
+    missing_images: dict = field(default_factory=dict)
+    cameras_without_images: list[str] = field(default_factory=list)
+    default_cases: bool = True
+    jpeg_quality: int = 90
+
+
+@dataclass
+class CaptureManifest:
+    """What was generated: the spec with its special cases filled in, cameras and frame ids."""
+
+    spec: CaptureSpec
+    basedir: Path
+    mano_dir: Path
+    cameras: CameraSet
+    portrait: dict[str, bool]
+    rgb: dict[str, bool]
+    frames: dict[str, list[int]]  # sequence -> frame ids
+
+
+def choose_cameras(num: int, rng: np.random.Generator) -> list[str]:
+    """`num` real camera ids, with landscape and mono cameras in about their real proportion."""
+    table = dataset.read_camera_table(dataset.PACKAGED_CAMERA_TABLE)
+    ids = list(table)
+    landscape = [i for i in ids if not table[i].portrait]
+    portrait_rgb = [i for i in ids if table[i].portrait and table[i].rgb]
+    portrait_mono = [i for i in ids if table[i].portrait and not table[i].rgb]
+    n_land = max(1, round(num * len(landscape) / len(ids))) if num >= 4 else 0
+    n_mono = max(1, round((num - n_land) * len(portrait_mono) / (len(portrait_mono) + len(portrait_rgb)))) if num >= 3 else 0
+    n_rgb = num - n_land - n_mono
+    chosen = (list(rng.choice(portrait_rgb, n_rgb, replace=False)) + list(rng.choice(portrait_mono, n_mono, replace=False))
+              + list(rng.choice(landscape, n_land, replace=False)))
+    return sorted((str(c) for c in chosen), key=int)
+
+
+def dome_cameras(ids: list[str], portrait: dict[str, bool], rng: np.random.Generator) -> tuple[CameraSet, dict]:
+    """Cameras spread over a dome about the hands, ~1 m away, looking at its centre."""
+    n = len(ids)
+    golden = np.pi * (3 - np.sqrt(5))
+    k = np.arange(n) + 0.5
+    elevation = np.arcsin(np.clip(-0.75 + 1.55 * k / n, -1, 1))  # from below to well above the hands
+    azimuth = golden * np.arange(n) + rng.uniform(0, 2 * np.pi)
+    # world y points down (as in InterHand2.6M), so "above" is -y
+    direction = np.stack([np.cos(elevation) * np.sin(azimuth), -np.sin(elevation), -np.cos(elevation) * np.cos(azimuth)], 1)
+    distance = rng.uniform(950.0, 1150.0, n)
+    campos = DOME_CENTER_MM + direction * distance[:, None]
+    target = DOME_CENTER_MM + rng.normal(scale=15.0, size=(n, 3))
+    down = np.tile([0.0, 1.0, 0.0], (n, 1))
+    down[[not portrait[i] for i in ids]] = [1.0, 0.0, 0.0]  # landscape: rig rotated about the optical axis
+    R = look_at_rotation(campos, target, down)
+    sizes = {i: PORTRAIT_SIZE if portrait[i] else PORTRAIT_SIZE[::-1] for i in ids}
+    focal = rng.uniform(1240.0, 1275.0, (n, 2))
+    focal[:, 1] = focal[:, 0] + rng.normal(scale=0.3, size=n)
+    princpt = np.array([[sizes[i][0] / 2, sizes[i][1] / 2] for i in ids]) + rng.uniform(-25, 25, (n, 2))
+    record = {
+        "campos": {i: campos[c].tolist() for c, i in enumerate(ids)},
+        "camrot": {i: R[c].tolist() for c, i in enumerate(ids)},
+        "focal": {i: focal[c].tolist() for c, i in enumerate(ids)},
+        "princpt": {i: princpt[c].tolist() for c, i in enumerate(ids)},
+    }
+    return CameraSet.from_interhand(record, ids), record
+
+
+def hand_motion(hands: str, num_frames: int, rng: np.random.Generator, betas: dict) -> dict:
+    """MANO parameters {hand: (pose Nx48, shape Nx10, trans Nx3)} for a sequence, world metres."""
+    t = np.arange(num_frames) / 30.0
+    out = {}
+    for hand in HANDS:
+        if hands not in ("both", hand):
+            continue
+        side = 1.0 if hand == "right" else -1.0
+        # fingers up (world -y); in interacting sequences the palms face each other
+        base = np.array([0.0, 0.0, np.pi])
+        if hands == "both":
+            base_R = axis_angle_to_matrix(np.array([[0.0, side * np.pi / 2, 0.0]]))[0] @ axis_angle_to_matrix(base[None])[0]
+        else:
+            base_R = axis_angle_to_matrix(np.array([[0.0, side * 0.5, 0.0]]))[0] @ axis_angle_to_matrix(base[None])[0]
+        phase = rng.uniform(0, 2 * np.pi, 3)
+        wobble = 0.25 * np.sin(2 * np.pi * 0.4 * t[:, None] + phase) * np.array([1.0, 0.6, 0.4])
+        from scipy.spatial.transform import Rotation
+
+        global_orient = (Rotation.from_rotvec(wobble) * Rotation.from_matrix(base_R)).as_rotvec()
+        finger_phase = rng.uniform(0, 2 * np.pi, (1, 5, 1))
+        flexion = 0.55 + 0.5 * np.sin(2 * np.pi * 0.6 * t[:, None, None] + finger_phase) * np.ones((1, 1, 3))
+        flexion = flexion * np.array([0.5, 1.0, 1.0, 1.0, 1.0])[None, :, None]
+        fingers = finger_flexion_pose(flexion, hand)
+        gap = 0.045 if hands == "both" else 0.0
+        trans = np.array([-side * gap, 0.03, 1.0]) + 0.01 * np.sin(2 * np.pi * 0.3 * t[:, None] + phase)
+        pose = np.concatenate([global_orient, fingers], axis=1)
+        out[hand] = (pose, np.tile(betas[hand], (num_frames, 1)), trans)
+    return out
+
+
+def _surface_samples(faces: np.ndarray, vertices: np.ndarray, count: int, rng) -> tuple[np.ndarray, np.ndarray]:
+    tri = vertices[faces]
+    area = np.linalg.norm(np.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0]), axis=1)
+    face_ids = rng.choice(len(faces), count, p=area / area.sum())
+    r1, r2 = rng.random(count), rng.random(count)
+    s = np.sqrt(r1)
+    bary = np.stack([1 - s, s * (1 - r2), s * r2], axis=1)
+    return face_ids, bary
+
+
+def render_splats(points_mm: np.ndarray, colors: np.ndarray, cameras: CameraSet, sizes: list[tuple[int, int]]) -> list[np.ndarray]:
+    """Z-buffered point splats: points_mm Px3 world (mm), colors Px3 -> one HxWx3 uint8 per camera.
+
+    A pixel that no front-surface sample reached shows a farther surface (or the background)
+    through the gap; such pixels take the colour of their nearest 3x3 neighbour instead.
+    """
+    pixels, depth = cameras.project(points_mm)
+    images = []
+    for c, (w, h) in enumerate(sizes):
+        uv = np.rint(pixels[c]).astype(np.int64)
+        ok = (uv[:, 0] >= 0) & (uv[:, 0] < w) & (uv[:, 1] >= 0) & (uv[:, 1] < h) & (depth[c] > 0)
+        flat = uv[ok, 1] * w + uv[ok, 0]
+        order = np.argsort(-depth[c][ok], kind="stable")  # far first: the nearest write wins
+        zbuf = np.full(h * w, np.inf)
+        color = np.empty((h * w, 3))
+        color[:] = BACKGROUND
+        zbuf[flat[order]] = depth[c][ok][order]
+        color[flat[order]] = colors[ok][order]
+        zbuf, color = zbuf.reshape(h, w), color.reshape(h, w, 3)
+        # the 3x3 neighbourhood of every pixel, shifted into a leading axis
+        zpad = np.pad(zbuf, 1, constant_values=np.inf)
+        cpad = np.pad(color, ((1, 1), (1, 1), (0, 0)), mode="edge")
+        shifts = [(dy, dx) for dy in range(3) for dx in range(3)]
+        zn = np.stack([zpad[dy:dy + h, dx:dx + w] for dy, dx in shifts])
+        nearest = np.argmin(zn, axis=0)
+        hits = np.isfinite(zn).sum(axis=0)
+        gap = (zbuf > np.take_along_axis(zn, nearest[None], 0)[0] + HOLE_DEPTH_MM) & (np.isfinite(zbuf) | (hits >= 5))
+        if gap.any():
+            ys, xs = np.nonzero(gap)
+            dy, dx = np.array(shifts)[nearest[ys, xs]].T
+            color[ys, xs] = cpad[ys + dy, xs + dx]
+        images.append(np.clip(color, 0, 255).astype(np.uint8))
+    return images
+
+
+def _jpeg(image: np.ndarray, quality: int) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(image).save(buf, format="JPEG", quality=quality)
+    return buf.getvalue()
+
+
+def _fill_default_cases(spec: CaptureSpec, ids: list[str], rgb: dict[str, bool]) -> None:
+    rgb_ids = [i for i in ids if rgb[i]]
+    for seq in spec.sequences:
+        if seq.num_frames < 6:
+            continue
+        if rgb_ids:
+            spec.black.setdefault(seq.name, {2: rgb_ids[: max(1, len(rgb_ids) // 3)]})
+        if seq.hands == "both":
+            spec.null_mano.setdefault(seq.name, {3: ["left"]})
+        spec.missing_images.setdefault(seq.name, {4: [ids[-1]]})
+    if len(ids) >= 6 and not spec.cameras_without_images:
+        spec.cameras_without_images = [ids[1]]
+
+
+def generate_capture(basedir: str | Path, mano_dir: str | Path, spec: CaptureSpec | None = None,
+                     progress: bool = False) -> CaptureManifest:
+    """Generate the capture of `spec` under `basedir`, with the MANO model of `mano_dir`.
+
+    A synthetic model is written into `mano_dir` first if it holds none. Annotation files of the
+    split that already exist are extended (other captures are kept).
+    """
+    spec = spec or CaptureSpec()
+    basedir, mano_dir = Path(basedir), Path(mano_dir)
+    write_synthetic_mano(mano_dir)
+    rng = np.random.default_rng(spec.seed)
+    table = dataset.read_camera_table(dataset.PACKAGED_CAMERA_TABLE)
+    ids = [str(i) for i in spec.camera_ids] if spec.camera_ids else choose_cameras(spec.num_cameras, rng)
+    portrait = {i: table[i].portrait for i in ids}
+    rgb = {i: table[i].rgb for i in ids}
+    cameras, camera_record = dome_cameras(ids, portrait, rng)
+    if spec.default_cases:
+        _fill_default_cases(spec, ids, rgb)
+    sizes = [PORTRAIT_SIZE if portrait[i] else PORTRAIT_SIZE[::-1] for i in ids]
+
+    layers = {hand: mano_layer(mano_dir, hand) for hand in HANDS}
+    betas = {hand: rng.normal(scale=0.6, size=10) for hand in HANDS}
+    samples = {hand: _surface_samples(layers[hand].model.faces, layers[hand].model.v_template, SPLATS_PER_HAND, rng)
+               for hand in HANDS}
+    tips = {hand: fingertip_vertices(layers[hand].model) for hand in HANDS}
+
+    mano_json, joints_json, images_json, annots_json = {}, {}, [], []
+    frames: dict[str, list[int]] = {}
+    next_frame = 1
+    image_dir = basedir / "images" / spec.split / f"Capture{spec.capture}"
+    iterator = spec.sequences
+    if progress:
+        from tqdm import tqdm
+
+        iterator = tqdm(spec.sequences, desc="synthetic sequences", unit="seq")
+    for seq in iterator:
+        frame_ids = list(range(next_frame, next_frame + seq.num_frames))
+        next_frame += seq.num_frames + 37
+        frames[seq.name] = frame_ids
+        motion = hand_motion(seq.hands, seq.num_frames, rng, betas)
+        posed = {hand: layers[hand](*params) for hand, params in motion.items()}
+        black = spec.black.get(seq.name, {})
+        null = spec.null_mano.get(seq.name, {})
+        missing = spec.missing_images.get(seq.name, {})
+        for offset, frame in enumerate(frame_ids):
+            present = [h for h in posed if h not in null.get(offset, [])]
+            entry = {}
+            for hand in HANDS:
+                if hand in present:
+                    pose, shape, trans = (a[offset] for a in motion[hand])
+                    entry[hand] = {"pose": pose.tolist(), "shape": shape.tolist(), "trans": trans.tolist()}
+                else:
+                    entry[hand] = None
+            mano_json[str(frame)] = entry
+            world_joints = np.zeros((42, 3))
+            valid = np.zeros(42, bool)
+            for hand in present:
+                keypoints = interhand_keypoints(posed[hand].joints[offset], posed[hand].vertices[offset], tips[hand])
+                sl = slice(0, 21) if hand == "right" else slice(21, 42)
+                world_joints[sl], valid[sl] = keypoints * 1000.0, True
+            hand_type = "interacting" if len(present) == 2 else (present[0] if present else "right")
+            joints_json[str(frame)] = {"world_coord": world_joints.tolist(), "joint_valid": valid[:, None].tolist(),
+                                       "hand_type": hand_type, "hand_type_valid": bool(present), "seq": seq.name}
+            # Every hand with a mesh is drawn, also when its MANO entry is withheld (as when the
+            # annotation fails on a real frame).
+            points, colors = [], []
+            for hand in posed:
+                face_ids, bary = samples[hand]
+                verts = posed[hand].vertices[offset]
+                faces = layers[hand].model.faces
+                tri = verts[faces[face_ids]]
+                points.append(np.einsum("pk,pkd->pd", bary, tri) * 1000.0)
+                face_normals = np.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0])
+                face_normals /= np.linalg.norm(face_normals, axis=1, keepdims=True)
+                colors.append((face_normals, np.broadcast_to(SKIN[hand], face_normals.shape)))
+            pts = np.concatenate(points)
+            normals = np.concatenate([c[0] for c in colors])
+            base = np.concatenate([c[1] for c in colors])
+            images = _shade_and_render(pts, normals, base, cameras, sizes)
+            pixels, _ = cameras.project(world_joints[valid]) if valid.any() else (None, None)
+            for c, cam in enumerate(ids):
+                if cam in spec.cameras_without_images or cam in missing.get(offset, []):
+                    continue
+                image = images[c]
+                if cam in black.get(offset, []):
+                    image = np.full_like(image, BLACK_LEVEL)
+                if not rgb[cam]:
+                    gray = np.asarray(Image.fromarray(image).convert("L"))
+                    image = np.repeat(gray[..., None], 3, axis=2)
+                name = f"cam{cam}/{dataset.image_name(frame)}"
+                write_bytes(image_dir / seq.name / name, _jpeg(image, spec.jpeg_quality))
+                image_id = len(images_json)
+                w, h = sizes[c]
+                images_json.append({"id": image_id, "file_name": f"Capture{spec.capture}/{seq.name}/{name}",
+                                    "width": w, "height": h, "capture": spec.capture, "subject": spec.capture,
+                                    "seq_name": seq.name, "camera": cam, "frame_idx": frame})
+                bbox = [0.0, 0.0, 0.0, 0.0]
+                if pixels is not None:
+                    lo, hi = pixels[c].min(0), pixels[c].max(0)
+                    margin = 0.25 * (hi - lo) + 5.0
+                    bbox = [float(lo[0] - margin[0]), float(lo[1] - margin[1]),
+                            float(hi[0] - lo[0] + 2 * margin[0]), float(hi[1] - lo[1] + 2 * margin[1])]
+                annots_json.append({"id": image_id, "image_id": image_id, "bbox": bbox,
+                                    "joint_valid": valid[:, None].astype(int).tolist(), "hand_type": hand_type,
+                                    "hand_type_valid": int(bool(present))})
+
+    _write_annotations(basedir, spec, camera_record, mano_json, joints_json, images_json, annots_json)
+    return CaptureManifest(spec=spec, basedir=basedir, mano_dir=mano_dir, cameras=cameras, portrait=portrait,
+                           rgb=rgb, frames=frames)
+
+
+def _shade_and_render(points, normals, base, cameras: CameraSet, sizes) -> list[np.ndarray]:
+    """Lambert-like shading towards each camera, then splatting. Faces seen from behind are dark."""
+    images = []
+    for c in range(len(cameras.ids)):
+        view = cameras.centers[c] - points
+        view /= np.linalg.norm(view, axis=1, keepdims=True)
+        light = np.clip(np.einsum("pd,pd->p", normals, view), 0.0, 1.0)
+        colors = base * (0.25 + 0.75 * light)[:, None]
+        images.append(render_splats(points, colors, cameras.subset([cameras.ids[c]]), [sizes[c]])[0])
+    return images
+
+
+def fingertip_vertices(model) -> dict[str, int]:
+    """Tip vertex of each finger: the vertex of the distal segment farthest from the wrist.
+
+    Works for the official model and the synthetic one alike (their vertex ids differ).
+    """
+    joints = model.J_regressor @ model.v_template
+    tips = {}
+    for name, distal in (("thumb", 15), ("index", 3), ("middle", 6), ("ring", 12), ("pinky", 9)):
+        segment = np.flatnonzero(np.argmax(model.weights, axis=1) == distal)
+        distance = np.linalg.norm(model.v_template[segment] - joints[0], axis=1)
+        tips[name] = int(segment[np.argmax(distance)])
+    return tips
+
+
+# InterHand2.6M keypoint order per hand: thumb4..1, index4..1, middle4..1, ring4..1, pinky4..1, wrist
+_INTERHAND_FROM_MANO = [("thumb", 15, 14, 13), ("index", 3, 2, 1), ("middle", 6, 5, 4), ("ring", 12, 11, 10),
+                        ("pinky", 9, 8, 7)]
+
+
+def interhand_keypoints(joints: np.ndarray, vertices: np.ndarray, tips: dict[str, int]) -> np.ndarray:
+    """16 MANO joints (16x3) and the mesh -> the 21 InterHand2.6M keypoints of one hand (21x3)."""
+    rows = []
+    for name, *mano_ids in _INTERHAND_FROM_MANO:
+        rows.append(vertices[tips[name]])
+        rows.extend(joints[j] for j in mano_ids)
+    rows.append(joints[0])
+    return np.stack(rows)
+
+
+def skeleton_text() -> str:
+    lines = ["# joint_name joint_id joint_parent_id"]
+    names = []
+    for side in ("r", "l"):
+        for finger in ("thumb", "index", "middle", "ring", "pinky"):
+            names += [f"{side}_{finger}{k}" for k in (4, 3, 2, 1)]
+        names.append(f"{side}_wrist")
+    for j, name in enumerate(names):
+        hand_offset = 0 if j < 21 else 21
+        local = j - hand_offset
+        parent = -1 if local == 20 else (hand_offset + 20 if local % 4 == 3 else j + 1)
+        lines.append(f"{name} {j} {parent}")
+    return "\n".join(lines) + "\n"
+
+
+def _merge_json(path: Path, capture: int, record) -> None:
+    data = orjson.loads(path.read_bytes()) if path.exists() else {}
+    data[str(capture)] = record
+    write_bytes(path, orjson.dumps(data))
+
+
+def _write_annotations(basedir: Path, spec: CaptureSpec, camera_record, mano_json, joints_json, images_json,
+                       annots_json) -> None:
+    files = dataset.AnnotationFiles(basedir, spec.split)
+    _merge_json(files.camera, spec.capture, camera_record)
+    _merge_json(files.mano, spec.capture, mano_json)
+    _merge_json(files.joint_3d, spec.capture, joints_json)
+    coco = orjson.loads(files.data.read_bytes()) if files.data.exists() else {"images": [], "annotations": []}
+    coco["images"] = [im for im in coco["images"] if im["capture"] != spec.capture]
+    kept = {im["id"] for im in coco["images"]}
+    coco["annotations"] = [a for a in coco["annotations"] if a["image_id"] in kept]
+    offset = max(kept, default=-1) + 1
+    for im, an in zip(images_json, annots_json):
+        im["id"] += offset
+        an["id"] += offset
+        an["image_id"] += offset
+    coco["images"] += images_json
+    coco["annotations"] += annots_json
+    write_bytes(files.data, orjson.dumps(coco))
+    write_text(basedir / "annotations" / "skeleton.txt", skeleton_text())
+    subjects = basedir / "annotations" / "subject.txt"
+    lines = subjects.read_text().splitlines() if subjects.exists() else ["# capture subject"]
+    line = f"Capture{spec.capture} {spec.capture}"
+    if line not in lines:
+        lines.append(line)
+    write_text(subjects, "\n".join(lines) + "\n")
