@@ -7,7 +7,8 @@ A processed sequence folder (the output contract the trainers read):
     params/<hand>/<frame>.npy        {"poses" 1x48, "Rh" 1x3, "Th" 1x3 (m), "shapes" 1x10}
     params/<hand>/tpose.npy          the canonical parameters
     vertices/<hand>/<frame>.npy      778x3 float32 world coordinates (m)
-    lbs/<hand>/...                   skinning grids (prepare_blend_weights.py)
+    lbs/<hand>/{faces,parents,weights,joints,tvertices,tbw}.npy, bweights/<frame>.npy, bs/<frame>.npy
+                                     skinning grids (prepare_blend_weights.py)
     mask/cam<id>/image<frame>.png    hand masks (render_mesh.py)
     depth/cam<id>/image<frame>.npy   depth maps (render_mesh.py)
 """
@@ -25,6 +26,7 @@ from .errors import InputError
 from .fileio import load_npy, save_npy, write_text
 
 PARAM_KEYS = {"poses": 48, "Rh": 3, "Th": 3, "shapes": 10}
+LBS_SHARED_FILES = ("faces", "parents", "weights", "joints", "tvertices", "tbw")
 
 
 def sequence_input_dir(basedir: str | Path, split: str, capture: int, seq: str) -> Path:
@@ -80,6 +82,21 @@ class SequenceLayout:
 
     def vertices(self, hand: str, frame: int) -> Path:
         return self.root / "vertices" / hand / f"{int(frame)}.npy"
+
+    def lbs_dir(self, hand: str) -> Path:
+        return self.root / "lbs" / hand
+
+    def lbs_file(self, hand: str, name: str) -> Path:
+        """Shared skinning files: faces, parents, weights, joints, tvertices, tbw (.npy)."""
+        if name not in LBS_SHARED_FILES:
+            raise ValueError(f"unknown lbs file {name!r}; expected one of {LBS_SHARED_FILES}")
+        return self.lbs_dir(hand) / f"{name}.npy"
+
+    def bweights(self, hand: str, frame: int) -> Path:
+        return self.lbs_dir(hand) / "bweights" / f"{int(frame)}.npy"
+
+    def bs(self, hand: str, frame: int) -> Path:
+        return self.lbs_dir(hand) / "bs" / f"{int(frame)}.npy"
 
     # -- readers and writers -------------------------------------------------------------------
     def write_annots(self, cameras: CameraSet, frames: Iterable[int]) -> None:

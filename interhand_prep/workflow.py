@@ -7,7 +7,7 @@ import sys
 import time
 from pathlib import Path
 
-from . import annots
+from . import annots, blend_weights
 from .cli import DEFAULT_BASEDIR, DEFAULT_MANO_DIR, add_common_options, run_main
 from .dataset import InterHandDataset
 from .synthetic_capture import CaptureSpec, SequenceSpec, generate_capture
@@ -54,6 +54,7 @@ def main(args) -> int:
         start = time.perf_counter()
         result = annots.run(sel, progress=not args.quiet)
         print(result.summary(), flush=True)
+        print(blend_weights.run(sel, progress=not args.quiet).summary(), flush=True)
         rows.append((seq, len(result.frames), len(result.cameras), time.perf_counter() - start, sel.layout.root))
     print(f"\n{'sequence':<28} {'frames':>6} {'cameras':>7} {'seconds':>8}  output")
     for seq, frames, cams, seconds, root in rows:
