@@ -28,6 +28,7 @@ from .mano import HANDS, load_mano_model, mano_layer
 
 DEPTH_FORMATS = ("npy", "png16", "none")
 PNG16_UNITS_PER_METRE = 10000  # depth png16: uint16 in units of 0.1 mm (max 6.5535 m)
+OSMESA_VIEWS_PER_PROCESS = 600
 
 
 @dataclass
@@ -167,20 +168,22 @@ def _render_views(cameras: list[rendering.ViewCamera], todo: dict[str, set[int]]
     done = 0
     with rendering.HandViewRenderer(cameras) as renderer, ThreadPoolExecutor(max_workers=2) as writer:
         pending = []
-        for frame in frames:
-            views = [c.cam_id for c in cameras if frame in todo[c.cam_id]]
-            if not views:
-                continue
-            renderer.set_hands({hand: (v, faces[hand]) for hand, v in meshes[frame].items()})
-            for cam in views:
-                mask, depth = renderer.render(cam)
-                pending.append(writer.submit(write_view, layout, cam, frame, mask, depth, depth_format))
-            # bound the queue of encoded-but-unwritten views
-            while len(pending) > 64:
-                pending.pop(0).result()
-            done += len(views)
-            if progress_queue is not None:
-                progress_queue.put(len(views))
+        # size by size: each worker switches GL contexts once per image size, not per view
+        for size in renderer.sizes:
+            size_cams = renderer.cameras_of_size(size)
+            for frame in frames:
+                views = [cam for cam in size_cams if frame in todo[cam]]
+                if not views:
+                    continue
+                renderer.set_hands(size, {hand: (v, faces[hand]) for hand, v in meshes[frame].items()})
+                for cam in views:
+                    mask, depth = renderer.render(cam)
+                    pending.append(writer.submit(write_view, layout, cam, frame, mask, depth, depth_format))
+                while len(pending) > 64:  # bound the views held in memory for writing
+                    pending.pop(0).result()
+                done += len(views)
+                if progress_queue is not None:
+                    progress_queue.put(len(views))
         for future in pending:
             future.result()
     return done
@@ -221,18 +224,27 @@ def run(sel: SequenceSelector, opts: RenderOptions | None = None, progress: bool
     workers = min(opts.workers or os.cpu_count() or 1, len(cameras))
     groups = _split_cameras(cameras, todo, workers)
     result.workers = len(groups)
+    # OSMesa (Mesa 22, PyOpenGL 3.1.10) leaks about one frame buffer per rendered view, so there
+    # each worker process is replaced after OSMESA_VIEWS_PER_PROCESS views to bound its memory.
+    tasks = []
+    for g in groups:
+        group_todo = {c.cam_id: todo[c.cam_id] for c in g}
+        per_frame = max(1, sum(1 for c in g for f in frames if f in group_todo[c.cam_id]) // max(len(frames), 1))
+        step = max(1, OSMESA_VIEWS_PER_PROCESS // per_frame) if result.backend == "osmesa" else len(frames)
+        tasks += [(g, group_todo, frames[i:i + step]) for i in range(0, len(frames), step)]
     bar = tqdm(total=total, desc=f"{sel.seq} views", unit="view", disable=not progress, leave=False)
-    if len(groups) == 1:
-        result.rendered = _render_views(groups[0], todo, frames, meshes, faces, str(layout.root), opts.depth_format)
+    if len(tasks) == 1 and rendering.can_render_here(result.backend):
+        g, group_todo, task_frames = tasks[0]
+        result.rendered = _render_views(g, group_todo, task_frames, meshes, faces, str(layout.root), opts.depth_format)
         bar.update(result.rendered)
     else:
         # spawn: each worker gets a fresh process (and GL context), never a forked one
         ctx = multiprocessing.get_context("spawn")
-        with ctx.Manager() as manager, ProcessPoolExecutor(len(groups), mp_context=ctx) as pool:
+        recycle = 1 if result.backend == "osmesa" else None
+        with ctx.Manager() as manager, ProcessPoolExecutor(len(groups), mp_context=ctx, max_tasks_per_child=recycle) as pool:
             queue = manager.Queue()
-            jobs = [pool.submit(_render_views, g, {c.cam_id: todo[c.cam_id] for c in g}, frames,
-                                {f: meshes[f] for f in frames}, faces, str(layout.root), opts.depth_format, queue)
-                    for g in groups]
+            jobs = [pool.submit(_render_views, g, group_todo, task_frames, {f: meshes[f] for f in task_frames}, faces,
+                                str(layout.root), opts.depth_format, queue) for g, group_todo, task_frames in tasks]
             finished = 0
             while finished < total and not all(j.done() for j in jobs):
                 try:

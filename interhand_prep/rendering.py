@@ -55,14 +55,11 @@ def select_platform(backend: str) -> str:
     """Resolve `backend` ('auto', 'egl', 'osmesa') to a working platform and set PYOPENGL_PLATFORM.
 
     auto: EGL when an EGL device works (NVIDIA, or Mesa's software device), else OSMesa.
-    Must run before pyrender is imported in this process.
+    Worker processes started afterwards inherit the choice; this process can render only if it
+    has not imported pyrender for another platform (see `can_render_here`).
     """
     if backend not in BACKENDS:
         raise InputError(f"unknown backend {backend!r}; expected one of {', '.join(BACKENDS)}")
-    if "pyrender" in sys.modules and os.environ.get("PYOPENGL_PLATFORM") not in (None, backend):
-        if backend == "auto":
-            return os.environ["PYOPENGL_PLATFORM"]
-        raise RuntimeError("select_platform must run before pyrender is imported")
     candidates = ("egl", "osmesa") if backend == "auto" else (backend,)
     reasons = {}
     for platform in candidates:
@@ -74,6 +71,16 @@ def select_platform(backend: str) -> str:
     detail = "; ".join(f"{p}: {r}" for p, r in reasons.items())
     raise InputError(f"no OpenGL platform for offscreen rendering ({detail}); install the system libraries "
                      "(Debian: apt-get install libegl1 libegl-mesa0 libgl1-mesa-dri libosmesa6) or pick --backend")
+
+
+_imported_platform: str | None = None
+
+
+def can_render_here(platform: str) -> bool:
+    """Whether this process can render on `platform` (PyOpenGL fixes its platform at import)."""
+    if "pyrender" not in sys.modules:
+        return True
+    return _imported_platform == platform
 
 
 def camera_pose_opengl(R: np.ndarray, T_mm: np.ndarray) -> np.ndarray:
@@ -100,16 +107,24 @@ class ViewCamera:
 class HandViewRenderer:
     """Renders mask and depth of the current hand meshes from many cameras.
 
-    One GL context per instance (create one per worker process), one OffscreenRenderer and one
-    Scene per image size; a frame's meshes are uploaded once per size and seen from every camera
-    by switching the scene's camera node.
+    One GL context per instance (create one per worker process): a single OffscreenRenderer,
+    resized when the image size changes (render all views of one size before the next), and one
+    Scene per image size. A frame's meshes are uploaded once per size and seen from every camera
+    by switching the scene's camera node. (Several EGL renderers in one process share a display
+    that pyrender terminates when the first is deleted, pyrender issues 148 and 223.)
     """
 
     def __init__(self, cameras: list[ViewCamera]):
+        global _imported_platform
+        platform = os.environ.get("PYOPENGL_PLATFORM")
+        if not can_render_here(platform):
+            raise RuntimeError(f"pyrender was imported here for {_imported_platform}, not {platform}")
         import pyrender
 
+        _imported_platform = platform
+
         self._pyrender = pyrender
-        self._flags = pyrender.RenderFlags.SEG | pyrender.RenderFlags.SKIP_CULL_FACES
+        self._flags = pyrender.RenderFlags.SEG
         self._by_size: dict[tuple[int, int], dict] = {}
         self._renderer = None
         self.cameras = {c.cam_id: c for c in cameras}
@@ -122,36 +137,80 @@ class HandViewRenderer:
             # pyrender puts pixel centres at +0.5, OpenCV at integers
             intrinsics = pyrender.IntrinsicsCamera(K[0, 0], K[1, 1], K[0, 2] + 0.5, K[1, 2] + 0.5, znear=Z_NEAR, zfar=Z_FAR)
             entry["nodes"][cam.cam_id] = entry["scene"].add(intrinsics, pose=camera_pose_opengl(cam.R, cam.T))
-        self._renderers = {size: pyrender.OffscreenRenderer(*size) for size in self._by_size}
+        first = next(iter(self._by_size))
+        self._offscreen = pyrender.OffscreenRenderer(*first)
+        self._size = None
 
-    def set_hands(self, meshes: dict[str, tuple[np.ndarray, np.ndarray]]) -> None:
-        """meshes: {hand: (vertices Vx3 world metres, faces Fx3)}; hands not given are removed."""
+    @property
+    def sizes(self) -> list[tuple[int, int]]:
+        """Image sizes (width, height) of the cameras, each with its own scene and renderer."""
+        return list(self._by_size)
+
+    def cameras_of_size(self, size: tuple[int, int]) -> list[str]:
+        return list(self._by_size[size]["nodes"])
+
+    def set_hands(self, size: tuple[int, int], meshes: dict[str, tuple[np.ndarray, np.ndarray]]) -> None:
+        """Put the frame's hands into the scene of one image size; hands not given are removed.
+
+        meshes: {hand: (vertices Vx3 world metres, faces Fx3)}.
+        """
         pyrender = self._pyrender
-        for entry in self._by_size.values():
-            scene = entry["scene"]
-            for node in entry["hands"].values():
-                scene.remove_node(node)  # the renderer frees the old buffers on its next render
-            entry["hands"] = {}
-            for hand, (vertices, faces) in meshes.items():
-                # a new mesh per frame: editing positions in place would not reach the GPU (pyrender #43)
-                primitive = pyrender.Primitive(positions=np.asarray(vertices, dtype=np.float32),
-                                               indices=np.asarray(faces, dtype=np.uint32), mode=pyrender.GLTF.TRIANGLES)
-                entry["hands"][hand] = scene.add(pyrender.Mesh([primitive]))
+        entry = self._by_size[size]
+        scene = entry["scene"]
+        for node in entry["hands"].values():
+            scene.remove_node(node)  # the renderer frees the old buffers on its next render
+        entry["hands"] = {}
+        for hand, (vertices, faces) in meshes.items():
+            # pyrender culls back faces in SEG mode whatever the flags say, and MANO is open at the
+            # wrist (its inside is visible there), so every face is drawn with both windings.
+            faces = np.asarray(faces, dtype=np.uint32)
+            both_sides = np.concatenate([faces, faces[:, ::-1]])
+            # a new mesh per frame: editing positions in place would not reach the GPU (pyrender #43)
+            primitive = pyrender.Primitive(positions=np.asarray(vertices, dtype=np.float32),
+                                           indices=both_sides, mode=pyrender.GLTF.TRIANGLES)
+            entry["hands"][hand] = scene.add(pyrender.Mesh([primitive]))
 
     def render(self, cam_id: str) -> tuple[np.ndarray, np.ndarray]:
         """-> mask uint8 (H, W) with HAND_LABELS, depth float32 (H, W) metres (0 = no hand)."""
         cam = self.cameras[cam_id]
-        entry = self._by_size[(cam.width, cam.height)]
+        size = (cam.width, cam.height)
+        entry = self._by_size[size]
         scene = entry["scene"]
         scene.main_camera_node = entry["nodes"][cam_id]
         seg = {node: (HAND_LABELS[hand],) * 3 for hand, node in entry["hands"].items()}
-        color, depth = self._renderers[(cam.width, cam.height)].render(scene, self._flags, seg_node_map=seg)
+        self._activate(size)
+        offscreen = self._offscreen
+        if offscreen._platform.supports_framebuffers():
+            color, depth = offscreen._renderer.render(scene, self._flags | self._pyrender.RenderFlags.OFFSCREEN, seg)
+        else:
+            offscreen._renderer.render(scene, self._flags, seg)
+            depth = offscreen._renderer.read_depth_buf()
+            color = offscreen._renderer.read_color_buf()
         return np.ascontiguousarray(color[..., 0]), depth
 
+    def _activate(self, size: tuple[int, int]) -> None:
+        """Make the context current at `size` (width, height), resizing the renderer if needed.
+
+        OffscreenRenderer.render makes its context current twice per call, and PyOpenGL keeps every
+        buffer handed to OSMesaMakeCurrent alive (a frame-sized leak per view). So the context is
+        made current only when the size changes, and pyrender's renderer is driven as
+        OffscreenRenderer.render drives it (pyrender2 0.2.2).
+        """
+        if size == self._size:
+            return
+        offscreen = self._offscreen
+        offscreen.viewport_width, offscreen.viewport_height = size
+        if not offscreen._platform.supports_framebuffers():  # OSMesa: its buffer has a fixed size
+            offscreen.delete()
+            offscreen._create()
+        offscreen._platform.make_current()
+        offscreen._renderer.viewport_width, offscreen._renderer.viewport_height = size
+        self._size = size
+
     def close(self) -> None:
-        for renderer in self._renderers.values():
-            renderer.delete()
-        self._renderers = {}
+        if self._offscreen is not None:
+            self._offscreen.delete()
+            self._offscreen = None
 
     def __enter__(self) -> "HandViewRenderer":
         return self

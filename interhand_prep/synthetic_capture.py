@@ -69,6 +69,11 @@ class CaptureSpec:
     cameras_without_images: list[str] = field(default_factory=list)
     default_cases: bool = True
     jpeg_quality: int = 90
+    image_scale: float = 1.0  # < 1 for small images (tests); focal length and principal point follow
+
+    @property
+    def portrait_size(self) -> tuple[int, int]:
+        return tuple(int(round(n * self.image_scale)) for n in PORTRAIT_SIZE)
 
 
 @dataclass
@@ -99,7 +104,8 @@ def choose_cameras(num: int, rng: np.random.Generator) -> list[str]:
     return sorted((str(c) for c in chosen), key=int)
 
 
-def dome_cameras(ids: list[str], portrait: dict[str, bool], rng: np.random.Generator) -> tuple[CameraSet, dict]:
+def dome_cameras(ids: list[str], portrait: dict[str, bool], rng: np.random.Generator,
+                 portrait_size: tuple[int, int] = PORTRAIT_SIZE) -> tuple[CameraSet, dict]:
     """Cameras spread over a dome about the hands, ~1 m away, looking at its centre."""
     n = len(ids)
     golden = np.pi * (3 - np.sqrt(5))
@@ -114,10 +120,12 @@ def dome_cameras(ids: list[str], portrait: dict[str, bool], rng: np.random.Gener
     down = np.tile([0.0, 1.0, 0.0], (n, 1))
     down[[not portrait[i] for i in ids]] = [1.0, 0.0, 0.0]  # landscape: rig rotated about the optical axis
     R = look_at_rotation(campos, target, down)
-    sizes = {i: PORTRAIT_SIZE if portrait[i] else PORTRAIT_SIZE[::-1] for i in ids}
+    sizes = {i: portrait_size if portrait[i] else portrait_size[::-1] for i in ids}
+    scale = portrait_size[1] / PORTRAIT_SIZE[1]
     focal = rng.uniform(1240.0, 1275.0, (n, 2))
     focal[:, 1] = focal[:, 0] + rng.normal(scale=0.3, size=n)
-    princpt = np.array([[sizes[i][0] / 2, sizes[i][1] / 2] for i in ids]) + rng.uniform(-25, 25, (n, 2))
+    focal *= scale
+    princpt = np.array([[sizes[i][0] / 2, sizes[i][1] / 2] for i in ids]) + rng.uniform(-25, 25, (n, 2)) * scale
     record = {
         "campos": {i: campos[c].tolist() for c, i in enumerate(ids)},
         "camrot": {i: R[c].tolist() for c, i in enumerate(ids)},
@@ -237,10 +245,10 @@ def generate_capture(basedir: str | Path, mano_dir: str | Path, spec: CaptureSpe
     ids = [str(i) for i in spec.camera_ids] if spec.camera_ids else choose_cameras(spec.num_cameras, rng)
     portrait = {i: table[i].portrait for i in ids}
     rgb = {i: table[i].rgb for i in ids}
-    cameras, camera_record = dome_cameras(ids, portrait, rng)
+    cameras, camera_record = dome_cameras(ids, portrait, rng, spec.portrait_size)
     if spec.default_cases:
         _fill_default_cases(spec, ids, rgb)
-    sizes = [PORTRAIT_SIZE if portrait[i] else PORTRAIT_SIZE[::-1] for i in ids]
+    sizes = [spec.portrait_size if portrait[i] else spec.portrait_size[::-1] for i in ids]
 
     layers = {hand: mano_layer(mano_dir, hand) for hand in HANDS}
     betas = {hand: rng.normal(scale=0.6, size=10) for hand in HANDS}
