@@ -7,7 +7,7 @@ import sys
 import time
 from pathlib import Path
 
-from . import annots, blend_weights
+from . import annots, blend_weights, render_mesh
 from .cli import DEFAULT_BASEDIR, DEFAULT_MANO_DIR, add_common_options, run_main
 from .dataset import InterHandDataset
 from .synthetic_capture import CaptureSpec, SequenceSpec, generate_capture
@@ -55,6 +55,7 @@ def main(args) -> int:
         result = annots.run(sel, progress=not args.quiet)
         print(result.summary(), flush=True)
         print(blend_weights.run(sel, progress=not args.quiet).summary(), flush=True)
+        print(render_mesh.run(sel, progress=not args.quiet).summary(), flush=True)
         rows.append((seq, len(result.frames), len(result.cameras), time.perf_counter() - start, sel.layout.root))
     print(f"\n{'sequence':<28} {'frames':>6} {'cameras':>7} {'seconds':>8}  output")
     for seq, frames, cams, seconds, root in rows:
