@@ -23,6 +23,8 @@ class _PlainUnpickler(pickle.Unpickler):
     def find_class(self, module, name):
         if module.startswith("chumpy"):
             return type(name, (_Stub,), {"chumpy_name": f"{module}.{name}"})
+        if module == "scipy.sparse.csc":  # old scipy's module path, deprecated today
+            module = "scipy.sparse"
         return super().find_class(module, name)
 
 
