@@ -1,0 +1,99 @@
+"""GIF previews of processed sequences, optionally with the rendered masks tinted over the images."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from .errors import InputError
+from .fileio import write_bytes
+from .layout import SequenceLayout
+from .render_mesh import mask_path
+
+DEFAULT_CAMERA = "400002"
+# tint colours (RGB) per mask label, blended at OVERLAY_ALPHA
+OVERLAY_COLORS = {100: (40, 120, 255), 200: (255, 60, 40)}  # left blue, right red
+OVERLAY_ALPHA = 0.5
+
+
+def gif_path(root: Path, split: str, capture: int, seq: str, cam: str) -> Path:
+    return Path(root) / "gif" / split / f"Capture{capture}" / seq / f"cam{cam}.gif"
+
+
+def overlay_mask(image: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """image HxWx3 uint8, mask HxW uint8 labels -> image with each hand's pixels tinted."""
+    out = image.astype(np.float32)
+    for label, color in OVERLAY_COLORS.items():
+        sel = mask == label
+        out[sel] = (1 - OVERLAY_ALPHA) * out[sel] + OVERLAY_ALPHA * np.array(color, np.float32)
+    return np.clip(np.rint(out), 0, 255).astype(np.uint8)
+
+
+def sequence_frames_rgb(layout: SequenceLayout, cam: str, stride: int = 1, max_width: int | None = None,
+                        overlay: bool = False) -> list[np.ndarray]:
+    frames = layout.read_frames()[::stride]
+    images = []
+    for frame in frames:
+        path = layout.image(cam, frame)
+        try:
+            image = Image.open(path).convert("RGB")
+        except (OSError, ValueError) as exc:
+            raise InputError(f"{path}: unreadable image ({exc})") from None
+        array = np.asarray(image)
+        if overlay:
+            mpath = mask_path(layout, cam, frame)
+            if not mpath.is_file():
+                raise InputError(f"{mpath}: no mask to overlay (run render_mesh.py first)")
+            array = overlay_mask(array, np.asarray(Image.open(mpath)))
+        if max_width and array.shape[1] > max_width:
+            height = round(array.shape[0] * max_width / array.shape[1])
+            array = np.asarray(Image.fromarray(array).resize((max_width, height), Image.Resampling.BILINEAR))
+        images.append(array)
+    return images
+
+
+def write_gif(path: Path, images: list[np.ndarray], fps: float) -> None:
+    frames = [Image.fromarray(a) for a in images]
+    buf = io.BytesIO()
+    frames[0].save(buf, format="GIF", save_all=True, append_images=frames[1:], duration=round(1000 / fps), loop=0)
+    write_bytes(path, buf.getvalue())
+
+
+def processed_sequences(root: Path) -> list[str]:
+    """Sequence folders under a capture folder that get_annots.py has finished."""
+    if not root.is_dir():
+        raise InputError(f"{root}: capture folder not found")
+    return sorted(p.name for p in root.iterdir() if (p / "annots.npy").is_file())
+
+
+def make_capture_gifs(basedir: Path, split: str, capture: int, out_root: Path | None = None, cam: str | None = None,
+                      fps: float = 30.0, stride: int = 1, max_width: int | None = None, overlay: bool = False,
+                      seqs: list[str] | None = None, progress: bool = True) -> list[Path]:
+    """One GIF per processed sequence of the capture -> the GIF paths.
+
+    The camera is `cam`, else 400002 when kept, else the first kept camera.
+    GIFs go to <out_root or basedir>/gif/<split>/Capture<N>/<seq>/cam<id>.gif.
+    """
+    from tqdm import tqdm
+
+    if fps <= 0 or stride < 1:
+        raise InputError(f"--fps must be positive and --stride at least 1 (got {fps}, {stride})")
+    capture_root = SequenceLayout.for_sequence(basedir, split, capture, "_", out_root).root.parent
+    seqs = seqs or processed_sequences(capture_root)
+    if not seqs:
+        raise InputError(f"{capture_root}: no processed sequence (run get_annots.py first)")
+    written = []
+    for seq in tqdm(seqs, desc=f"GIFs Capture{capture}", unit="seq", disable=not progress):
+        layout = SequenceLayout.for_sequence(basedir, split, capture, seq, out_root)
+        cams = layout.read_cams()
+        chosen = cam or (DEFAULT_CAMERA if DEFAULT_CAMERA in cams else cams[0])
+        if chosen not in cams:
+            raise InputError(f"{layout.cams_txt}: camera {chosen} is not among the kept cameras of {seq}")
+        images = sequence_frames_rgb(layout, chosen, stride, max_width, overlay)
+        path = gif_path(out_root or basedir, split, capture, seq, chosen)
+        write_gif(path, images, fps)
+        written.append(path)
+    return written
