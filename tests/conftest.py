@@ -66,3 +66,56 @@ def frames_of(seq: str) -> list[int]:
             return list(range(start, start + s.num_frames))
         start += s.num_frames + 37
     raise KeyError(seq)
+
+
+def gl_platform_or_skip() -> str:
+    """A working offscreen OpenGL platform, or skip (fail under CI, which installs Mesa)."""
+    from interhand_prep import rendering
+
+    reasons = {p: rendering.probe_platform(p) for p in ("egl", "osmesa")}
+    working = [p for p, r in reasons.items() if r is None]
+    if not working:
+        message = f"no OpenGL platform: {reasons}"
+        if os.environ.get("CI"):
+            pytest.fail(message)
+        pytest.skip(message)
+    return working[0]
+
+
+def assert_processed_sequence(root: Path, hands: tuple[str, ...], mano_dir: Path) -> None:
+    """Load a processed (or merged) sequence folder the way a trainer does, and check it."""
+    import numpy as np
+    from PIL import Image
+
+    from interhand_prep import mano
+    from interhand_prep.layout import SequenceLayout
+
+    layout = SequenceLayout(root)
+    annots = np.load(root / "annots.npy", allow_pickle=True).item()
+    cams = [line for line in (root / "cams.txt").read_text().split()]
+    frames = [int(f) for f in (root / "frames.txt").read_text().split()]
+    assert frames == sorted(frames) and len(set(frames)) == len(frames)
+    assert list(annots["cams"]["K"]) == cams and len(annots["ims"]) == len(frames)
+    for frame, entry in zip(frames, annots["ims"]):
+        assert entry["ims"] == [f"cam{c}/image{frame:04d}.jpg" for c in cams]
+        for rel in entry["ims"]:
+            image = Image.open(root / rel)
+            mask = np.asarray(Image.open((root / "mask" / rel).with_suffix(".png")))
+            depth = np.load((root / "depth" / rel).with_suffix(".npy"))
+            assert mask.shape == image.size[::-1] and depth.shape == mask.shape + (1,)
+            assert ((mask > 0) == (depth[..., 0] > 0)).all()
+    for hand in hands:
+        model = mano.load_mano_model(mano_dir, hand)
+        lbs = layout.lbs_dir(hand)
+        for name in ("faces", "parents", "weights", "joints", "tvertices", "tbw"):
+            assert (lbs / f"{name}.npy").is_file()
+        tpose = np.load(layout.tpose_params(hand), allow_pickle=True).item()
+        assert tpose["Rh"].shape == (1, 3)
+        for frame in frames:
+            params = np.load(layout.params(hand, frame), allow_pickle=True).item()
+            vertices = np.load(layout.vertices(hand, frame))
+            assert vertices.shape == (model.num_vertices, 3)
+            unposed = (vertices - params["Th"]) @ mano.axis_angle_to_matrix(params["Rh"])[0]
+            assert np.abs(unposed).max() < 0.5  # pose space: the hand about the origin
+            assert np.load(layout.bweights(hand, frame)).shape[-1] == 17
+            assert np.load(layout.bs(hand, frame)).shape[-1] == 3

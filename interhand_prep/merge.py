@@ -1,0 +1,169 @@
+"""Merge processed sequences into one sequence folder made of relative symbolic links.
+
+<root>/merge/<new_name>/ holds links to every image, mask, depth map, params, vertices and skinning
+grid of the sources (the shared lbs files and tpose.npy from the first one), and small files of its
+own: annots.npy (cameras of the first sequence, images of all), frames.txt, cams.txt, seqs.txt.
+It loads exactly like a single processed sequence. Nothing is written when a check fails.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .dataset import SPLITS
+from .errors import InputError
+from .layout import LBS_SHARED_FILES, SequenceLayout
+from .mano import HANDS
+from .render_mesh import depth_path, mask_path
+
+_CAPTURE_RE = re.compile(r"^Capture(\d+)$")
+CAMERA_TOLERANCE = 1e-6
+
+
+@dataclass
+class Source:
+    split: str
+    capture: int
+    seq: str
+    layout: SequenceLayout
+
+    @property
+    def name(self) -> str:
+        return f"{self.split}/Capture{self.capture}/{self.seq}"
+
+
+def parse_entry(entry: str, split: str, capture: int) -> tuple[str, int, str]:
+    """'seq', 'Capture<N>/seq' or 'split/Capture<N>/seq' -> (split, capture, seq)."""
+    parts = [p for p in entry.strip().split("/") if p]
+    if len(parts) == 1:
+        return split, capture, parts[0]
+    if len(parts) in (2, 3):
+        match = _CAPTURE_RE.match(parts[-2])
+        if match and (len(parts) == 2 or parts[0] in SPLITS):
+            return (parts[0] if len(parts) == 3 else split), int(match.group(1)), parts[-1]
+    raise InputError(f"cannot read sequence entry {entry!r}: use seq, Capture<N>/seq or <split>/Capture<N>/seq")
+
+
+def merge_root(basedir: Path, out_root: Path | None, new_name: str) -> Path:
+    if not new_name or "/" in new_name or new_name.startswith("."):
+        raise InputError(f"--new-name {new_name!r} must be a plain folder name")
+    return Path(out_root or basedir) / "merge" / new_name
+
+
+def _hands(layout: SequenceLayout) -> list[str]:
+    return [h for h in HANDS if layout.params_dir(h).is_dir()]
+
+
+def check_sources(sources: list[Source]) -> None:
+    """Every refusal: unprocessed source, different cameras, hands or parameters, colliding frames."""
+    if len(sources) < 2:
+        raise InputError("merging needs at least two sequences")
+    for s in sources:
+        if not s.layout.annots.is_file():
+            raise InputError(f"{s.name} has not been processed ({s.layout.annots} is missing); run process.sh first")
+    first = sources[0]
+    cams = first.layout.read_cams()
+    cameras = first.layout.read_cameras()
+    hands = _hands(first.layout)
+    seen: dict[int, str] = {}
+    for s in sources:
+        other = s.layout.read_cams()
+        if other != cams:
+            diff = sorted(set(other) ^ set(cams), key=int)
+            raise InputError(f"camera sets differ between {first.name} and {s.name} (e.g. cam{diff[0] if diff else '?'}); "
+                             "merge sequences processed with the same cameras")
+        theirs = s.layout.read_cameras()
+        for name in ("K", "R", "T"):
+            delta = np.abs(getattr(theirs, name) - getattr(cameras, name)).max(axis=tuple(range(1, getattr(cameras, name).ndim)))
+            if (delta > CAMERA_TOLERANCE * np.maximum(1.0, np.abs(getattr(cameras, name)).max())).any():
+                cam = cameras.ids[int(np.argmax(delta))]
+                raise InputError(f"camera parameters differ between {first.name} and {s.name} ({name} of cam{cam}); "
+                                 "sequences from different captures cannot be merged")
+        if _hands(s.layout) != hands:
+            raise InputError(f"hands differ: {first.name} has {hands}, {s.name} has {_hands(s.layout)}")
+        for frame in s.layout.read_frames():
+            if frame in seen:
+                raise InputError(f"frame ids collide: frame {frame} is in {seen[frame]} and {s.name}")
+            seen[frame] = s.name
+
+
+def _link(target: Path, link: Path) -> None:
+    link.parent.mkdir(parents=True, exist_ok=True)
+    os.symlink(os.path.relpath(target, link.parent), link)
+
+
+def _link_if_present(target: Path, link: Path) -> None:
+    if target.is_file():
+        _link(target, link)
+
+
+def build_merge(sources: list[Source], dest: Path) -> None:
+    """Write the merged sequence into `dest` (a new, empty folder)."""
+    first = sources[0].layout
+    out = SequenceLayout(dest)
+    cams = first.read_cams()
+    hands = _hands(first)
+    ims: dict[int, list[str]] = {}
+    for s in sources:
+        src = s.layout
+        annots = src.read_annots()
+        frames = src.read_frames()
+        for frame, entry in zip(frames, annots["ims"]):
+            ims[frame] = list(entry["ims"])
+        for frame in frames:
+            for cam in cams:
+                _link(src.image(cam, frame), out.image(cam, frame))
+                _link_if_present(mask_path(src, cam, frame), mask_path(out, cam, frame))
+                for fmt in ("npy", "png16"):
+                    _link_if_present(depth_path(src, cam, frame, fmt), depth_path(out, cam, frame, fmt))
+            for hand in hands:
+                _link(src.params(hand, frame), out.params(hand, frame))
+                _link(src.vertices(hand, frame), out.vertices(hand, frame))
+                _link_if_present(src.bweights(hand, frame), out.bweights(hand, frame))
+                _link_if_present(src.bs(hand, frame), out.bs(hand, frame))
+    for hand in hands:
+        _link_if_present(first.tpose_params(hand), out.tpose_params(hand))
+        for name in LBS_SHARED_FILES:
+            _link_if_present(first.lbs_file(hand, name), out.lbs_file(hand, name))
+    frames = sorted(ims)
+    annots = first.read_annots()
+    from .fileio import save_npy
+
+    save_npy(out.annots, {"cams": annots["cams"], "ims": [{"ims": ims[f]} for f in frames]})
+    out.write_ids(out.frames_txt, frames)
+    out.write_ids(out.cams_txt, cams)
+    out.write_ids(dest / "seqs.txt", [s.name for s in sources])
+
+
+def merge_sequences(basedir: Path, entries: list[str], new_name: str, split: str = "train", capture: int = 0,
+                    out_root: Path | None = None, force: bool = False) -> Path:
+    """Merge `entries` into <out_root or basedir>/merge/<new_name> -> that folder."""
+    sources = []
+    for entry in entries:
+        sp, cap, seq = parse_entry(entry, split, capture)
+        sources.append(Source(sp, cap, seq, SequenceLayout.for_sequence(basedir, sp, cap, seq, out_root)))
+    dest = merge_root(basedir, out_root, new_name)
+    if dest.exists() and not force:
+        raise InputError(f"{dest} exists; pass --force to replace it")
+    check_sources(sources)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = dest.parent / f".{new_name}.tmp-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    try:
+        build_merge(sources, tmp)
+        if dest.exists():  # --force: swap in the new merge, then drop the old one (links only)
+            trash = dest.parent / f".{new_name}.old-{os.getpid()}"
+            os.replace(dest, trash)
+            os.replace(tmp, dest)
+            shutil.rmtree(trash)
+        else:
+            os.replace(tmp, dest)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return dest

@@ -1,0 +1,214 @@
+"""process.sh, merge_seq.py and gif.py on a small synthetic capture."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from interhand_prep import annots, merge, pipeline
+from interhand_prep.annots import SequenceSelector
+from interhand_prep.errors import InputError
+from interhand_prep.gifs import OVERLAY_COLORS, make_capture_gifs
+from interhand_prep.layout import SequenceLayout
+from interhand_prep.render_mesh import depth_path, mask_path
+from interhand_prep.synthetic_capture import CaptureSpec, SequenceSpec, generate_capture
+
+from conftest import REPO, assert_processed_sequence, gl_platform_or_skip
+
+SEQS = ["0051_dinosaur", "0266_dh_pray"]
+
+
+@pytest.fixture(scope="module")
+def small_capture(tmp_path_factory):
+    """Two both-hand sequences of 5 cameras x 6 frames at 1/2 image size."""
+    gl_platform_or_skip()
+    root = tmp_path_factory.mktemp("workflow")
+    spec = CaptureSpec(capture=0, seed=5, camera_ids=["400002", "400016", "410214", "410219", "400412"],
+                       sequences=[SequenceSpec(SEQS[0], "both", 6), SequenceSpec(SEQS[1], "both", 6)],
+                       default_cases=False, image_scale=0.5)
+    generate_capture(root / "IH", root / "mano", spec)
+    return root
+
+
+@pytest.fixture
+def work(small_capture, tmp_path):
+    shutil.copytree(small_capture / "IH", tmp_path / "IH")
+    shutil.copytree(small_capture / "mano", tmp_path / "mano")
+    return tmp_path
+
+
+def process(work: Path, *extra: str, env: dict | None = None) -> subprocess.CompletedProcess:
+    cmd = ["bash", str(REPO / "process.sh"), "--capture", "0", "--hand-type", "both", "--basedir", str(work / "IH"),
+           "--mano-dir", str(work / "mano"), "--logs", str(work / "logs"), "--quiet", *extra]
+    return subprocess.run(cmd, capture_output=True, text=True, env=dict(os.environ, PYTHON=sys.executable, **(env or {})))
+
+
+def layout(work: Path, seq: str) -> SequenceLayout:
+    return SequenceLayout.for_sequence(work / "IH", "train", 0, seq)
+
+
+def test_parallel_run_logs_table_and_resume(work):
+    proc = process(work, "--jobs", "2", "--all")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    for seq in SEQS:
+        assert (work / "logs" / f"train_Capture0_{seq}.log").is_file()
+        assert_processed_sequence(layout(work, seq).root, ("right", "left"), work / "mano")
+    table = proc.stdout[proc.stdout.index("\nsequence "):]
+    assert all(f"{seq}" in table for seq in SEQS) and table.count(" ok") == 2
+    assert "done" in table and "FAILED" not in table
+    # a second run skips every stage and says so
+    again = process(work, "--all")
+    assert again.returncode == 0
+    assert again.stdout.count("skipped") == 3 * len(SEQS)
+    log = (work / "logs" / f"train_Capture0_{SEQS[0]}.log").read_text()
+    assert "[render] skipped: outputs complete and newer than their inputs" in log
+    # a changed input makes the stages that depend on it stale
+    camera_json = work / "IH/annotations/train/InterHand2.6M_train_camera.json"
+    os.utime(camera_json)
+    redo = process(work, SEQS[0])
+    assert redo.returncode == 0 and redo.stdout.count("done") == 3
+
+
+def test_one_failing_sequence_does_not_stop_the_others(work):
+    # remove the MANO annotation of one sequence's frames: its get_annots fails, the other runs
+    path = work / "IH/annotations/train/InterHand2.6M_train_MANO_NeuralAnnot.json"
+    data = json.loads(path.read_text())
+    frames = [int(f) for f in data["0"]]
+    for frame in sorted(frames)[:6]:  # the first sequence's frames
+        data["0"][str(frame)] = {"right": None, "left": None}
+    path.write_text(json.dumps(data))
+    proc = process(work, "--jobs", "2", *SEQS)
+    assert proc.returncode != 0
+    assert "FAILED" in proc.stdout and " ok" in proc.stdout
+    assert "no frame left" in proc.stdout
+    assert_processed_sequence(layout(work, SEQS[1]).root, ("right", "left"), work / "mano")
+    assert "no frame left" in (work / "logs" / f"train_Capture0_{SEQS[0]}.log").read_text()
+
+
+def test_slurm_array_index_picks_one_sequence(work):
+    proc = process(work, "--all", env={"SLURM_ARRAY_TASK_ID": "1"})
+    assert proc.returncode == 0, proc.stderr
+    assert layout(work, SEQS[1]).annots.is_file() and not layout(work, SEQS[0]).annots.is_file()
+    bad = process(work, "--all", env={"SLURM_ARRAY_TASK_ID": "2"})
+    assert bad.returncode == 2 and "outside the 2 sequences" in bad.stderr
+
+
+def test_resume_after_a_kill_gives_identical_outputs(work, small_capture, tmp_path_factory):
+    reference = tmp_path_factory.mktemp("reference")
+    shutil.copytree(small_capture / "IH", reference / "IH")
+    shutil.copytree(small_capture / "mano", reference / "mano")
+    assert process(reference, SEQS[1]).returncode == 0
+
+    # start a run and SIGKILL its whole process group once some masks exist
+    cmd = ["bash", str(REPO / "process.sh"), "--capture", "0", "--hand-type", "both", "--basedir", str(work / "IH"),
+           "--mano-dir", str(work / "mano"), "--logs", str(work / "logs"), "--quiet", SEQS[1]]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+                            env=dict(os.environ, PYTHON=sys.executable))
+    masks = layout(work, SEQS[1]).root / "mask"
+    deadline = time.time() + 120
+    while time.time() < deadline and len(list(masks.rglob("*.png"))) < 5:
+        time.sleep(0.05)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    done_before = len(list(masks.rglob("*.png")))
+    assert 0 < done_before < 5 * 6  # really interrupted mid-way
+    # whatever exists under a final name is complete
+    for png in masks.rglob("*.png"):
+        Image.open(png).load()
+    rerun = process(work, SEQS[1])
+    assert rerun.returncode == 0, rerun.stdout
+    assert "skipped" in rerun.stdout  # get_annots finished before the kill
+    ours, ref = layout(work, SEQS[1]), layout(reference, SEQS[1])
+    for cam in ref.read_cams():
+        for frame in ref.read_frames():
+            assert mask_path(ours, cam, frame).read_bytes() == mask_path(ref, cam, frame).read_bytes()
+            np.testing.assert_array_equal(np.load(depth_path(ours, cam, frame, "npy")),
+                                          np.load(depth_path(ref, cam, frame, "npy")))
+    assert not list(ours.root.rglob("*.tmp"))
+
+
+def test_merge_loads_like_a_single_sequence(work):
+    assert process(work, "--all").returncode == 0
+    dest = merge.merge_sequences(work / "IH", [SEQS[0], f"Capture0/{SEQS[1]}"], "various")
+    assert dest == work / "IH/merge/various"
+    assert_processed_sequence(dest, ("right", "left"), work / "mano")
+    frames = [f for s in SEQS for f in layout(work, s).read_frames()]
+    assert SequenceLayout(dest).read_frames() == sorted(frames)
+    assert (dest / "seqs.txt").read_text().split() == [f"train/Capture0/{s}" for s in SEQS]
+    # links only (relative), except the four small files of the merge
+    files = [p for p in dest.rglob("*") if not p.is_dir() or p.is_symlink()]
+    real = sorted(p.name for p in files if not p.is_symlink())
+    assert real == ["annots.npy", "cams.txt", "frames.txt", "seqs.txt"]
+    assert all(not os.path.isabs(os.readlink(p)) for p in files if p.is_symlink())
+    # the CLI refuses to overwrite, and --force replaces
+    cmd = [sys.executable, str(REPO / "merge_seq.py"), "--basedir", str(work / "IH"), "--seq", *SEQS, "--new-name", "various"]
+    refused = subprocess.run(cmd, capture_output=True, text=True, stdin=subprocess.DEVNULL)
+    assert refused.returncode == 2 and "pass --force" in refused.stderr
+    forced = subprocess.run(cmd + ["--force"], capture_output=True, text=True, stdin=subprocess.DEVNULL)
+    assert forced.returncode == 0, forced.stderr
+    assert_processed_sequence(dest, ("right", "left"), work / "mano")
+    assert not list((work / "IH/merge").glob(".*"))
+
+
+def test_merge_refusals_write_nothing(work, small_capture, tmp_path):
+    base = work / "IH"
+    for seq in SEQS:
+        annots.run(SequenceSelector(capture=0, seq=seq, basedir=base, mano_dir=work / "mano", hand_type="both"),
+                   progress=False)
+    cases = {
+        "not processed": ([SEQS[0], "0999_missing"], "has not been processed"),
+        "collide": ([SEQS[0], SEQS[0]], "frame ids collide"),
+        "entry": ([SEQS[0], "a/b/c/d"], "cannot read sequence entry"),
+    }
+    for name, (entries, message) in cases.items():
+        with pytest.raises(InputError, match=message):
+            merge.merge_sequences(base, entries, name)
+    # different camera sets: one sequence keeps its landscape camera
+    annots.run(SequenceSelector(capture=0, seq=SEQS[1], basedir=base, mano_dir=work / "mano", hand_type="both",
+                                overwrite=True), annots.AnnotsOptions(keep_landscape=True), progress=False)
+    with pytest.raises(InputError, match="camera sets differ"):
+        merge.merge_sequences(base, SEQS, "cams")
+    # different camera parameters: the same camera ids in another capture
+    spec = CaptureSpec(capture=1, seed=99, camera_ids=["400002", "400016", "410214", "410219", "400412"],
+                       sequences=[SequenceSpec("0300_other", "both", 6)], default_cases=False, image_scale=0.5)
+    generate_capture(base, work / "mano", spec)
+    annots.run(SequenceSelector(capture=1, seq="0300_other", basedir=base, mano_dir=work / "mano", hand_type="both"),
+               progress=False)
+    with pytest.raises(InputError, match="camera parameters differ"):
+        merge.merge_sequences(base, [SEQS[0], "Capture1/0300_other"], "params")
+    assert not (base / "merge").exists() or not any((base / "merge").iterdir())
+
+
+def test_gifs_have_every_frame_and_tint_the_masks(work):
+    assert process(work, SEQS[1]).returncode == 0
+    seq_layout = layout(work, SEQS[1])
+    frames = seq_layout.read_frames()
+    plain, = make_capture_gifs(work / "IH", "train", 0, seqs=[SEQS[1]], progress=False)
+    assert plain == work / "IH/gif/train/Capture0" / SEQS[1] / "cam400002.gif"
+    with Image.open(plain) as gif:
+        # GIF stores delays in 10 ms steps: 30 fps is written as 30 ms
+        assert gif.n_frames == len(frames) and abs(gif.info["duration"] - 1000 / 30) <= 10
+    tinted, = make_capture_gifs(work / "IH", "train", 0, seqs=[SEQS[1]], overlay=True, stride=2, progress=False)
+    with Image.open(tinted) as gif:
+        assert gif.n_frames == len(frames[::2])
+        gif.seek(1)
+        shown = np.asarray(gif.convert("RGB")).astype(int)
+    image = np.asarray(Image.open(seq_layout.image("400002", frames[2])).convert("RGB")).astype(int)
+    mask = np.asarray(Image.open(mask_path(seq_layout, "400002", frames[2])))
+    for label, color in OVERLAY_COLORS.items():
+        where = mask == label
+        assert where.sum() > 20
+        expected = 0.5 * image[where] + 0.5 * np.array(color)
+        assert np.abs(shown[where] - expected).mean() < 12  # GIF palette quantisation
+    outside = mask == 0
+    assert np.abs(shown[outside] - image[outside]).mean() < 6
