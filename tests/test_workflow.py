@@ -212,3 +212,19 @@ def test_gifs_have_every_frame_and_tint_the_masks(work):
         assert np.abs(shown[where] - expected).mean() < 12  # GIF palette quantisation
     outside = mask == 0
     assert np.abs(shown[outside] - image[outside]).mean() < 6
+
+
+@pytest.mark.parametrize("name", ["dataset_vis.ipynb", "new_anno_vis.ipynb"])
+def test_notebooks_are_stripped_and_run_headless(work, name):
+    import nbformat
+
+    book = nbformat.read(REPO / name, as_version=4)
+    assert all(not cell.get("outputs") for cell in book.cells if cell.cell_type == "code"), "strip the outputs"
+    parameters = next(c for c in book.cells if "parameters" in c.metadata.get("tags", []))
+    assert book.cells.index(parameters) <= 1 and "/work" not in parameters.source and "/tmp" not in parameters.source
+    assert process(work, SEQS[1]).returncode == 0
+    sys.path.insert(0, str(REPO / "tools"))
+    from run_notebooks import run
+
+    run(REPO / name, {"basedir": repr(str(work / "IH")), "sequence": repr(SEQS[1]), "hand": repr("left")}
+        if name == "new_anno_vis.ipynb" else {"basedir": repr(str(work / "IH")), "sequence": repr(SEQS[1])})
