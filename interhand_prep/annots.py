@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from . import dataset
-from .dataset import InterHandDataset, mano_arrays, probe_image
+from .dataset import InterHandDataset, probe_image
 from .errors import InputError
 from .layout import SequenceLayout
 from .mano import canonical_params, easymocap_params, mano_layer
@@ -115,26 +115,29 @@ def _camera_flags(images, seq_dir: Path, cameras_csv: Path | None) -> dict[str, 
     return {cam: table[cam] for cam in images}
 
 
-def select_frames(images: dict[str, dict[int, str]], cameras: list[str], mano: dict, hands: tuple[str, ...],
+def select_frames(images: dict[str, dict[int, str]], cameras: list[str], mano, hands: tuple[str, ...],
                   ) -> tuple[list[int], dict[int, str]]:
     """Frames present in every kept camera and with MANO for every requested hand.
 
-    Returns the candidates (sorted) and {dropped frame: reason}.
+    mano : CaptureMano. Returns the candidates (sorted) and {dropped frame: reason}.
     """
     dropped = {}
     all_frames = sorted(set().union(*(images[c].keys() for c in cameras)))
-    kept = []
+    in_all = []
     for frame in all_frames:
         lacking = [c for c in cameras if frame not in images[c]]
         if lacking:
             dropped[frame] = f"image missing in cam{lacking[0]}" + (f" and {len(lacking) - 1} more" if len(lacking) > 1 else "")
-            continue
-        entry = mano.get(str(frame))
-        no_mano = [h for h in hands if not isinstance(entry, dict) or not entry.get(h)]
+        else:
+            in_all.append(frame)
+    has = {hand: mano.has(in_all, hand) for hand in hands}
+    kept = []
+    for k, frame in enumerate(in_all):
+        no_mano = [h for h in hands if not has[h][k]]
         if no_mano:
             dropped[frame] = f"no MANO for the {' and '.join(no_mano)} hand"
-            continue
-        kept.append(frame)
+        else:
+            kept.append(frame)
     return kept, dropped
 
 
@@ -200,10 +203,8 @@ def _write_outputs(sel: SequenceSelector, layout: SequenceLayout, cameras, frame
                    images: dict, progress: bool) -> None:
     from tqdm import tqdm
 
-    source = str(InterHandDataset(sel.basedir, sel.split).files.mano)
     for hand in sel.hands:
-        entries = [mano[str(f)][hand] for f in frames]
-        pose, shape, trans = mano_arrays(entries, source, frames, hand)
+        pose, shape, trans = mano.arrays(frames, hand)
         layer = mano_layer(sel.mano_dir, hand)
         out = layer(pose, shape, trans)
         params = easymocap_params(pose, shape, trans, out.joints[:, 0], layer.model.hands_mean)

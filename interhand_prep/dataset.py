@@ -12,7 +12,6 @@ import os
 import re
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from functools import cached_property
 from pathlib import Path
 from typing import Iterable
 
@@ -21,7 +20,6 @@ from PIL import Image
 
 from .cameras import CameraSet
 from .errors import InputError
-from .fileio import load_json
 
 SPLITS = ("train", "val", "test")
 PACKAGED_CAMERA_TABLE = Path(__file__).parent / "resources" / "cameras.csv"
@@ -179,45 +177,15 @@ class InterHandDataset:
             raise InputError(f"{seq_dir}: no camera folders with images (cam<id>/image<frame>.jpg)")
         return images
 
-    @cached_property
-    def _camera_json(self) -> dict:
-        return load_json(self.files.camera)
-
     def capture_cameras(self, capture: int) -> CameraSet:
-        """All cameras of a capture in camera.json."""
-        record = self._camera_json.get(str(capture)) if isinstance(self._camera_json, dict) else None
-        if record is None:
-            raise InputError(f"{self.files.camera}: no cameras for capture {capture}")
+        """All cameras of a capture in camera.json (through the per-capture cache)."""
+        from .annotation_cache import load_capture_cameras
+
+        record = load_capture_cameras(self.files.camera, capture)
         return CameraSet.from_interhand(record, source=str(self.files.camera))
 
-    @cached_property
-    def _mano_json(self) -> dict:
-        return load_json(self.files.mano)
+    def capture_mano(self, capture: int):
+        """The capture's MANO parameters (a CaptureMano, through the per-capture cache)."""
+        from .annotation_cache import load_capture_mano
 
-    def capture_mano(self, capture: int) -> dict:
-        """{frame id (str): {"right": {...} | None, "left": ...}} of one capture."""
-        data = self._mano_json
-        record = data.get(str(capture)) if isinstance(data, dict) else None
-        if record is None:
-            raise InputError(f"{self.files.mano}: no MANO parameters for capture {capture}")
-        return record
-
-
-_MANO_LENGTHS = {"pose": 48, "shape": 10, "trans": 3}
-
-
-def mano_arrays(entries: list[dict], source: str, frames: list[int], hand: str) -> tuple[np.ndarray, ...]:
-    """Stack MANO entries of one hand into pose Nx48, shape Nx10, trans Nx3, checking each."""
-    out = {key: np.empty((len(entries), n)) for key, n in _MANO_LENGTHS.items()}
-    for row, (entry, frame) in enumerate(zip(entries, frames)):
-        for key, n in _MANO_LENGTHS.items():
-            try:
-                value = np.asarray(entry[key], dtype=np.float64).ravel()
-            except (KeyError, TypeError, ValueError):
-                raise InputError(f"{source}: frame {frame} {hand} hand: missing or non-numeric '{key}'") from None
-            if value.shape != (n,):
-                raise InputError(f"{source}: frame {frame} {hand} hand: '{key}' has {value.size} values, expected {n}")
-            if not np.isfinite(value).all():
-                raise InputError(f"{source}: frame {frame} {hand} hand: '{key}' contains NaN or infinity")
-            out[key][row] = value
-    return out["pose"], out["shape"], out["trans"]
+        return load_capture_mano(self.files.mano, capture)

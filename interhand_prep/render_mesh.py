@@ -20,7 +20,7 @@ from PIL import Image
 from . import rendering
 from .annots import SequenceSelector
 from .cameras import CameraSet
-from .dataset import InterHandDataset, image_name, mano_arrays
+from .dataset import InterHandDataset, image_name
 from .errors import InputError
 from .fileio import save_npy, write_bytes
 from .layout import SequenceLayout
@@ -150,11 +150,10 @@ def frame_meshes(sel: SequenceSelector, layout: SequenceLayout, frames: list[int
             continue
         # the hand get_annots did not process: pose it from the annotations where it has MANO
         if mano is None:
-            ds = InterHandDataset(sel.basedir, sel.split)
-            mano, source = ds.capture_mano(sel.capture), str(ds.files.mano)
-        have = [f for f in frames if isinstance(mano.get(str(f)), dict) and mano[str(f)].get(hand)]
+            mano = InterHandDataset(sel.basedir, sel.split).capture_mano(sel.capture)
+        have = [f for f, present in zip(frames, mano.has(frames, hand)) if present]
         if have:
-            pose, shape, trans = mano_arrays([mano[str(f)][hand] for f in have], source, have, hand)
+            pose, shape, trans = mano.arrays(have, hand)
             vertices = mano_layer(sel.mano_dir, hand)(pose, shape, trans).vertices.astype(np.float32)
             for f, v in zip(have, vertices):
                 meshes[f][hand] = v

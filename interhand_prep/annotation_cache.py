@@ -1,0 +1,227 @@
+"""Per-capture binary caches of the split-level annotation JSON files.
+
+The 30 fps annotation files are huge (a MANO_NeuralAnnot of ~1.3 million frames, gigabytes of
+text). Each is parsed at most once per split: streamed with ijson's C backend (one capture in
+memory at a time) into one small .npz per capture, keyed by the source file's size and
+modification time, and rebuilt when the source changes. Concurrent processes (process.sh --jobs)
+build under a file lock, so the first builds and the others wait, then load.
+
+Cache folder: <annotations>/<split>/.interhand_prep_cache/, or, when that is not writable,
+$XDG_CACHE_HOME/interhand_prep/<hash of the annotation folder>/.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .errors import InputError
+from .fileio import atomic_path, write_text
+
+CACHE_VERSION = 1
+MANO_FIELDS = {"pose": 48, "shape": 10, "trans": 3}
+MANO_WIDTH = sum(MANO_FIELDS.values())
+HANDS = ("right", "left")
+# status of a hand's entry in a frame
+NULL, OK, MALFORMED = 0, 1, 2
+
+
+def cache_dir(source: Path) -> Path:
+    """Where the caches of the annotation files in `source`'s folder live."""
+    preferred = source.parent / ".interhand_prep_cache"
+    try:
+        preferred.mkdir(exist_ok=True)
+        probe = preferred / f".probe-{os.getpid()}"
+        probe.write_bytes(b"")
+        probe.unlink()
+        return preferred
+    except OSError:
+        base = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "interhand_prep"
+        digest = hashlib.sha1(str(source.parent.resolve()).encode()).hexdigest()[:16]
+        folder = base / digest
+        folder.mkdir(parents=True, exist_ok=True)
+        return folder
+
+
+def source_key(source: Path) -> dict:
+    stat = source.stat()
+    return {"source": str(source.resolve()), "size": stat.st_size, "mtime_ns": stat.st_mtime_ns, "version": CACHE_VERSION}
+
+
+@contextlib.contextmanager
+def _locked(folder: Path, name: str):
+    with open(folder / f".{name}.lock", "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)  # released when the process ends, whatever happens
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _meta_path(folder: Path, kind: str) -> Path:
+    return folder / f"{kind}.meta.json"
+
+
+def _is_current(folder: Path, kind: str, source: Path) -> bool:
+    meta = _meta_path(folder, kind)
+    if not meta.is_file():
+        return False
+    try:
+        stored = json.loads(meta.read_text())
+    except ValueError:
+        return False
+    return {k: stored.get(k) for k in ("source", "size", "mtime_ns", "version")} == source_key(source)
+
+
+def _stream_captures(source: Path):
+    """Yield (capture key, capture record) of a {capture: {...}} JSON file, one capture in memory."""
+    import ijson
+
+    try:
+        backend = ijson.get_backend("yajl2_c")
+    except ImportError:  # pragma: no cover - the pinned wheels ship the C backend
+        backend = ijson
+    with open(source, "rb") as f:
+        try:
+            yield from backend.kvitems(f, "", use_float=True)
+        except (ijson.JSONError, ijson.IncompleteJSONError, ValueError) as exc:
+            raise InputError(f"{source}: not valid JSON ({exc})") from None
+
+
+def _ensure(source: Path, kind: str, build_one) -> Path:
+    """Build the per-capture caches of `source` if missing or stale; -> the cache folder."""
+    if not source.is_file():
+        raise InputError(f"{source}: annotation file not found")
+    folder = cache_dir(source)
+    if _is_current(folder, kind, source):
+        return folder
+    with _locked(folder, kind):
+        if _is_current(folder, kind, source):  # built by another process while we waited
+            return folder
+        _meta_path(folder, kind).unlink(missing_ok=True)
+        captures = []
+        for capture, record in _stream_captures(source):
+            if not isinstance(record, dict):
+                raise InputError(f"{source}: capture {capture} is not an object")
+            with atomic_path(folder / f"{kind}_{capture}.npz") as tmp:
+                with open(tmp, "wb") as f:
+                    np.savez(f, **build_one(source, capture, record))
+            captures.append(str(capture))
+        write_text(_meta_path(folder, kind), json.dumps({**source_key(source), "captures": captures}))
+    return folder
+
+
+def _load(source: Path, kind: str, capture: int, build_one, what: str) -> dict[str, np.ndarray]:
+    folder = _ensure(source, kind, build_one)
+    captures = json.loads(_meta_path(folder, kind).read_text())["captures"]
+    if str(capture) not in captures:
+        raise InputError(f"{source}: no {what} for capture {capture} (it has {', '.join(captures) or 'none'})")
+    with np.load(folder / f"{kind}_{capture}.npz") as data:
+        return {k: data[k] for k in data.files}
+
+
+# ---------------------------------------------------------------------------------------------
+# MANO_NeuralAnnot
+
+
+@dataclass
+class CaptureMano:
+    """The MANO parameters of one capture.
+
+    frames : N int64 (sorted), params[hand] : Nx61 float64 (pose 48, shape 10, trans 3; metres),
+    status[hand] : N uint8 (NULL, OK, MALFORMED), problems : {"<frame> <hand>": reason}.
+    """
+
+    source: str
+    frames: np.ndarray
+    params: dict[str, np.ndarray]
+    status: dict[str, np.ndarray]
+    problems: dict[str, str]
+
+    def rows(self, frames) -> np.ndarray:
+        index = np.searchsorted(self.frames, frames)
+        index = np.clip(index, 0, max(len(self.frames) - 1, 0))
+        found = (len(self.frames) > 0) & (self.frames[index] == np.asarray(frames))
+        return np.where(found, index, -1)
+
+    def has(self, frames, hand: str) -> np.ndarray:
+        """Whether each frame has a (non-null) entry for `hand` (malformed ones count: they fail loudly later)."""
+        rows = self.rows(frames)
+        return (rows >= 0) & (self.status[hand][np.maximum(rows, 0)] != NULL)
+
+    def arrays(self, frames: list[int], hand: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """pose Nx48, shape Nx10, trans Nx3 of `frames`, with a clear error for a bad entry."""
+        rows = self.rows(frames)
+        for frame, row in zip(frames, rows):
+            if row < 0 or self.status[hand][row] == NULL:
+                raise InputError(f"{self.source}: frame {frame} has no MANO parameters for the {hand} hand")
+            if self.status[hand][row] == MALFORMED:
+                raise InputError(f"{self.source}: frame {frame} {hand} hand: {self.problems[f'{frame} {hand}']}")
+        values = self.params[hand][rows]
+        bad = ~np.isfinite(values).all(axis=1)
+        if bad.any():
+            frame = frames[int(np.argmax(bad))]
+            raise InputError(f"{self.source}: frame {frame} {hand} hand: parameters contain NaN or infinity")
+        return values[:, :48], values[:, 48:58], values[:, 58:]
+
+
+def _mano_capture(source: Path, capture: str, record: dict) -> dict[str, np.ndarray]:
+    frames = np.array(sorted(int(f) for f in record), dtype=np.int64)
+    out: dict[str, np.ndarray] = {"frames": frames}
+    problems = {}
+    for hand in HANDS:
+        params = np.full((len(frames), MANO_WIDTH), np.nan)
+        status = np.zeros(len(frames), np.uint8)
+        for row, frame in enumerate(frames):
+            entry = record[str(frame)]
+            value = entry.get(hand) if isinstance(entry, dict) else None
+            if not value:
+                continue
+            try:
+                parts = [np.asarray(value[key], dtype=np.float64).ravel() for key in MANO_FIELDS]
+            except (KeyError, TypeError, ValueError) as exc:
+                status[row], problems[f"{frame} {hand}"] = MALFORMED, f"missing or non-numeric field ({exc})"
+                continue
+            wrong = [f"'{k}' has {p.size} values, expected {n}" for (k, n), p in zip(MANO_FIELDS.items(), parts) if p.size != n]
+            if wrong:
+                status[row], problems[f"{frame} {hand}"] = MALFORMED, wrong[0]
+                continue
+            params[row] = np.concatenate(parts)
+            status[row] = OK
+        out[f"{hand}_params"], out[f"{hand}_status"] = params, status
+    out["problems"] = np.array(json.dumps(problems))
+    return out
+
+
+def load_capture_mano(source: Path, capture: int) -> CaptureMano:
+    data = _load(Path(source), "mano", capture, _mano_capture, "MANO parameters")
+    return CaptureMano(source=str(source), frames=data["frames"],
+                       params={h: data[f"{h}_params"] for h in HANDS}, status={h: data[f"{h}_status"] for h in HANDS},
+                       problems=json.loads(str(data["problems"])))
+
+
+# ---------------------------------------------------------------------------------------------
+# camera.json
+
+
+def _camera_capture(source: Path, capture: str, record: dict) -> dict[str, np.ndarray]:
+    try:
+        ids = sorted(record["campos"], key=int)
+        return {"ids": np.array(ids), **{key: np.array([record[key][i] for i in ids], dtype=np.float64)
+                                           for key in ("campos", "camrot", "focal", "princpt")}}
+    except (KeyError, TypeError, ValueError) as exc:
+        raise InputError(f"{source}: malformed camera record of capture {capture} ({exc})") from None
+
+
+def load_capture_cameras(source: Path, capture: int) -> dict:
+    """{"campos": {id: [3]}, "camrot": {id: 3x3}, "focal": {id: [2]}, "princpt": {id: [2]}} of one capture."""
+    data = _load(Path(source), "camera", capture, _camera_capture, "cameras")
+    ids = [str(i) for i in data["ids"]]
+    return {key: {i: data[key][k] for k, i in enumerate(ids)} for key in ("campos", "camrot", "focal", "princpt")}
