@@ -31,6 +31,7 @@ MANO_WIDTH = sum(MANO_FIELDS.values())
 HANDS = ("right", "left")
 # status of a hand's entry in a frame
 NULL, OK, MALFORMED = 0, 1, 2
+builds = 0  # caches built by this process (tests check that concurrent runs build once)
 
 
 def cache_dir(source: Path) -> Path:
@@ -92,7 +93,9 @@ def _stream_captures(source: Path):
         try:
             yield from backend.kvitems(f, "", use_float=True)
         except (ijson.JSONError, ijson.IncompleteJSONError, ValueError) as exc:
-            raise InputError(f"{source}: not valid JSON ({exc})") from None
+            # yajl's message shows the offending text and points at it; keep it, on one line
+            detail = " ".join(str(exc).split()) or type(exc).__name__
+            raise InputError(f"{source}: not valid JSON ({detail})") from None
 
 
 def _ensure(source: Path, kind: str, build_one) -> Path:
@@ -105,6 +108,8 @@ def _ensure(source: Path, kind: str, build_one) -> Path:
     with _locked(folder, kind):
         if _is_current(folder, kind, source):  # built by another process while we waited
             return folder
+        global builds
+        builds += 1
         _meta_path(folder, kind).unlink(missing_ok=True)
         captures = []
         for capture, record in _stream_captures(source):

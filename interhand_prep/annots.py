@@ -13,6 +13,7 @@ import numpy as np
 from . import dataset
 from .dataset import InterHandDataset, probe_image
 from .errors import InputError
+from .fileio import sequence_lock
 from .layout import SequenceLayout
 from .mano import canonical_params, easymocap_params, mano_layer
 
@@ -143,6 +144,12 @@ def select_frames(images: dict[str, dict[int, str]], cameras: list[str], mano, h
 
 def run(sel: SequenceSelector, opts: AnnotsOptions | None = None, progress: bool = True) -> AnnotsResult:
     """Run get_annots for one sequence; see README for the outputs."""
+    InterHandDataset(sel.basedir, sel.split).sequence_dir(sel.capture, sel.seq)  # a clear error first
+    with sequence_lock(sel.layout.root):
+        return _run(sel, opts, progress)
+
+
+def _run(sel: SequenceSelector, opts: AnnotsOptions | None, progress: bool) -> AnnotsResult:
     opts = opts or AnnotsOptions()
     start = time.perf_counter()
     hands = sel.hands
@@ -199,14 +206,17 @@ def run(sel: SequenceSelector, opts: AnnotsOptions | None = None, progress: bool
     return result
 
 
-def _write_outputs(sel: SequenceSelector, layout: SequenceLayout, cameras, frames: list[int], mano: dict,
+def _write_outputs(sel: SequenceSelector, layout: SequenceLayout, cameras, frames: list[int], mano,
                    images: dict, progress: bool) -> None:
     from tqdm import tqdm
 
+    # every hand's entries are checked and posed before anything is written
+    posed = {}
     for hand in sel.hands:
         pose, shape, trans = mano.arrays(frames, hand)
         layer = mano_layer(sel.mano_dir, hand)
-        out = layer(pose, shape, trans)
+        posed[hand] = (pose, shape, trans, layer, layer(pose, shape, trans))
+    for hand, (pose, shape, trans, layer, out) in posed.items():
         params = easymocap_params(pose, shape, trans, out.joints[:, 0], layer.model.hands_mean)
         bar = tqdm(frames, desc=f"{sel.seq} {hand} params+vertices", unit="frame", disable=not progress, leave=False)
         for i, frame in enumerate(bar):

@@ -22,7 +22,7 @@ import numpy as np
 from . import skinning
 from .annots import SequenceSelector
 from .errors import InputError
-from .fileio import save_npy
+from .fileio import save_npy, sequence_lock
 from .layout import SequenceLayout
 from .mano import ManoModel, axis_angle_to_matrix, load_mano_model
 
@@ -140,10 +140,15 @@ def _read_frames(layout: SequenceLayout, hand: str, frames: list[int], num_verti
 
 
 def run(sel: SequenceSelector, opts: BlendWeightOptions | None = None, progress: bool = True) -> BlendWeightResult:
-    from tqdm import tqdm
-
     opts = opts or BlendWeightOptions()
     opts.validate()
+    with sequence_lock(sel.layout.root):
+        return _run(sel, opts, progress)
+
+
+def _run(sel: SequenceSelector, opts: BlendWeightOptions, progress: bool) -> BlendWeightResult:
+    from tqdm import tqdm
+
     start = time.perf_counter()
     layout = sel.layout
     frames = layout.read_frames()

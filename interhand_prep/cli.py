@@ -57,7 +57,13 @@ def run_main(parser: argparse.ArgumentParser, body: Callable[[argparse.Namespace
     except InputError as exc:
         if args.debug:
             traceback.print_exc()
-        print(f"{prog}: error: {exc}", file=sys.stderr)
+        print(f"{prog}: error: {' '.join(str(exc).split())}", file=sys.stderr)  # always one line
+        return 2
+    except OSError as exc:  # disk full, permissions, a file where a folder should be...
+        if args.debug:
+            traceback.print_exc()
+        where = f"{exc.filename}: " if getattr(exc, "filename", None) else ""
+        print(f"{prog}: error: {where}{exc.strerror or exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"{prog}: interrupted; finished files are complete, rerun to do the rest", file=sys.stderr)

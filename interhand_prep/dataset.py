@@ -167,10 +167,14 @@ class InterHandDataset:
             if not match or not cam_dir.is_dir():
                 continue
             frames = {}
-            for name in os.listdir(cam_dir):
-                m = _IMAGE_RE.match(name)
-                if m:
-                    frames[int(m.group(1))] = name
+            with os.scandir(cam_dir) as entries:
+                for entry in entries:
+                    m = _IMAGE_RE.match(entry.name)
+                    if not m:
+                        continue
+                    if entry.stat().st_size == 0:
+                        raise InputError(f"{entry.path}: empty (zero-byte) image; re-extract or remove it")
+                    frames[int(m.group(1))] = entry.name
             if frames:
                 images[match.group(1)] = frames
         if not images:

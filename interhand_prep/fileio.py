@@ -89,3 +89,61 @@ def load_json(path: str | os.PathLike) -> Any:
             raise InputError(f"{path}: not valid JSON ({exc})") from exc
     except ValueError as exc:  # orjson.JSONDecodeError is a ValueError
         raise InputError(f"{path}: not valid JSON ({exc})") from exc
+
+
+def ensure_writable(folder: str | os.PathLike) -> Path:
+    """Create `folder` if needed and check that files can be written there (InputError if not)."""
+    folder = Path(folder)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(dir=folder, prefix=".write-test-")
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as exc:
+        raise InputError(f"{folder}: output folder is not writable ({exc.strerror or exc})") from None
+    return folder
+
+
+_held_locks: dict[Path, list] = {}
+
+
+@contextlib.contextmanager
+def sequence_lock(folder: str | os.PathLike) -> Iterator[None]:
+    """Hold <folder>/.lock for a run on one sequence; refuse when another process holds it.
+
+    Re-entrant within a process (process.sh holds it over all stages of a sequence). The lock is
+    an flock: the kernel releases it when the holder dies, so a killed run never leaves it stale.
+    """
+    import fcntl
+
+    folder = ensure_writable(folder).resolve()
+    if folder in _held_locks:
+        _held_locks[folder][1] += 1
+        try:
+            yield
+        finally:
+            _held_locks[folder][1] -= 1
+        return
+    path = folder / ".lock"
+    handle = open(path, "a+")
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.seek(0)
+        holder = handle.read().strip() or "another process"
+        handle.close()
+        raise InputError(f"{folder}: another run is processing this sequence ({holder}); "
+                         "wait for it to finish, then rerun") from None
+    handle.seek(0)
+    handle.truncate()
+    handle.write(f"pid {os.getpid()}")
+    handle.flush()
+    _held_locks[folder] = [handle, 1]
+    try:
+        yield
+    finally:
+        del _held_locks[folder]
+        handle.seek(0)
+        handle.truncate()
+        fcntl.flock(handle, fcntl.LOCK_UN)
+        handle.close()

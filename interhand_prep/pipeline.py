@@ -16,10 +16,10 @@ from .annots import SequenceSelector
 from .cli import add_sequence_options, run_main, selector_from_args
 from .dataset import AnnotationFiles
 from .errors import InputError
-from .fileio import write_text
+from .fileio import sequence_lock, write_text
 from .mano import model_filename
 
-STAGES = ("annots", "lbs", "render")
+STAGES = ("annots", "lbs", "render", "check")
 
 
 @dataclass
@@ -91,15 +91,35 @@ def stage_state(sel: SequenceSelector, stage: str) -> str:
 
 
 def run_sequence(sel: SequenceSelector, progress: bool = False, log=print) -> SequenceReport:
-    """Run the stages in order; a failing stage stops the later ones (reported, not raised)."""
+    """Run the stages in order under the sequence's lock; a failing stage stops the later ones
+    (reported, not raised)."""
     report = SequenceReport(sequence=sel.name)
+    try:
+        with sequence_lock(sel.layout.root):
+            _run_stages(sel, report, progress, log)
+    except InputError as exc:  # the lock is held by another run, or the folder is not writable
+        report.stages[STAGES[0]] = StageReport("failed", 0.0, str(exc))
+        for stage in STAGES[1:]:
+            report.stages[stage].status = "not run"
+        log(f"error: {exc}")
+    return report
+
+
+def _run_stages(sel: SequenceSelector, report: SequenceReport, progress: bool, log) -> None:
     overwrite = sel.overwrite
     for stage in STAGES:
         entry = report.stages[stage]
         start = time.perf_counter()
         try:
-            state = "missing" if overwrite else stage_state(sel, stage)
-            if state == "complete":
+            if stage == "check":  # no outputs of its own: always run, at the end
+                from .check import check_sequence
+
+                result = check_sequence(sel.layout.root, sel.mano_dir)
+                log(result.summary())
+                first = next(iter(result.problems.items()), None)
+                entry.status = "done" if result.ok else "failed"
+                entry.detail = "" if result.ok else f"check_seq: {len(first[1])} x {first[0]}, e.g. {first[1][0]}"
+            elif (state := "missing" if overwrite else stage_state(sel, stage)) == "complete":
                 entry.status, entry.detail = "skipped", "outputs complete and up to date"
                 log(f"[{stage}] skipped: outputs complete and newer than their inputs")
             else:
@@ -131,7 +151,6 @@ def run_sequence(sel: SequenceSelector, progress: bool = False, log=print) -> Se
             break
     if sel.layout.frames_txt.is_file() and sel.layout.cams_txt.is_file():
         report.frames, report.cameras = len(sel.layout.read_frames()), len(sel.layout.read_cams())
-    return report
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -22,7 +22,7 @@ from .annots import SequenceSelector
 from .cameras import CameraSet
 from .dataset import InterHandDataset, image_name
 from .errors import InputError
-from .fileio import save_npy, write_bytes
+from .fileio import save_npy, sequence_lock, write_bytes
 from .layout import SequenceLayout
 from .mano import HANDS, load_mano_model, mano_layer
 
@@ -200,10 +200,17 @@ def _split_cameras(cameras: list[rendering.ViewCamera], todo: dict[str, set[int]
 
 
 def run(sel: SequenceSelector, opts: RenderOptions | None = None, progress: bool = True) -> RenderResult:
-    from tqdm import tqdm
-
     opts = opts or RenderOptions()
     opts.validate()
+    if not sel.layout.frames_txt.is_file():
+        sel.layout.read_frames()  # the clear "run get_annots.py first" error, before any lock file
+    with sequence_lock(sel.layout.root):
+        return _run(sel, opts, progress)
+
+
+def _run(sel: SequenceSelector, opts: RenderOptions, progress: bool) -> RenderResult:
+    from tqdm import tqdm
+
     start = time.perf_counter()
     layout = sel.layout
     frames = layout.read_frames()

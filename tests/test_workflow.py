@@ -76,7 +76,7 @@ def test_parallel_run_logs_table_and_resume(work):
     camera_json = work / "IH/annotations/train/InterHand2.6M_train_camera.json"
     os.utime(camera_json)
     redo = process(work, SEQS[0])
-    assert redo.returncode == 0 and redo.stdout.count("done") == 3
+    assert redo.returncode == 0 and redo.stdout.count("done") == 4  # three stages and the check
 
 
 def test_one_failing_sequence_does_not_stop_the_others(work):
