@@ -13,7 +13,6 @@ JSON into the per-capture cache, the second loads the cache. Reports wall time, 
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 import time

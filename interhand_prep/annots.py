@@ -8,8 +8,6 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
-
 from . import dataset
 from .dataset import InterHandDataset, probe_image
 from .errors import InputError

@@ -58,7 +58,6 @@ class BlendWeightResult:
     def summary(self) -> str:
         lines = [f"{self.layout.root / 'lbs'}"]
         for hand in self.written:
-            fps = self.written[hand] / self.seconds if self.seconds and self.written[hand] else 0.0
             lines.append(f"  {hand}: {self.written[hand]} frames written, {self.skipped[hand]} already complete"
                          + (f"; canonical grid {self.grid_shape[hand]}" if hand in self.grid_shape else ""))
         total = sum(self.written.values())

@@ -15,7 +15,6 @@ from .blend_weights import pose_space_vertices
 from .errors import InputError
 from .layout import LBS_SHARED_FILES, PARAM_KEYS, SequenceLayout
 from .mano import HANDS, ManoLayer, load_mano_model
-from .render_mesh import depth_path, mask_path
 
 PARAMS_TOLERANCE_M = 1e-4     # float32 storage of params and vertices
 MIN_VERTICES_IN_VIEW = 20     # a hand with this many vertices inside the image must show in its mask
@@ -161,7 +160,7 @@ def _check_views(report, layout, cams, frames, cameras, sizes, hand_vertices, de
             image = layout.image(cam, frame)
             if not image.is_file():
                 report.add("missing image", str(image))
-            mpath = mask_path(layout, cam, frame)
+            mpath = layout.mask(cam, frame)
             if not mpath.is_file():
                 report.add("missing mask", str(mpath))
                 continue
@@ -174,7 +173,7 @@ def _check_views(report, layout, cams, frames, cameras, sizes, hand_vertices, de
                 report.add("wrong mask", f"{mpath}: {mask.dtype} {mask.shape}, labels {np.unique(mask)[:5]}")
                 continue
             if depth_format != "none":
-                dpath = depth_path(layout, cam, frame, depth_format)
+                dpath = layout.depth(cam, frame, depth_format)
                 depth = _load(report, "depth", dpath) if depth_format == "npy" else None
                 if depth_format == "png16" and dpath.is_file():
                     depth = np.asarray(Image.open(dpath))[..., None]

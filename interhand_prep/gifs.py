@@ -11,7 +11,6 @@ from PIL import Image
 from .errors import InputError
 from .fileio import write_bytes
 from .layout import SequenceLayout
-from .render_mesh import mask_path
 
 DEFAULT_CAMERA = "400002"
 # tint colours (RGB) per mask label, blended at OVERLAY_ALPHA
@@ -44,7 +43,7 @@ def sequence_frames_rgb(layout: SequenceLayout, cam: str, stride: int = 1, max_w
             raise InputError(f"{path}: unreadable image ({exc})") from None
         array = np.asarray(image)
         if overlay:
-            mpath = mask_path(layout, cam, frame)
+            mpath = layout.mask(cam, frame)
             if not mpath.is_file():
                 raise InputError(f"{mpath}: no mask to overlay (run render_mesh.py first)")
             array = overlay_mask(array, np.asarray(Image.open(mpath)))

@@ -83,6 +83,19 @@ class SequenceLayout:
     def vertices(self, hand: str, frame: int) -> Path:
         return self.root / "vertices" / hand / f"{int(frame)}.npy"
 
+    def mask(self, cam: str, frame: int) -> Path:
+        """mask/cam<id>/image<frame>.png"""
+        return (self.root / "mask" / self.image_key(cam, frame)).with_suffix(".png")
+
+    def depth(self, cam: str, frame: int, depth_format: str = "npy") -> Path:
+        """depth/cam<id>/image<frame>.npy (float32 metres) or .png (png16: uint16, 0.1 mm)."""
+        return (self.root / "depth" / self.image_key(cam, frame)).with_suffix(".png" if depth_format == "png16" else ".npy")
+
+    @property
+    def seqs_txt(self) -> Path:
+        """The source sequences of a merged sequence, one per line."""
+        return self.root / "seqs.txt"
+
     def lbs_dir(self, hand: str) -> Path:
         return self.root / "lbs" / hand
 

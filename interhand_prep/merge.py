@@ -20,7 +20,6 @@ from .dataset import SPLITS
 from .errors import InputError
 from .layout import LBS_SHARED_FILES, SequenceLayout
 from .mano import HANDS
-from .render_mesh import depth_path, mask_path
 
 _CAPTURE_RE = re.compile(r"^Capture(\d+)$")
 CAMERA_TOLERANCE = 1e-6
@@ -119,9 +118,9 @@ def build_merge(sources: list[Source], dest: Path) -> None:
         for frame in frames:
             for cam in cams:
                 _link(src.image(cam, frame), out.image(cam, frame))
-                _link_if_present(mask_path(src, cam, frame), mask_path(out, cam, frame))
+                _link_if_present(src.mask(cam, frame), out.mask(cam, frame))
                 for fmt in ("npy", "png16"):
-                    _link_if_present(depth_path(src, cam, frame, fmt), depth_path(out, cam, frame, fmt))
+                    _link_if_present(src.depth(cam, frame, fmt), out.depth(cam, frame, fmt))
             for hand in hands:
                 _link(src.params(hand, frame), out.params(hand, frame))
                 _link(src.vertices(hand, frame), out.vertices(hand, frame))
@@ -138,7 +137,7 @@ def build_merge(sources: list[Source], dest: Path) -> None:
     save_npy(out.annots, {"cams": annots["cams"], "ims": [{"ims": ims[f]} for f in frames]})
     out.write_ids(out.frames_txt, frames)
     out.write_ids(out.cams_txt, cams)
-    out.write_ids(dest / "seqs.txt", [s.name for s in sources])
+    out.write_ids(out.seqs_txt, [s.name for s in sources])
 
 
 def merge_sequences(basedir: Path, entries: list[str], new_name: str, split: str = "train", capture: int = 0,

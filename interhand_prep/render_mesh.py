@@ -20,7 +20,7 @@ from PIL import Image
 from . import rendering
 from .annots import SequenceSelector
 from .cameras import CameraSet
-from .dataset import InterHandDataset, image_name
+from .dataset import InterHandDataset
 from .errors import InputError
 from .fileio import save_npy, sequence_lock, write_bytes
 from .layout import SequenceLayout
@@ -67,15 +67,6 @@ class RenderResult:
                 f"{self.workers} worker(s); {self.seconds:.2f} s{rate}\n  hands drawn: {hands or 'none'}")
 
 
-def depth_path(layout: SequenceLayout, cam: str, frame: int, depth_format: str):
-    suffix = ".png" if depth_format == "png16" else ".npy"
-    return (layout.root / "depth" / f"cam{cam}" / image_name(frame)).with_suffix(suffix)
-
-
-def mask_path(layout: SequenceLayout, cam: str, frame: int):
-    return (layout.root / "mask" / f"cam{cam}" / image_name(frame)).with_suffix(".png")
-
-
 def encode_depth_png16(depth: np.ndarray) -> bytes:
     """float32 metres (H, W) -> 16-bit PNG in 0.1 mm units (0 = no hand)."""
     scaled = np.clip(np.rint(depth * PNG16_UNITS_PER_METRE), 0, 65535).astype(np.uint16)
@@ -93,16 +84,16 @@ def encode_mask_png(mask: np.ndarray) -> bytes:
 def write_view(layout: SequenceLayout, cam: str, frame: int, mask: np.ndarray, depth: np.ndarray, depth_format: str) -> None:
     """Write one view's outputs (depth first: a present mask marks the view done)."""
     if depth_format == "npy":
-        save_npy(depth_path(layout, cam, frame, "npy"), depth[..., None].astype(np.float32))
+        save_npy(layout.depth(cam, frame, "npy"), depth[..., None].astype(np.float32))
     elif depth_format == "png16":
-        write_bytes(depth_path(layout, cam, frame, "png16"), encode_depth_png16(depth))
-    write_bytes(mask_path(layout, cam, frame), encode_mask_png(mask))
+        write_bytes(layout.depth(cam, frame, "png16"), encode_depth_png16(depth))
+    write_bytes(layout.mask(cam, frame), encode_mask_png(mask))
 
 
 def view_done(layout: SequenceLayout, cam: str, frame: int, depth_format: str) -> bool:
-    if not mask_path(layout, cam, frame).is_file():
+    if not layout.mask(cam, frame).is_file():
         return False
-    return depth_format == "none" or depth_path(layout, cam, frame, depth_format).is_file()
+    return depth_format == "none" or layout.depth(cam, frame, depth_format).is_file()
 
 
 def _image_size(path) -> tuple[int, int]:

@@ -24,7 +24,7 @@ from PIL import Image
 from . import dataset
 from .cameras import CameraSet, look_at_rotation
 from .fileio import write_bytes, write_text
-from .mano import HANDS, axis_angle_to_matrix, load_mano_model, mano_layer
+from .mano import HANDS, axis_angle_to_matrix, mano_layer
 from .synthetic_hand import finger_flexion_pose, write_synthetic_mano
 
 PORTRAIT_SIZE = (334, 512)  # (width, height)

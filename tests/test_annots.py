@@ -16,7 +16,6 @@ from PIL import Image
 from interhand_prep import annots, dataset, mano
 from interhand_prep.annots import AnnotsOptions, SequenceSelector
 from interhand_prep.errors import InputError
-from interhand_prep.layout import SequenceLayout
 
 from conftest import REPO, SMALL_SPEC, frames_of
 
@@ -194,7 +193,6 @@ def test_real_cameras_project_real_joints_into_their_bboxes(fixtures_dir, synthe
     """Build a one-image-per-sequence tree from the real fixture and check the produced K, R, T."""
     real = fixtures_dir / "interhand2.6m_real"
     coco = json.loads((real / "test_interhand2.6m_data.json").read_text())
-    camera_json = json.loads((real / "test_interhand2.6m_camera.json").read_text())
     joints = json.loads((real / "test_interhand2.6m_joint_3d.json").read_text())
     basedir = tmp_path / "IH"
     mano_json = {}

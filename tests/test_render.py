@@ -5,8 +5,6 @@ Skipped when no OpenGL platform works here (CI installs Mesa, so there they run)
 
 from __future__ import annotations
 
-import os
-
 import numpy as np
 import pytest
 from PIL import Image
@@ -14,19 +12,10 @@ from PIL import Image
 from interhand_prep import annots, rendering, render_mesh
 from interhand_prep.annots import SequenceSelector
 from interhand_prep.layout import SequenceLayout
-from interhand_prep.render_mesh import RenderOptions, depth_path, mask_path
+from interhand_prep.render_mesh import RenderOptions
 from interhand_prep.synthetic_capture import CaptureSpec, SequenceSpec, generate_capture
 
-
-def _platform_or_skip() -> str:
-    reasons = {p: rendering.probe_platform(p) for p in ("egl", "osmesa")}
-    working = [p for p, r in reasons.items() if r is None]
-    if not working:
-        message = f"no OpenGL platform: {reasons}"
-        if os.environ.get("CI"):
-            pytest.fail(message)
-        pytest.skip(message)
-    return working[0]
+from conftest import gl_platform_or_skip
 
 
 SEQ = "0266_dh_pray"
@@ -35,7 +24,7 @@ SEQ = "0266_dh_pray"
 @pytest.fixture(scope="module")
 def rendered(tmp_path_factory):
     """A small two-hand capture (1/4-size images, hands occluding each other), annotated and rendered."""
-    platform = _platform_or_skip()
+    platform = gl_platform_or_skip()
     root = tmp_path_factory.mktemp("render")
     spec = CaptureSpec(capture=0, seed=11, camera_ids=["400002", "400016", "400029", "410214", "410219", "400412"],
                        sequences=[SequenceSpec(SEQ, "both", 3)], default_cases=False, image_scale=0.25)
@@ -46,7 +35,7 @@ def rendered(tmp_path_factory):
     return sel, result, platform
 
 
-def ray_cast(layout: SequenceLayout, cam: str, frame: int, width: int, height: int):
+def ray_cast(layout: SequenceLayout, mano_dir, cam: str, frame: int, width: int, height: int):
     """Per pixel centre: the nearest ray-triangle hit over all faces of both hands (Moller-Trumbore).
 
     -> label (H, W) uint8 (0, 100 left, 200 right), depth (H, W) z in metres (0 = no hit),
@@ -61,7 +50,7 @@ def ray_cast(layout: SequenceLayout, cam: str, frame: int, width: int, height: i
 
     for hand, label in (("left", 100), ("right", 200)):
         v = np.load(layout.vertices(hand, frame)).astype(np.float64)
-        f = load_mano_model(MANO_DIR[0], hand).faces
+        f = load_mano_model(mano_dir, hand).faces
         tris.append(v[f])
         labels.append(np.full(len(f), label))
     tris, labels = np.concatenate(tris), np.concatenate(labels)
@@ -95,24 +84,21 @@ def ray_cast(layout: SequenceLayout, cam: str, frame: int, width: int, height: i
     return best_label.reshape(height, width), depth, {k: v.reshape(height, width) for k, v in hits_hand.items()}
 
 
-MANO_DIR: list = []
-
 
 def test_masks_and_depth_match_the_ray_cast(rendered):
     sel, result, _ = rendered
-    MANO_DIR[:] = [sel.mano_dir]
     layout = sel.layout
     assert result.rendered == len(layout.read_cams()) * len(layout.read_frames())
     overlap_pixels = 0
     for cam in layout.read_cams():
         for frame in layout.read_frames():
-            mask = np.asarray(Image.open(mask_path(layout, cam, frame)))
-            depth = np.load(depth_path(layout, cam, frame, "npy"))
+            mask = np.asarray(Image.open(layout.mask(cam, frame)))
+            depth = np.load(layout.depth(cam, frame, "npy"))
             height, width = mask.shape
             assert mask.dtype == np.uint8 and set(np.unique(mask)) <= {0, 100, 200}
             assert depth.shape == (height, width, 1) and depth.dtype == np.float32
             depth = depth[..., 0]
-            label, ref_depth, hits = ray_cast(layout, cam, frame, width, height)
+            label, ref_depth, hits = ray_cast(layout, sel.mano_dir, cam, frame, width, height)
             for value in (100, 200):
                 ours, ref = mask == value, label == value
                 if ref.sum() < 20:
@@ -138,7 +124,7 @@ def test_every_visible_vertex_is_on_the_mask(rendered):
         vertices = np.concatenate([np.load(layout.vertices(h, frame)) for h in ("left", "right")]) * 1000.0
         pixels, _ = cams.project(vertices)
         for c, cam in enumerate(cams.ids):
-            mask = np.asarray(Image.open(mask_path(layout, cam, frame))) > 0
+            mask = np.asarray(Image.open(layout.mask(cam, frame))) > 0
             h, w = mask.shape
             uv = np.rint(pixels[c]).astype(int)
             inside = (uv[:, 0] >= 0) & (uv[:, 0] < w) & (uv[:, 1] >= 0) & (uv[:, 1] < h)
@@ -181,11 +167,11 @@ def test_the_occluding_hand_is_drawn_when_one_hand_is_requested(rendered, tmp_pa
     assert result.hands_drawn == {"right": 3, "left": 3}
     for cam in one.layout.read_cams():
         for frame in one.layout.read_frames():
-            ours = np.asarray(Image.open(mask_path(one.layout, cam, frame)))
-            both = np.asarray(Image.open(mask_path(sel.layout, cam, frame)))
+            ours = np.asarray(Image.open(one.layout.mask(cam, frame)))
+            both = np.asarray(Image.open(sel.layout.mask(cam, frame)))
             np.testing.assert_array_equal(ours, both)
-            png = np.asarray(Image.open(depth_path(one.layout, cam, frame, "png16"))).astype(np.float64) / 10000.0
-            npy = np.load(depth_path(sel.layout, cam, frame, "npy"))[..., 0]
+            png = np.asarray(Image.open(one.layout.depth(cam, frame, "png16"))).astype(np.float64) / 10000.0
+            npy = np.load(sel.layout.depth(cam, frame, "npy"))[..., 0]
             assert np.abs(png - npy).max() <= 0.5e-4 + 1e-7
 
 
@@ -197,7 +183,7 @@ def test_all_cameras_workers_and_resume(rendered, tmp_path):
     # the landscape camera filtered out by get_annots is rendered at its own size; the rest is skipped
     frames = layout.read_frames()
     assert result.rendered == len(frames) and result.skipped == first.rendered
-    landscape = np.asarray(Image.open(mask_path(layout, "400412", frames[0])))
+    landscape = np.asarray(Image.open(layout.mask("400412", frames[0])))
     assert landscape.shape == (84, 128)
     # two workers, overwriting, give the same bytes as one
     before = {p: p.read_bytes() for p in (layout.root / "mask").rglob("*.png")}
@@ -241,7 +227,7 @@ def test_egl_and_osmesa_agree(rendered, tmp_path):
         outputs[platform] = one.layout
     for cam in outputs["egl"].read_cams():
         for frame in outputs["egl"].read_frames():
-            masks = [np.asarray(Image.open(mask_path(layout, cam, frame))) for layout in outputs.values()]
+            masks = [np.asarray(Image.open(layout.mask(cam, frame))) for layout in outputs.values()]
             np.testing.assert_array_equal(*masks)
-            depths = [np.load(depth_path(layout, cam, frame, "npy")) for layout in outputs.values()]
+            depths = [np.load(layout.depth(cam, frame, "npy")) for layout in outputs.values()]
             np.testing.assert_allclose(*depths, atol=1e-4)  # depth-buffer quantisation differs (~20 um)

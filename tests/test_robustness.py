@@ -7,13 +7,12 @@ import multiprocessing
 import shutil
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from interhand_prep import annotation_cache, annots
+from interhand_prep import annotation_cache
 from interhand_prep.check import check_sequence
 from interhand_prep.dataset import AnnotationFiles, image_name
 
@@ -182,9 +181,7 @@ def test_check_seq_passes_and_then_names_each_problem(capture):
     assert clean.ok, clean.summary()
     layout = sel.layout
     frames, cams = layout.read_frames(), layout.read_cams()
-    from interhand_prep.render_mesh import mask_path
-
-    mask_path(layout, cams[1], frames[2]).unlink()
+    layout.mask(cams[1], frames[2]).unlink()
     bw = layout.bweights("left", frames[1])
     bw.write_bytes(bw.read_bytes()[:200])
     params = np.load(layout.params("right", frames[3]), allow_pickle=True).item()
@@ -193,7 +190,7 @@ def test_check_seq_passes_and_then_names_each_problem(capture):
     broken = check_sequence(sel.layout.root, capture / "mano")
     assert not broken.ok
     assert set(broken.problems) == {"missing mask", "unreadable bweights", "wrong params"}
-    assert str(mask_path(layout, cams[1], frames[2])) in broken.problems["missing mask"][0]
+    assert str(layout.mask(cams[1], frames[2])) in broken.problems["missing mask"][0]
     cli = subprocess.run([sys.executable, str(REPO / "check_seq.py"), str(sel.layout.root), "--mano-dir",
                           str(capture / "mano")], capture_output=True, text=True)
     assert cli.returncode == 1

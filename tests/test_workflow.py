@@ -15,12 +15,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from interhand_prep import annots, merge, pipeline
+from interhand_prep import annots, merge
 from interhand_prep.annots import SequenceSelector
 from interhand_prep.errors import InputError
 from interhand_prep.gifs import OVERLAY_COLORS, make_capture_gifs
 from interhand_prep.layout import SequenceLayout
-from interhand_prep.render_mesh import depth_path, mask_path
 from interhand_prep.synthetic_capture import CaptureSpec, SequenceSpec, generate_capture
 
 from conftest import REPO, assert_processed_sequence, gl_platform_or_skip
@@ -131,9 +130,9 @@ def test_resume_after_a_kill_gives_identical_outputs(work, small_capture, tmp_pa
     ours, ref = layout(work, SEQS[1]), layout(reference, SEQS[1])
     for cam in ref.read_cams():
         for frame in ref.read_frames():
-            assert mask_path(ours, cam, frame).read_bytes() == mask_path(ref, cam, frame).read_bytes()
-            np.testing.assert_array_equal(np.load(depth_path(ours, cam, frame, "npy")),
-                                          np.load(depth_path(ref, cam, frame, "npy")))
+            assert ours.mask(cam, frame).read_bytes() == ref.mask(cam, frame).read_bytes()
+            np.testing.assert_array_equal(np.load(ours.depth(cam, frame, "npy")),
+                                          np.load(ref.depth(cam, frame, "npy")))
     assert not list(ours.root.rglob("*.tmp"))
 
 
@@ -204,7 +203,7 @@ def test_gifs_have_every_frame_and_tint_the_masks(work):
         gif.seek(1)
         shown = np.asarray(gif.convert("RGB")).astype(int)
     image = np.asarray(Image.open(seq_layout.image("400002", frames[2])).convert("RGB")).astype(int)
-    mask = np.asarray(Image.open(mask_path(seq_layout, "400002", frames[2])))
+    mask = np.asarray(Image.open(seq_layout.mask("400002", frames[2])))
     for label, color in OVERLAY_COLORS.items():
         where = mask == label
         assert where.sum() > 20
