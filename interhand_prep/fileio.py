@@ -107,6 +107,21 @@ def ensure_writable(folder: str | os.PathLike) -> Path:
 _held_locks: dict[Path, list] = {}
 
 
+def remove_stale_temporaries(folder: Path) -> int:
+    """Delete the temporary files (".<name>.<random>.tmp") a killed run left under `folder`.
+
+    Only call it while holding the folder's sequence lock. Symbolic links to image folders are not
+    followed. Returns how many were removed.
+    """
+    removed = 0
+    for dirpath, _, filenames in os.walk(folder, followlinks=False):
+        for name in filenames:
+            if name.startswith(".") and name.endswith(".tmp"):
+                os.unlink(os.path.join(dirpath, name))
+                removed += 1
+    return removed
+
+
 @contextlib.contextmanager
 def sequence_lock(folder: str | os.PathLike) -> Iterator[None]:
     """Hold <folder>/.lock for a run on one sequence; refuse when another process holds it.
@@ -139,6 +154,7 @@ def sequence_lock(folder: str | os.PathLike) -> Iterator[None]:
     handle.write(f"pid {os.getpid()}")
     handle.flush()
     _held_locks[folder] = [handle, 1]
+    remove_stale_temporaries(folder)  # safe: we are the only writer of this sequence now
     try:
         yield
     finally:

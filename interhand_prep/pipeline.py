@@ -69,8 +69,8 @@ def stage_outputs(sel: SequenceSelector, stage: str) -> list[Path] | None:
             out += [layout.bweights(hand, f) for f in frames] + [layout.bs(hand, f) for f in frames]
         return out
     cams = layout.read_cams()
-    return ([render_mesh.layout.mask(c, f) for c in cams for f in frames]
-            + [render_mesh.layout.depth(c, f, "npy") for c in cams for f in frames])
+    return ([layout.mask(c, f) for c in cams for f in frames]
+            + [layout.depth(c, f, "npy") for c in cams for f in frames])
 
 
 def stage_inputs(sel: SequenceSelector, stage: str) -> list[Path]:

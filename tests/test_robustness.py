@@ -196,3 +196,14 @@ def test_check_seq_passes_and_then_names_each_problem(capture):
     assert cli.returncode == 1
     for kind in ("missing mask", "unreadable bweights", "wrong params"):
         assert f"1 x {kind}" in cli.stdout
+
+
+def test_temporaries_of_a_killed_run_are_removed_by_the_next(capture):
+    seq_dir = capture / "IH/images/train/Capture0/0266_dh_pray"
+    stale = [seq_dir / "params" / "right" / ".12.npy.abc123.tmp", seq_dir / ".annots.npy.x1y2z3.tmp"]
+    for path in stale:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(b"half a file")
+    assert get_annots(capture).returncode == 0
+    assert not any(p.exists() for p in stale)
+    assert (seq_dir / "annots.npy").is_file()
