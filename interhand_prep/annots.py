@@ -84,10 +84,22 @@ class AnnotsResult:
                  f"  frames:  {len(self.frames)} kept, {len(self.dropped_frames)} dropped"]
         reasons = Counter(self.dropped_frames.values())
         for reason, count in sorted(reasons.items(), key=lambda x: -x[1]):
-            examples = [f for f, r in self.dropped_frames.items() if r == reason][:5]
-            lines.append(f"    {count:5d} x {reason} (e.g. frame {', '.join(map(str, examples))})")
+            frames = sorted(f for f, r in self.dropped_frames.items() if r == reason)
+            lines.append(f"    {count:5d} x {reason}: frame{'s' if count > 1 else ''} {frame_ranges(frames)}")
         lines.append(f"  hands:   {', '.join(self.hands)};  {self.seconds:.2f} s")
         return "\n".join(lines)
+
+
+def frame_ranges(frames: list[int]) -> str:
+    """Sorted frame ids as compact ranges: [3, 4, 5, 9] -> '3-5, 9'."""
+    parts, start = [], None
+    for i, frame in enumerate(frames):
+        if start is None:
+            start = frame
+        if i + 1 == len(frames) or frames[i + 1] != frame + 1:
+            parts.append(str(start) if start == frame else f"{start}-{frame}")
+            start = None
+    return ", ".join(parts)
 
 
 def _probe_cameras(images: dict[str, dict[int, str]], seq_dir: Path) -> dict[str, dataset.ImageProbe]:

@@ -289,3 +289,27 @@ def test_cli_reports_one_line_and_exit_status(capture):
                         capture_output=True, text=True, cwd=REPO)
     assert ok.returncode == 0, ok.stderr
     assert "frames:" in ok.stdout and "kept" in ok.stdout
+
+
+def test_every_dropped_frame_is_listed_in_the_summary():
+    from interhand_prep.layout import SequenceLayout
+
+    result = annots.AnnotsResult(layout=SequenceLayout("seq"), hands=("right",), frames=[1, 2],
+                                 dropped_frames={3: "a", 4: "a", 5: "a", 9: "a", 7: "b"})
+    text = result.summary()
+    assert "4 x a: frames 3-5, 9" in text and "1 x b: frame 7" in text
+    assert annots.frame_ranges([]) == "" and annots.frame_ranges([1, 3, 4]) == "1, 3-4"
+
+
+def test_the_generator_is_deterministic(tmp_path):
+    from interhand_prep.synthetic_capture import CaptureSpec, SequenceSpec, generate_capture
+
+    def make(root):
+        spec = CaptureSpec(capture=0, seed=21, camera_ids=["400002", "410214", "400412"], image_scale=0.25,
+                           sequences=[SequenceSpec("0001_test", "both", 3)], default_cases=False)
+        generate_capture(root / "IH", root / "mano", spec)
+        return {p.relative_to(root): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+    first, second = make(tmp_path / "a"), make(tmp_path / "b")
+    assert first.keys() == second.keys() and len(first) > 10
+    assert all(first[k] == second[k] for k in first)
