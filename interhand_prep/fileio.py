@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import pickle
 import tempfile
 from pathlib import Path
 from typing import Any, Iterator
@@ -47,10 +46,6 @@ def write_bytes(path: str | os.PathLike, data: bytes) -> None:
 
 def write_text(path: str | os.PathLike, text: str) -> None:
     write_bytes(path, text.encode("utf-8"))
-
-
-def write_pickle(path: str | os.PathLike, obj: Any, protocol: int = pickle.HIGHEST_PROTOCOL) -> None:
-    write_bytes(path, pickle.dumps(obj, protocol=protocol))
 
 
 def load_npy(path: str | os.PathLike, allow_pickle: bool = False) -> Any:
