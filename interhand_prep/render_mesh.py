@@ -28,7 +28,6 @@ from .mano import HANDS, load_mano_model, mano_layer
 
 DEPTH_FORMATS = ("npy", "png16", "none")
 PNG16_UNITS_PER_METRE = 10000  # depth png16: uint16 in units of 0.1 mm (max 6.5535 m)
-OSMESA_VIEWS_PER_PROCESS = 600
 
 
 @dataclass
@@ -221,14 +220,7 @@ def _run(sel: SequenceSelector, opts: RenderOptions, progress: bool) -> RenderRe
     workers = min(opts.workers or os.cpu_count() or 1, len(cameras))
     groups = _split_cameras(cameras, todo, workers)
     result.workers = len(groups)
-    # OSMesa (Mesa 22, PyOpenGL 3.1.10) leaks about one frame buffer per rendered view, so there
-    # each worker process is replaced after OSMESA_VIEWS_PER_PROCESS views to bound its memory.
-    tasks = []
-    for g in groups:
-        group_todo = {c.cam_id: todo[c.cam_id] for c in g}
-        per_frame = max(1, sum(1 for c in g for f in frames if f in group_todo[c.cam_id]) // max(len(frames), 1))
-        step = max(1, OSMESA_VIEWS_PER_PROCESS // per_frame) if result.backend == "osmesa" else len(frames)
-        tasks += [(g, group_todo, frames[i:i + step]) for i in range(0, len(frames), step)]
+    tasks = [(g, {c.cam_id: todo[c.cam_id] for c in g}, frames) for g in groups]
     bar = tqdm(total=total, desc=f"{sel.seq} views", unit="view", disable=not progress, leave=False)
     if len(tasks) == 1 and rendering.can_render_here(result.backend):
         g, group_todo, task_frames = tasks[0]
@@ -237,8 +229,7 @@ def _run(sel: SequenceSelector, opts: RenderOptions, progress: bool) -> RenderRe
     else:
         # spawn: each worker gets a fresh process (and GL context), never a forked one
         ctx = multiprocessing.get_context("spawn")
-        recycle = 1 if result.backend == "osmesa" else None
-        with ctx.Manager() as manager, ProcessPoolExecutor(len(groups), mp_context=ctx, max_tasks_per_child=recycle) as pool:
+        with ctx.Manager() as manager, ProcessPoolExecutor(len(groups), mp_context=ctx) as pool:
             queue = manager.Queue()
             jobs = [pool.submit(_render_views, g, group_todo, task_frames, {f: meshes[f] for f in task_frames}, faces,
                                 str(layout.root), opts.depth_format, queue) for g, group_todo, task_frames in tasks]

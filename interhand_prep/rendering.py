@@ -76,6 +76,35 @@ def select_platform(backend: str) -> str:
 _imported_platform: str | None = None
 
 
+def _stable_context_ids() -> None:
+    """Make PyOpenGL's current-context id stable (the pointer's address), once per process.
+
+    pyrender keys its shader-program cache on OpenGL.contextdata.getContext(). Under OSMesa,
+    PyOpenGL returns a new ctypes pointer object on every call, hashed by identity, so pyrender
+    compiled and linked a new shader program for every draw: memory grew by ~0.2 MB per draw and
+    each view took ~50% longer. With the address as the id there is one program per context.
+    """
+    import ctypes
+
+    import OpenGL.contextdata as contextdata
+
+    if getattr(contextdata.getContext, "_stable", False):
+        return
+    original = contextdata.getContext
+
+    def getContext(context=None):
+        handle = original(context)
+        if isinstance(handle, int):
+            return handle
+        try:
+            return ctypes.cast(handle, ctypes.c_void_p).value or handle
+        except (TypeError, ctypes.ArgumentError):
+            return handle
+
+    getContext._stable = True
+    contextdata.getContext = getContext
+
+
 def can_render_here(platform: str) -> bool:
     """Whether this process can render on `platform` (PyOpenGL fixes its platform at import)."""
     if "pyrender" not in sys.modules:
@@ -122,6 +151,7 @@ class HandViewRenderer:
         import pyrender
 
         _imported_platform = platform
+        _stable_context_ids()
 
         self._pyrender = pyrender
         self._flags = pyrender.RenderFlags.SEG
@@ -191,10 +221,9 @@ class HandViewRenderer:
     def _activate(self, size: tuple[int, int]) -> None:
         """Make the context current at `size` (width, height), resizing the renderer if needed.
 
-        OffscreenRenderer.render makes its context current twice per call, and PyOpenGL keeps every
-        buffer handed to OSMesaMakeCurrent alive (a frame-sized leak per view). So the context is
-        made current only when the size changes, and pyrender's renderer is driven as
-        OffscreenRenderer.render drives it (pyrender2 0.2.2).
+        OffscreenRenderer.render makes its context current (twice) on every call; here it is made
+        current once per image size, and pyrender's renderer is driven as OffscreenRenderer.render
+        drives it (pyrender2 0.2.2).
         """
         if size == self._size:
             return
