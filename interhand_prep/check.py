@@ -132,8 +132,7 @@ def _check_hand(report: CheckReport, layout: SequenceLayout, hand: str, frames: 
                     report.add("weights do not sum to 1", str(path))
     for name in LBS_SHARED_FILES:
         _load(report, "lbs file", layout.lbs_file(hand, name))
-    if _load(report, "tpose params", layout.tpose_params(hand), allow_pickle=True) is None:
-        pass
+    _load(report, "tpose params", layout.tpose_params(hand), allow_pickle=True)
     both = [f for f in frames if f in vertices and f in params]
     if both:  # the params identity: (vertices - Th) @ Rodrigues(Rh) is MANO(poses) without global motion
         stacked = {k: np.concatenate([params[f][k] for f in both]) for k in PARAM_KEYS}

@@ -103,7 +103,7 @@ def _image_size(path) -> tuple[int, int]:
         raise InputError(f"{path}: unreadable image ({exc})") from None
 
 
-def view_cameras(sel: SequenceSelector, layout: SequenceLayout, all_cameras: bool, frames: list[int]) -> list[rendering.ViewCamera]:
+def view_cameras(sel: SequenceSelector, layout: SequenceLayout, all_cameras: bool) -> list[rendering.ViewCamera]:
     """The cameras to render with their image sizes (one image header per camera)."""
     kept = layout.read_cameras()
     cams = kept
@@ -205,7 +205,7 @@ def _run(sel: SequenceSelector, opts: RenderOptions, progress: bool) -> RenderRe
     layout = sel.layout
     frames = layout.read_frames()
     result = RenderResult(layout=layout, frames=len(frames))
-    cameras = view_cameras(sel, layout, opts.all_cameras, frames)
+    cameras = view_cameras(sel, layout, opts.all_cameras)
     result.cameras = len(cameras)
     todo = {c.cam_id: {f for f in frames if sel.overwrite or not view_done(layout, c.cam_id, f, opts.depth_format)}
             for c in cameras}
