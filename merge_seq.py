@@ -8,7 +8,8 @@ import argparse
 import sys
 from pathlib import Path
 
-from interhand_prep.cli import DEFAULT_BASEDIR, run_main
+from interhand_prep.cli import run_main
+from interhand_prep.options import DEFAULT_BASEDIR, SPLITS
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -16,13 +17,14 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--seq", nargs="+", required=True,
                         help="sequences: seq, Capture<N>/seq or <split>/Capture<N>/seq")
     parser.add_argument("--new-name", "--new_name", dest="new_name", required=True, help="name of the merged sequence")
-    parser.add_argument("--split", default="train", choices=["train", "val", "test"], help="default split of entries")
-    parser.add_argument("--capture", type=int, default=0, help="default capture of entries")
-    parser.add_argument("--basedir", type=Path, default=DEFAULT_BASEDIR)
+    parser.add_argument("--split", default="train", choices=SPLITS, help="default split of entries (default: train)")
+    parser.add_argument("--capture", type=int, default=0, metavar="N", help="default capture of entries (default: 0)")
+    parser.add_argument("--basedir", type=Path, default=DEFAULT_BASEDIR, metavar="DIR",
+                        help=f"InterHand2.6M 30 fps root (default: {DEFAULT_BASEDIR})")
     parser.add_argument("--out-root", "--out_root", dest="out_root", type=Path, default=None,
                         help="where the sequences were processed to (and where merge/ goes)")
     parser.add_argument("--force", action="store_true", help="replace an existing merge of that name")
-    parser.add_argument("--debug", action="store_true")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks for input errors")
     return parser
 
 

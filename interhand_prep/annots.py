@@ -1,61 +1,33 @@
-"""The get_annots stage: cameras, kept frames, MANO parameters and vertices of one sequence."""
+"""The get_annots stage: cameras, kept frames, MANO parameters and vertices of one sequence.
+
+Reruns follow the manifest (manifest.py): the stage does nothing when its recipe (hands, options,
+MANO files, annotation files, image listing) equals the recorded one and every output exists.
+Otherwise it recomputes, writes only the files whose bytes change, and removes the outputs a fresh
+run with the new options would not have (frames no longer kept, hands no longer requested).
+"""
 
 from __future__ import annotations
 
+import logging
 import os
 import time
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
+
 from . import dataset
-from .dataset import InterHandDataset, probe_image
+from .dataset import InterHandDataset, SequenceImages, probe_image
 from .errors import InputError
-from .fileio import sequence_lock
+from .fileio import remove_files, sequence_lock
 from .layout import SequenceLayout
-from .mano import canonical_params, easymocap_params, mano_layer
+from .manifest import Manifest, file_identity, file_sha256, stage_record
+from .mano import canonical_params, easymocap_params, forward, load_mano_model, model_filename
+from .options import HANDS, AnnotsOptions, SequenceSelector, recipe as options_recipe
 
-HAND_TYPES = {"right": ("right",), "left": ("left",), "both": ("right", "left")}
-
-
-def hands_of(hand_type: str) -> tuple[str, ...]:
-    try:
-        return HAND_TYPES[hand_type]
-    except KeyError:
-        raise InputError(f"unknown hand type {hand_type!r}; expected one of {', '.join(HAND_TYPES)}") from None
-
-
-@dataclass
-class SequenceSelector:
-    """The options every stage shares: which sequence, where the data and the outputs are."""
-
-    capture: int
-    seq: str
-    split: str = "train"
-    basedir: Path = Path("data/InterHand2.6M_30fps")
-    mano_dir: Path = Path("data/mano")
-    hand_type: str = "right"
-    out_root: Path | None = None
-    overwrite: bool = False
-
-    @property
-    def hands(self) -> tuple[str, ...]:
-        return hands_of(self.hand_type)
-
-    @property
-    def layout(self) -> SequenceLayout:
-        return SequenceLayout.for_sequence(self.basedir, self.split, self.capture, self.seq, self.out_root)
-
-    @property
-    def name(self) -> str:
-        return f"{self.split}/Capture{self.capture}/{self.seq}"
-
-
-@dataclass
-class AnnotsOptions:
-    keep_landscape: bool = False
-    keep_black_frames: bool = False
-    cameras_csv: Path | None = None
+STAGE = "get_annots"
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -70,13 +42,18 @@ class AnnotsResult:
     frames: list[int] = field(default_factory=list)
     dropped_frames: dict[int, str] = field(default_factory=dict)
     skipped: bool = False
+    reason: str = ""
+    written: int = 0
+    removed: int = 0
+    hand_frames: dict[str, int] = field(default_factory=dict)  # auto: frames with MANO per hand
     seconds: float = 0.0
 
     def summary(self) -> str:
         if self.skipped:
-            return (f"{self.layout.root}: annotations already complete ({len(self.frames)} frames, "
-                    f"{len(self.cameras)} cameras); skipped (pass --overwrite to redo)")
-        lines = [f"{self.layout.root}",
+            return (f"{self.layout.root}: annotations up to date ({len(self.frames)} frames, "
+                    f"{len(self.cameras)} cameras, {' and '.join(self.hands)} hand"
+                    f"{'s' if len(self.hands) > 1 else ''}); nothing to do")
+        lines = [f"{self.layout.root}" + (f"  ({self.reason})" if self.reason else ""),
                  f"  cameras: {len(self.cameras)} kept, {len(self.dropped_cameras)} dropped"
                  + "".join(f"\n    cam{c}: {r}" for c, r in sorted(self.dropped_cameras.items(), key=lambda x: int(x[0])))
                  + (f"\n    {len(self.cameras_without_images)} camera(s) of camera.json have no images here"
@@ -86,7 +63,11 @@ class AnnotsResult:
         for reason, count in sorted(reasons.items(), key=lambda x: -x[1]):
             frames = sorted(f for f, r in self.dropped_frames.items() if r == reason)
             lines.append(f"    {count:5d} x {reason}: frame{'s' if count > 1 else ''} {frame_ranges(frames)}")
-        lines.append(f"  hands:   {', '.join(self.hands)};  {self.seconds:.2f} s")
+        hands = ", ".join(self.hands)
+        if self.hand_frames:
+            hands += " (auto: " + ", ".join(f"{h} has MANO in {n} frames" for h, n in self.hand_frames.items()) + ")"
+        lines.append(f"  hands:   {hands}")
+        lines.append(f"  files:   {self.written} written, {self.removed} removed;  {self.seconds:.2f} s")
         return "\n".join(lines)
 
 
@@ -102,28 +83,28 @@ def frame_ranges(frames: list[int]) -> str:
     return ", ".join(parts)
 
 
-def _probe_cameras(images: dict[str, dict[int, str]], seq_dir: Path) -> dict[str, dataset.ImageProbe]:
+def _probe_cameras(images: SequenceImages) -> dict[str, dataset.ImageProbe]:
     """One DCT-scaled decode per camera (a few more when its first images are black)."""
     probes = {}
-    for cam, frames in images.items():
+    for cam, frames in images.cameras.items():
         ordered = sorted(frames)
         for frame in (ordered[0], ordered[len(ordered) // 2], ordered[-1]):
-            probe = probe_image(seq_dir / f"cam{cam}" / frames[frame])
+            probe = probe_image(images.path(cam, frame))
             if not probe.black:
                 break
         probes[cam] = probe
     return probes
 
 
-def _camera_flags(images, seq_dir: Path, cameras_csv: Path | None) -> dict[str, dataset.CameraFlags]:
+def _camera_flags(images: SequenceImages, cameras_csv: Path | None) -> dict[str, dataset.CameraFlags]:
     if cameras_csv is None:
         return {cam: dataset.CameraFlags(portrait=p.portrait, rgb=p.rgb or p.black)
-                for cam, p in _probe_cameras(images, seq_dir).items()}
+                for cam, p in _probe_cameras(images).items()}
     table = dataset.read_camera_table(cameras_csv)
-    missing = [cam for cam in images if cam not in table]
+    missing = [cam for cam in images.cameras if cam not in table]
     if missing:
         raise InputError(f"{cameras_csv}: no row for camera(s) {', '.join(missing)}")
-    return {cam: table[cam] for cam in images}
+    return {cam: table[cam] for cam in images.cameras}
 
 
 def select_frames(images: dict[str, dict[int, str]], cameras: list[str], mano, hands: tuple[str, ...],
@@ -152,51 +133,158 @@ def select_frames(images: dict[str, dict[int, str]], cameras: list[str], mano, h
     return kept, dropped
 
 
-def run(sel: SequenceSelector, opts: AnnotsOptions | None = None, progress: bool = True) -> AnnotsResult:
-    """Run get_annots for one sequence; see README for the outputs."""
-    InterHandDataset(sel.basedir, sel.split).sequence_dir(sel.capture, sel.seq)  # a clear error first
-    with sequence_lock(sel.layout.root):
-        return _run(sel, opts, progress)
+def resolve_hands(sel: SequenceSelector, images: SequenceImages, mano) -> tuple[tuple[str, ...], dict[str, int]]:
+    """The hands to process: fixed by --hand-type, or (auto) every hand with MANO parameters in
+    some frame of the sequence. -> (hands, {hand: frames with MANO} for auto)."""
+    if sel.fixed_hands:
+        return sel.fixed_hands, {}
+    frames = images.frames()
+    counts = {hand: int(mano.has(frames, hand).sum()) for hand in HANDS}
+    hands = tuple(h for h in HANDS if counts[h])
+    if not hands:
+        raise InputError(f"{mano.source}: no frame of {images.folder} has MANO parameters for either hand")
+    return hands, counts
 
 
-def _run(sel: SequenceSelector, opts: AnnotsOptions | None, progress: bool) -> AnnotsResult:
-    opts = opts or AnnotsOptions()
-    start = time.perf_counter()
-    hands = sel.hands
-    ds = InterHandDataset(sel.basedir, sel.split)
-    seq_dir = ds.sequence_dir(sel.capture, sel.seq)
+def mano_files(mano_dir: Path, hands: tuple[str, ...]) -> list[Path]:
+    """The model files a run on `hands` reads (the left model is checked against the right one)."""
+    names = {model_filename(h) for h in hands} | ({model_filename("right")} if "left" in hands else set())
+    return [Path(mano_dir) / n for n in sorted(names, reverse=True)]
+
+
+def _recipe(sel: SequenceSelector, opts: AnnotsOptions, ds: InterHandDataset, images: SequenceImages,
+            hands: tuple[str, ...]) -> tuple[dict, dict]:
+    """(recipe, inputs) of a run: the recipe holds what decides the outputs, inputs the paths."""
+    files = [p for p in mano_files(sel.mano_dir, hands)]
+    for path in files:
+        if not path.is_file():
+            load_mano_model(path.parent, "right" if path.name == model_filename("right") else "left")  # clear error
+    mano = {p.name: file_sha256(p) for p in files}
+    table = opts.cameras_csv
+    options = {**options_recipe(opts), "cameras_csv": file_sha256(table) if table and Path(table).is_file() else None}
+    annotations = {"camera": file_identity(ds.files.camera), "mano": file_identity(ds.files.mano)}
     layout = sel.layout
-    result = AnnotsResult(layout=layout, hands=hands)
-    if layout.annots.is_file() and not sel.overwrite:
+    links_to = os.path.relpath(images.folder.resolve(), layout.root.resolve()) if sel.out_root is not None else None
+    recipe = {"hands": list(hands), "options": options, "mano": mano,
+              "annotations": {k: {"size": v["size"], "mtime_ns": v["mtime_ns"]} for k, v in annotations.items()},
+              "images": {"files": images.count, "digest": images.digest}, "links_to": links_to}
+    inputs = {"hand_type": sel.hand_type, "basedir": str(Path(sel.basedir).resolve()),
+              "mano": {p.name: {"path": str(p.resolve()), "sha256": mano[p.name]} for p in files},
+              "annotations": annotations, "cameras_csv": str(Path(table).resolve()) if table else None,
+              "images": str(images.folder.resolve())}
+    return recipe, inputs
+
+
+def _missing_outputs(layout: SequenceLayout, hands: tuple[str, ...]) -> str | None:
+    """The first output of a finished run that is absent, or None."""
+    for path in (layout.annots, layout.cams_txt, layout.frames_txt):
+        if not path.is_file():
+            return str(path.relative_to(layout.root))
+    frames = layout.read_frames()
+    for hand in hands:
+        for kind in ("params", "vertices"):
+            present = layout.existing_frame_files(kind, hand)
+            lacking = [f for f in frames if f not in present]
+            if lacking:
+                return f"{kind}/{hand}/{lacking[0]}.npy"
+        if not layout.tpose_params(hand).is_file():
+            return f"params/{hand}/tpose.npy"
+    return None
+
+
+def processed_hands(sel: SequenceSelector) -> tuple[str, ...]:
+    """The hands a later stage works on: those get_annots processed (recorded in the manifest, or
+    with params folders) for --hand-type auto; else the requested ones, which must be among them."""
+    layout = sel.layout
+    record = Manifest.read(layout.root).stage(STAGE)
+    done = tuple(record["result"]["hands"]) if record and isinstance(record.get("result"), dict) \
+        and isinstance(record["result"].get("hands"), list) else tuple(layout.hands_present())
+    if sel.fixed_hands is None:
+        if not done:
+            raise InputError(f"{layout.root}: no processed hand (run get_annots.py first)")
+        return done
+    lacking = [h for h in sel.fixed_hands if h not in done]
+    if lacking and done:
+        raise InputError(f"{layout.root}: get_annots processed the {' and '.join(done)} hand only, not the "
+                         f"{' and '.join(lacking)}; rerun it with --hand-type {sel.hand_type}")
+    return sel.fixed_hands
+
+
+def run(sel: SequenceSelector, opts: AnnotsOptions | None = None, progress: bool = True) -> AnnotsResult:
+    """Run get_annots for one sequence (if anything is stale); see README for the outputs."""
+    start, started = time.perf_counter(), time.time()
+    opts = opts or AnnotsOptions()
+    if opts.cameras_csv is not None and not Path(opts.cameras_csv).is_file():
+        raise InputError(f"{opts.cameras_csv}: camera table not found")
+    ds = InterHandDataset(sel.basedir, sel.split)
+    images = ds.sequence_images(sel.capture, sel.seq)  # a clear error first if the sequence is absent
+    mano = ds.capture_mano(sel.capture) if sel.fixed_hands is None else None
+    hands, counts = resolve_hands(sel, images, mano)
+    recipe, inputs = _recipe(sel, opts, ds, images, hands)
+    layout = sel.layout
+
+    def reason_to_run() -> str | None:
+        if sel.overwrite:
+            return "--overwrite"
+        why = Manifest.read(layout.root).stale_reason(STAGE, recipe)
+        if why is None and (missing := _missing_outputs(layout, hands)):
+            why = f"output {missing} is missing"
+        return why
+
+    result = AnnotsResult(layout=layout, hands=hands, hand_frames=counts)
+    reason = reason_to_run()
+    if reason is None:
         result.skipped = True
         result.cameras, result.frames = layout.read_cams(), layout.read_frames()
+        result.seconds = time.perf_counter() - start
         return result
+    with sequence_lock(layout.root):
+        reason = reason_to_run()  # another run may have finished it while we waited
+        if reason is None:
+            result.skipped = True
+            result.cameras, result.frames = layout.read_cams(), layout.read_frames()
+            return result
+        result.reason = reason
+        manifest = Manifest.read(layout.root)
+        manifest.drop(STAGE)  # until the outputs are complete again
+        _run(sel, opts, ds, images, hands, result, progress)
+        manifest.record(STAGE, stage_record(recipe, inputs, {
+            "hands": list(hands), "cameras": len(result.cameras), "frames": len(result.frames),
+            "dropped_frames": len(result.dropped_frames), "dropped_cameras": len(result.dropped_cameras),
+            "left_fix_applied": _left_fix(sel.mano_dir, hands)}, started))
+    result.seconds = time.perf_counter() - start
+    return result
 
-    for hand in hands:  # fail before any image work if a model is missing or wrong
-        mano_layer(sel.mano_dir, hand)
-    images = ds.sequence_images(sel.capture, sel.seq)
+
+def _left_fix(mano_dir: Path, hands: tuple[str, ...]) -> bool | None:
+    return load_mano_model(mano_dir, "left").left_fix if "left" in hands else None
+
+
+def _run(sel: SequenceSelector, opts: AnnotsOptions, ds: InterHandDataset, images: SequenceImages,
+         hands: tuple[str, ...], result: AnnotsResult, progress: bool) -> None:
+    models = {hand: load_mano_model(sel.mano_dir, hand) for hand in hands}  # fail early on a bad model
     all_cameras = ds.capture_cameras(sel.capture)
-    no_params = [cam for cam in images if cam not in all_cameras.ids]
+    no_params = [cam for cam in images.cameras if cam not in all_cameras.ids]
     if no_params:
         raise InputError(f"{ds.files.camera}: no parameters for camera(s) {', '.join('cam' + c for c in no_params)} "
-                         f"of {seq_dir}")
-    result.cameras_without_images = [c for c in all_cameras.ids if c not in images]
-    flags = _camera_flags(images, seq_dir, opts.cameras_csv)
+                         f"of {images.folder}")
+    result.cameras_without_images = [c for c in all_cameras.ids if c not in images.cameras]
+    flags = _camera_flags(images, opts.cameras_csv)
     kept_cams = []
-    for cam in sorted(images, key=int):
+    for cam in sorted(images.cameras, key=int):
         if not flags[cam].portrait and not opts.keep_landscape:
             result.dropped_cameras[cam] = "landscape (pass --keep-landscape to keep)"
         else:
             kept_cams.append(cam)
     if not kept_cams:
-        raise InputError(f"{seq_dir}: no camera left after filtering ({len(result.dropped_cameras)} landscape)")
+        raise InputError(f"{images.folder}: no camera left after filtering ({len(result.dropped_cameras)} landscape)")
 
     mano = ds.capture_mano(sel.capture)
-    frames, dropped = select_frames(images, kept_cams, mano, hands)
+    frames, dropped = select_frames(images.cameras, kept_cams, mano, hands)
     if not opts.keep_black_frames and frames:
         rgb_cams = [c for c in kept_cams if flags[c].rgb]
         pairs = [(f, c) for f in frames for c in rgb_cams]
-        black = dataset.black_images(seq_dir / f"cam{c}" / images[c][f] for f, c in pairs)
+        black = dataset.black_images(images.path(c, f) for f, c in pairs)
         black_frames = {}
         for (f, c), is_black in zip(pairs, black):
             if is_black:
@@ -207,54 +295,67 @@ def _run(sel: SequenceSelector, opts: AnnotsOptions | None, progress: bool) -> A
     result.dropped_frames = dict(sorted(dropped.items()))
     if not frames:
         reasons = Counter(dropped.values()).most_common(3)
-        raise InputError(f"{seq_dir}: no frame left for the {'+'.join(hands)} hand(s); dropped "
+        raise InputError(f"{images.folder}: no frame left for the {'+'.join(hands)} hand(s); dropped "
                          + "; ".join(f"{n} x {r}" for r, n in reasons))
-
-    _write_outputs(sel, layout, all_cameras.subset(kept_cams), frames, mano, images, progress)
+    result.written, result.removed = _write_outputs(sel, models, all_cameras.subset(kept_cams), frames, mano,
+                                                    images, progress)
     result.cameras, result.frames = kept_cams, frames
-    result.seconds = time.perf_counter() - start
-    return result
 
 
-def _write_outputs(sel: SequenceSelector, layout: SequenceLayout, cameras, frames: list[int], mano,
-                   images: dict, progress: bool) -> None:
+def _write_outputs(sel: SequenceSelector, models: dict, cameras, frames: list[int], mano, images: SequenceImages,
+                   progress: bool) -> tuple[int, int]:
+    """Write every output (unchanged files are left alone); remove the ones no longer produced.
+    -> (files written, files removed)."""
     from tqdm import tqdm
 
+    layout = sel.layout
     # every hand's entries are checked and posed before anything is written
     posed = {}
-    for hand in sel.hands:
+    for hand, model in models.items():
         pose, shape, trans = mano.arrays(frames, hand)
-        layer = mano_layer(sel.mano_dir, hand)
-        posed[hand] = (pose, shape, trans, layer, layer(pose, shape, trans))
-    for hand, (pose, shape, trans, layer, out) in posed.items():
-        params = easymocap_params(pose, shape, trans, out.joints[:, 0], layer.model.hands_mean)
+        out = forward(model, pose, shape, trans)
+        posed[hand] = (easymocap_params(pose, shape, trans, out.joints[:, 0], model.hands_mean), out, shape)
+    written = 0
+    for hand, (params, out, shape) in posed.items():
         bar = tqdm(frames, desc=f"{sel.seq} {hand} params+vertices", unit="frame", disable=not progress, leave=False)
         for i, frame in enumerate(bar):
-            layout.write_params(layout.params(hand, frame), {k: v[i] for k, v in params.items()})
-            layout.write_vertices(layout.vertices(hand, frame), out.vertices[i])
-        layout.write_params(layout.tpose_params(hand), canonical_params(layer.model.hands_mean, shape[0], out.joints[0, 0]))
+            written += layout.write_params(layout.params(hand, frame), {k: v[i] for k, v in params.items()})
+            written += layout.write_vertices(layout.vertices(hand, frame), out.vertices[i])
+        written += layout.write_params(layout.tpose_params(hand),
+                                       canonical_params(models[hand].hands_mean, shape[0], out.joints[0, 0]))
     if sel.out_root is not None:
-        _link_cameras(layout, sel, images)
-    layout.write_ids(layout.cams_txt, cameras.ids)
-    layout.write_ids(layout.frames_txt, frames)
-    layout.write_annots(cameras, frames)  # last: its presence marks the stage complete
+        written += _link_cameras(layout, images)
+    written += layout.write_ids(layout.cams_txt, cameras.ids)
+    written += layout.write_ids(layout.frames_txt, frames)
+    written += layout.write_annots(cameras, frames)
+    keep = set(frames)
+    stale = []
+    for hand in HANDS:
+        for kind in ("params", "vertices"):
+            stale += [p for f, p in layout.existing_frame_files(kind, hand).items() if hand not in models or f not in keep]
+        if hand not in models:
+            stale.append(layout.tpose_params(hand))
+    return written, remove_files(stale, layout.root)
 
 
-def _link_cameras(layout: SequenceLayout, sel: SequenceSelector, images: dict) -> None:
-    """cam<id> symbolic links (relative) from the output folder to the image folders."""
-    source_dir = dataset.InterHandDataset(sel.basedir, sel.split).sequence_dir(sel.capture, sel.seq)
+def _link_cameras(layout: SequenceLayout, images: SequenceImages) -> int:
+    """cam<id> symbolic links (relative) from the output folder to the image folders. -> links made."""
     layout.root.mkdir(parents=True, exist_ok=True)
-    for cam in images:
+    made = 0
+    for cam in images.cameras:
         link = layout.camera_dir(cam)
-        target = Path(os.path.relpath((source_dir / f"cam{cam}").resolve(), layout.root.resolve()))
-        if link.is_symlink() or link.exists():
-            if link.is_symlink() and Path(os.readlink(link)) == target:
-                continue
-            if not link.is_symlink():
-                raise InputError(f"{link}: exists and is not a link to the images; remove it or pick another --out-root")
-            link.unlink()
-        tmp = link.with_name(f".{link.name}.tmp")
+        target = Path(os.path.relpath((images.folder / f"cam{cam}").resolve(), layout.root.resolve()))
+        if link.is_symlink() and Path(os.readlink(link)) == target:
+            continue
+        if link.exists() and not link.is_symlink():
+            raise InputError(f"{link}: exists and is not a link to the images; remove it or pick another --out-root")
+        tmp = link.with_name(f".{link.name}.link.tmp")
         if tmp.is_symlink():
             tmp.unlink()
         tmp.symlink_to(target, target_is_directory=True)
         os.replace(tmp, link)
+        made += 1
+    stale = [p for cam, p in layout.existing_camera_links().items() if cam not in images.cameras]
+    for path in stale:
+        path.unlink()
+    return made

@@ -1,134 +1,73 @@
 """The prepare_blend_weights stage: skinning-weight and blend-shape grids of a processed sequence.
 
-Per requested hand, into lbs/<hand>/ (metres, float32 grids of shape X x Y x Z x C):
+Per processed hand, into lbs/<hand>/ (metres, float32 grids of shape X x Y x Z x C):
     faces, parents, weights, joints, tvertices    the model's topology, skinning and rest pose
     tbw                  canonical grid around tvertices: 16 closest-surface-point weights + distance
     bweights/<frame>     grid around the frame's pose-space vertices: 16 weights of the nearest
                          vertex (closest surface point with --surface-weights) + distance
     bs/<frame>           grid around the frame's unposed vertices: shape + pose blend-shape offsets
                          (3 channels) interpolated at the closest surface point
+
+Reruns: the grid options decide whether everything is redone, a hand's MANO files whether all of
+its frames are, and a digest of each frame's params and vertices which of its frames are. Grids of frames or hands
+no longer processed are removed.
 """
 
 from __future__ import annotations
 
 import multiprocessing
 import os
+import signal
 import time
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 
 from . import skinning
-from .annots import SequenceSelector
+from .annots import mano_files, processed_hands
 from .errors import InputError
-from .fileio import save_npy, sequence_lock
-from .layout import SequenceLayout
-from .mano import ManoModel, axis_angle_to_matrix, load_mano_model
+from .fileio import check_free_space, die_with_parent, remove_files, save_npy, sequence_lock
+from .layout import LBS_SHARED_FILES, SequenceLayout, write_grid
+from .manifest import Manifest, file_digest, file_sha256, stage_record
+from .mano import ManoModel, load_mano_model, model_filename, shaped_joints
+from .options import HANDS, BlendWeightOptions, SequenceSelector, recipe as options_recipe
 
-# Frames are processed in batches holding at most this many grid points (bounds memory at small voxels).
-MAX_BATCH_POINTS = 2_000_000
-MAX_BATCH_FRAMES = 16  # small batches let the writes of one overlap the queries of the next
+STAGE = "prepare_blend_weights"
 # Below this many grid points in total, worker processes cost more than they save.
 PARALLEL_MIN_POINTS = 1_000_000
-
-
-@dataclass
-class BlendWeightOptions:
-    voxel_size: float = 0.025
-    padding: float = 0.05
-    surface_weights: bool = False
-    workers: int = 0  # processes for the grid queries; 0: one per core
-
-    def validate(self) -> None:
-        if not np.isfinite(self.voxel_size) or self.voxel_size <= 0:
-            raise InputError(f"--voxel-size must be a positive length in metres, got {self.voxel_size}")
-        if not np.isfinite(self.padding) or self.padding < 0:
-            raise InputError(f"--padding must be a non-negative length in metres, got {self.padding}")
+FRAMES_PER_TASK = 4  # small tasks: Ctrl-C stops within a second, and progress is smooth
 
 
 @dataclass
 class BlendWeightResult:
     layout: SequenceLayout
     written: dict[str, int] = field(default_factory=dict)   # hand -> frames computed
-    skipped: dict[str, int] = field(default_factory=dict)   # hand -> frames already complete
+    skipped: dict[str, int] = field(default_factory=dict)   # hand -> frames up to date
+    removed: int = 0
     grid_shape: dict[str, tuple] = field(default_factory=dict)
+    reason: str = ""
+    up_to_date: bool = False
     seconds: float = 0.0
 
     def summary(self) -> str:
-        lines = [f"{self.layout.root / 'lbs'}"]
+        if self.up_to_date:
+            frames = ", ".join(f"{h} {n} frames" for h, n in self.skipped.items())
+            return f"{self.layout.root / 'lbs'}: grids up to date ({frames}); nothing to do"
+        lines = [f"{self.layout.root / 'lbs'}" + (f"  ({self.reason})" if self.reason else "")]
         for hand in self.written:
-            lines.append(f"  {hand}: {self.written[hand]} frames written, {self.skipped[hand]} already complete"
+            lines.append(f"  {hand}: {self.written[hand]} frames computed, {self.skipped[hand]} up to date"
                          + (f"; canonical grid {self.grid_shape[hand]}" if hand in self.grid_shape else ""))
         total = sum(self.written.values())
-        lines.append(f"  {total} frame grids in {self.seconds:.2f} s" + (f" ({total / self.seconds:.0f} frames/s)" if total else ""))
+        lines.append(f"  {total} frame grids, {self.removed} files removed, in {self.seconds:.2f} s"
+                     + (f" ({total / self.seconds:.0f} frames/s)" if total and self.seconds else ""))
         return "\n".join(lines)
 
 
-def pose_space_vertices(vertices: np.ndarray, Rh: np.ndarray, Th: np.ndarray) -> np.ndarray:
-    """World vertices NxVx3 (m) -> pose space (global rotation and translation removed):
-    (vertices - Th) @ Rodrigues(Rh), with Rh Nx3 and Th Nx3."""
-    return np.einsum("nvi,nij->nvj", vertices - Th[:, None, :], axis_angle_to_matrix(Rh))
-
-
-def shaped_joints(model: ManoModel, shapes: np.ndarray) -> np.ndarray:
-    """shapes Nx10 -> Nx16x3 rest joints of the shaped template (m)."""
-    shaped = model.v_template + np.einsum("vck,nk->nvc", model.shapedirs[..., : shapes.shape[1]], shapes)
-    return np.einsum("jv,nvc->njc", model.J_regressor, shaped)
-
-
-def unposed_vertices(model: ManoModel, posed: np.ndarray, params: dict[str, np.ndarray]) -> np.ndarray:
-    """Pose-space vertices NxVx3 -> unposed vertices NxVx3 (template + shape and pose blend shapes),
-    by inverse linear blend skinning with the frames' poses and shaped rest joints."""
-    transforms = skinning.skinning_transforms(params["poses"], shaped_joints(model, params["shapes"]), model.parents)
-    return skinning.inverse_skinning(posed, transforms, model.weights)
-
-
-def frame_grids(model: ManoModel, posed: np.ndarray, unposed: np.ndarray, opts: BlendWeightOptions
-                ) -> tuple[list[np.ndarray], list[np.ndarray]]:
-    """bweights and bs grids of N frames.
-
-    posed NxVx3 pose-space vertices, unposed NxVx3 (m)
-    -> ([XxYxZx17 float32] per frame, [X'xY'xZ'x3 float32] per frame).
-    """
-    grids = [skinning.grid_points(skinning.grid_axes(p, opts.voxel_size, opts.padding)) for p in posed]
-    flat = [g.reshape(-1, 3) for g in grids]
-    if opts.surface_weights:
-        closest = skinning.closest_surface(flat, list(posed), model.faces)
-        bweights = [skinning.surface_weight_grid(g, c, model.faces, model.weights) for g, c in zip(grids, closest)]
-    else:
-        nearest = skinning.nearest_vertex(flat, list(posed))
-        bweights = [skinning.vertex_weight_grid(g, d, i, model.weights) for g, (d, i) in zip(grids, nearest)]
-    offsets = unposed - model.v_template
-    grids = [skinning.grid_points(skinning.grid_axes(u, opts.voxel_size, opts.padding)) for u in unposed]
-    closest = skinning.closest_surface([g.reshape(-1, 3) for g in grids], list(unposed), model.faces)
-    bs = [c.interpolate(model.faces, o).reshape(g.shape).astype(np.float32) for g, c, o in zip(grids, closest, offsets)]
-    return bweights, bs
-
-
-def _write_frame_grids(model: ManoModel, layout: SequenceLayout, hand: str, frames: list[int], posed: np.ndarray,
-                       unposed: np.ndarray, opts: BlendWeightOptions) -> int:
-    """Compute and write the grids of `frames` in batches (runs in a worker process)."""
-    points = int(np.prod([len(a) for a in skinning.grid_axes(posed[0], opts.voxel_size, opts.padding)]))
-    batch = max(1, min(MAX_BATCH_FRAMES, MAX_BATCH_POINTS // points))
-    with ThreadPoolExecutor(max_workers=1) as writer:  # writes overlap the next batch's queries
-        pending = []
-        for i in range(0, len(frames), batch):
-            sl = slice(i, i + batch)
-            bweights, bs = frame_grids(model, posed[sl], unposed[sl], opts)
-            for f, bw, b in zip(frames[sl], bweights, bs):
-                pending.append(writer.submit(save_npy, layout.bweights(hand, f), bw))
-                pending.append(writer.submit(save_npy, layout.bs(hand, f), b))
-        for future in pending:
-            future.result()
-    return len(frames)
-
-
-def canonical_grid(model: ManoModel, opts: BlendWeightOptions) -> np.ndarray:
-    """tbw: XxYxZx17 float32 grid around v_template (closest-surface-point weights + distance)."""
-    grid = skinning.grid_points(skinning.grid_axes(model.v_template, opts.voxel_size, opts.padding))
-    closest = skinning.closest_surface([grid.reshape(-1, 3)], [model.v_template], model.faces)[0]
-    return skinning.surface_weight_grid(grid, closest, model.faces, model.weights)
+def frame_input_digests(layout: SequenceLayout, hand: str, frames: list[int]) -> dict[str, str | None]:
+    """{frame: digest of its params and vertices files} (None where one is missing)."""
+    return {str(f): file_digest(layout.params(hand, f), layout.vertices(hand, f)) for f in frames}
 
 
 def _read_frames(layout: SequenceLayout, hand: str, frames: list[int], num_vertices: int):
@@ -138,59 +77,200 @@ def _read_frames(layout: SequenceLayout, hand: str, frames: list[int], num_verti
     return vertices, stacked
 
 
-def run(sel: SequenceSelector, opts: BlendWeightOptions | None = None, progress: bool = True) -> BlendWeightResult:
-    opts = opts or BlendWeightOptions()
-    opts.validate()
-    with sequence_lock(sel.layout.root):
-        return _run(sel, opts, progress)
+# ---------------------------------------------------------------------------------------------
+# Grid work (in this process, or in forked workers)
+
+_worker_state: dict = {}
 
 
-def _run(sel: SequenceSelector, opts: BlendWeightOptions, progress: bool) -> BlendWeightResult:
-    from tqdm import tqdm
+def _init_worker(parent: int, model: ManoModel, layout_root: str, opts: BlendWeightOptions, hand: str) -> None:
+    die_with_parent(parent)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides; it stops the pool on Ctrl-C
+    _worker_state.update(model=model, layout=SequenceLayout(layout_root), opts=opts, hand=hand)
 
-    start = time.perf_counter()
+
+def _grids_task(frames: list[int], posed: np.ndarray, unposed: np.ndarray) -> int:
+    s = _worker_state
+    return write_frame_grids(s["model"], s["layout"], s["hand"], frames, posed, unposed, s["opts"])
+
+
+def write_frame_grids(model: ManoModel, layout: SequenceLayout, hand: str, frames: list[int], posed: np.ndarray,
+                      unposed: np.ndarray, opts: BlendWeightOptions) -> int:
+    """Compute and write the bweights and bs grids of `frames`; writes overlap the next frame's queries."""
+    with ThreadPoolExecutor(max_workers=1) as writer:
+        pending = []
+        for k, frame in enumerate(frames):
+            bweights, bs = skinning.frame_grids(model, posed[k], unposed[k], opts.voxel_size, opts.padding,
+                                                opts.surface_weights)
+            pending.append(writer.submit(write_grid, layout.bweights(hand, frame), bweights))
+            pending.append(writer.submit(write_grid, layout.bs(hand, frame), bs))
+        for future in pending:
+            future.result()
+    return len(frames)
+
+
+def _compute(model: ManoModel, layout: SequenceLayout, hand: str, frames: list[int], posed: np.ndarray,
+             unposed: np.ndarray, opts: BlendWeightOptions, bar) -> None:
+    points = len(frames) * int(np.prod(skinning.grid_shape(posed[0], opts.voxel_size, opts.padding)))
+    workers = min(opts.lbs_workers or os.cpu_count() or 1, len(frames))
+    if points < PARALLEL_MIN_POINTS or workers < 2:
+        for start in range(0, len(frames), FRAMES_PER_TASK):
+            sl = slice(start, start + FRAMES_PER_TASK)
+            bar.update(write_frame_grids(model, layout, hand, frames[sl], posed[sl], unposed[sl], opts))
+        return
+    # fork: the workers inherit the imports, the model and the sequence lock's descriptor (the lock
+    # lasts until the last of them is gone); they die with this process
+    ctx = multiprocessing.get_context("fork")
+    with ProcessPoolExecutor(workers, mp_context=ctx, initializer=_init_worker,
+                             initargs=(os.getpid(), model, str(layout.root), opts, hand)) as pool:
+        jobs = [pool.submit(_grids_task, frames[s:s + FRAMES_PER_TASK], posed[s:s + FRAMES_PER_TASK],
+                            unposed[s:s + FRAMES_PER_TASK]) for s in range(0, len(frames), FRAMES_PER_TASK)]
+        try:
+            for job in as_completed(jobs):
+                bar.update(job.result())
+        except BaseException:
+            pool.shutdown(wait=True, cancel_futures=True)  # running tasks finish: files stay whole
+            raise
+
+
+# ---------------------------------------------------------------------------------------------
+# The stage
+
+
+@dataclass
+class _Plan:
+    hands: tuple[str, ...]
+    frames: list[int]
+    recipe: dict
+    inputs: dict
+    digests: dict[str, dict[str, str | None]]
+    todo: dict[str, list[int]]
+    tbw: dict[str, bool]  # compute the canonical grid (options or model changed, or it is missing)
+    reason: str | None
+    stale_files: list
+
+
+def _plan(sel: SequenceSelector, opts: BlendWeightOptions) -> _Plan:
+    """What to compute: everything when the grid options changed; a hand's every frame when its
+    model changed or it is new; else the frames whose params or vertices changed or lack grids."""
     layout = sel.layout
     frames = layout.read_frames()
+    hands = processed_hands(sel)
+    models = {}
+    for hand in hands:
+        files = mano_files(sel.mano_dir, (hand,))
+        for path in files:
+            if not path.is_file():
+                load_mano_model(path.parent, "left" if "LEFT" in path.name else "right")  # the clear error
+        models[hand] = {p.name: file_sha256(p) for p in files}
+    recipe = {"options": options_recipe(opts), "models": models}
+    inputs = {"mano": {hand: str(Path(sel.mano_dir).resolve() / model_filename(hand)) for hand in hands}}
+    manifest = Manifest.read(layout.root)
+    global_reason = "--overwrite" if sel.overwrite else manifest.stale_reason(STAGE, {"options": recipe["options"]})
+    old_recipe = manifest.recipe(STAGE) or {}
+    old_models = old_recipe.get("models", {}) if isinstance(old_recipe.get("models"), dict) else {}
+    old_frames = (manifest.stage(STAGE) or {}).get("frames", {})
+    digests, todo, tbw, reasons = {}, {}, {}, []
+    for hand in hands:
+        digests[hand] = frame_input_digests(layout, hand, frames)
+        missing = [f for f in frames if digests[hand][str(f)] is None]
+        if missing:
+            layout.read_params(layout.params(hand, missing[0]))  # the clear error naming the file
+            layout.read_vertices(layout.vertices(hand, missing[0]))
+        hand_reason = global_reason
+        if not hand_reason and old_models.get(hand) != models[hand]:
+            hand_reason = f"{hand}: " + ("new hand" if hand not in old_models else "MANO model changed")
+            reasons.append(hand_reason)
+        have_bw, have_bs = layout.existing_frame_files("bweights", hand), layout.existing_frame_files("bs", hand)
+        old = old_frames.get(hand, {}) if isinstance(old_frames, dict) and not hand_reason else {}
+        todo[hand] = [f for f in frames if hand_reason or old.get(str(f)) != digests[hand][str(f)]
+                      or f not in have_bw or f not in have_bs]
+        tbw[hand] = bool(hand_reason) or not layout.lbs_file(hand, "tbw").is_file()
+        shared_missing = [n for n in LBS_SHARED_FILES if not layout.lbs_file(hand, n).is_file()]
+        if not hand_reason and todo[hand]:
+            reasons.append(f"{hand}: {len(todo[hand])} frame(s) new or changed")
+        elif not hand_reason and shared_missing:
+            reasons.append(f"{hand}: lbs/{hand}/{shared_missing[0]}.npy missing")
+    stale_files = []
+    keep = set(frames)
+    for hand in HANDS:
+        for kind in ("bweights", "bs"):
+            stale_files += [p for f, p in layout.existing_frame_files(kind, hand).items() if hand not in hands or f not in keep]
+        if hand not in hands:
+            stale_files += [layout.lbs_file(hand, n) for n in LBS_SHARED_FILES if layout.lbs_file(hand, n).exists()]
+    if stale_files and not global_reason:
+        reasons.append(f"{len(stale_files)} grid file(s) of frames or hands no longer processed")
+    reason = global_reason or ("; ".join(reasons) if reasons else None)
+    return _Plan(hands, frames, recipe, inputs, digests, todo, tbw, reason, stale_files)
+
+
+def _check_disk_space(layout: SequenceLayout, plan: _Plan, opts: BlendWeightOptions) -> None:
+    needed = 0
+    for hand, frames in plan.todo.items():
+        if frames:
+            vertices = layout.read_vertices(layout.vertices(hand, frames[0])).astype(np.float64)
+            points = int(np.prod(skinning.grid_shape(vertices, opts.voxel_size, opts.padding)))
+            needed += len(frames) * points * 4 * (skinning.WEIGHT_CHANNELS + skinning.BLEND_SHAPE_CHANNELS) * 1.1
+    check_free_space(layout.root, needed, f"the grids of {sum(len(f) for f in plan.todo.values())} frames")
+
+
+def run(sel: SequenceSelector, opts: BlendWeightOptions | None = None, progress: bool = True) -> BlendWeightResult:
+    opts = opts or BlendWeightOptions()
+    start, started = time.perf_counter(), time.time()
+    layout = sel.layout
     result = BlendWeightResult(layout=layout)
-    workers = max(1, opts.workers or os.cpu_count() or 1)
-    for hand in sel.hands:
+    plan = _plan(sel, opts)
+    if plan.reason is None:
+        result.up_to_date = True
+        result.skipped = {h: len(plan.frames) for h in plan.hands}
+        result.seconds = time.perf_counter() - start
+        return result
+    with sequence_lock(layout.root):
+        plan = _plan(sel, opts)  # again: another run may have done it while we waited
+        if plan.reason is None:
+            result.up_to_date = True
+            result.skipped = {h: len(plan.frames) for h in plan.hands}
+            return result
+        result.reason = plan.reason
+        _check_disk_space(layout, plan, opts)
+        manifest = Manifest.read(layout.root)
+        manifest.drop(STAGE)
+        _run(sel, opts, plan, result, progress)
+        manifest.record(STAGE, {**stage_record(plan.recipe, plan.inputs, {
+            "hands": list(plan.hands), "frames": len(plan.frames),
+            "grid_shape": {h: list(s) for h, s in result.grid_shape.items()}}, started), "frames": plan.digests})
+    result.seconds = time.perf_counter() - start
+    return result
+
+
+def _run(sel: SequenceSelector, opts: BlendWeightOptions, plan: _Plan, result: BlendWeightResult, progress: bool) -> None:
+    from tqdm import tqdm
+
+    layout = sel.layout
+    for hand in plan.hands:
         model = load_mano_model(sel.mano_dir, hand)
-        todo = frames if sel.overwrite else [f for f in frames if not (layout.bweights(hand, f).is_file()
-                                                                        and layout.bs(hand, f).is_file())]
-        result.skipped[hand] = len(frames) - len(todo)
+        todo = plan.todo[hand]
+        result.skipped[hand] = len(plan.frames) - len(todo)
         result.written[hand] = len(todo)
-        _, first = _read_frames(layout, hand, frames[:1], model.num_vertices)
         if todo:
             vertices, params = _read_frames(layout, hand, todo, model.num_vertices)
-            posed = pose_space_vertices(vertices, params["Rh"], params["Th"])
-            unposed = unposed_vertices(model, posed, params)  # torch work stays in this process
-            # Forking pays off only for large grids: the two vCPUs of the target machine scale poorly.
-            points = len(todo) * int(np.prod([len(a) for a in skinning.grid_axes(posed[0], opts.voxel_size, opts.padding)]))
-            splits = min(workers, len(todo)) if points >= PARALLEL_MIN_POINTS else 1
-            chunks = [c for c in np.array_split(np.arange(len(todo)), splits) if len(c)]
-            bar = tqdm(total=len(todo), desc=f"{sel.seq} {hand} grids", unit="frame", disable=not progress, leave=False)
-            if len(chunks) == 1:
-                bar.update(_write_frame_grids(model, layout, hand, todo, posed, unposed, opts))
-            else:
-                # fork: the children inherit the imports and only run numpy, scipy and pcu
-                with ProcessPoolExecutor(len(chunks), mp_context=multiprocessing.get_context("fork")) as pool:
-                    jobs = [pool.submit(_write_frame_grids, model, layout, hand, [todo[i] for i in c], posed[c],
-                                        unposed[c], opts) for c in chunks]
-                    for job in as_completed(jobs):
-                        bar.update(job.result())
-            bar.close()
+            posed = skinning.pose_space_vertices(vertices, params["Rh"], params["Th"])
+            unposed = skinning.unposed_vertices(model, posed, params["poses"], params["shapes"])
+            with tqdm(total=len(todo), desc=f"{sel.seq} {hand} grids", unit="frame", disable=not progress,
+                      leave=False) as bar:
+                _compute(model, layout, hand, todo, posed, unposed, opts, bar)
+        # the small shared files follow the first kept frame's shape: written (if changed) on every run
+        _, first = _read_frames(layout, hand, plan.frames[:1], model.num_vertices)
         shared = {
             "faces": model.faces.astype(np.int64), "parents": model.parents.astype(np.int64),
             "weights": model.weights.astype(np.float32),
             "joints": shaped_joints(model, first["shapes"][:1])[0].astype(np.float32),
             "tvertices": model.v_template.astype(np.float32),
         }
+        if plan.tbw[hand]:
+            shared["tbw"] = skinning.canonical_grid(model, opts.voxel_size, opts.padding)
+            result.grid_shape[hand] = shared["tbw"].shape
         for name, array in shared.items():
-            if sel.overwrite or not layout.lbs_file(hand, name).is_file():
-                save_npy(layout.lbs_file(hand, name), array)
-        if sel.overwrite or not layout.lbs_file(hand, "tbw").is_file():
-            tbw = canonical_grid(model, opts)
-            result.grid_shape[hand] = tbw.shape
-            save_npy(layout.lbs_file(hand, "tbw"), tbw)
-    result.seconds = time.perf_counter() - start
-    return result
+            save_npy(layout.lbs_file(hand, name), array)
+    result.removed = remove_files(plan.stale_files, layout.root)
+

@@ -1,5 +1,10 @@
 """check_seq: verify a processed (or merged) sequence folder against the output contract, the way
-a trainer reads it, and report the problems by kind."""
+a trainer reads it, and report the problems by kind.
+
+What was processed (hands, MANO files, grid options, depth format) comes from the manifest, so
+locating the sequence is enough; options given explicitly override it. MANO files that moved or
+changed since processing are reported in one line and the checks that need them are skipped.
+"""
 
 from __future__ import annotations
 
@@ -8,13 +13,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
 
 from . import skinning
-from .blend_weights import pose_space_vertices
 from .errors import InputError
-from .layout import LBS_SHARED_FILES, PARAM_KEYS, SequenceLayout
-from .mano import HANDS, ManoLayer, load_mano_model
+from .fileio import load_npy
+from .layout import LBS_SHARED_FILES, PARAM_KEYS, SequenceLayout, decode_depth, decode_mask
+from .manifest import Manifest, file_sha256
+from .mano import ManoModel, forward, load_mano_model, model_filename
+from .options import DEFAULT_PADDING, DEFAULT_VOXEL_SIZE
+from .safe_pickle import read_npy
 
 PARAMS_TOLERANCE_M = 1e-4     # float32 storage of params and vertices
 MIN_VERTICES_IN_VIEW = 20     # a hand with this many vertices inside the image must show in its mask
@@ -25,6 +32,7 @@ class CheckReport:
     root: Path
     counts: dict[str, int] = field(default_factory=dict)
     problems: dict[str, list[str]] = field(default_factory=lambda: defaultdict(list))
+    notes: list[str] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -35,9 +43,9 @@ class CheckReport:
 
     def summary(self, examples: int = 3) -> str:
         counts = ", ".join(f"{v} {k}" for k, v in self.counts.items())
-        lines = [f"{self.root}: {counts}"]
+        lines = [f"{self.root}: {counts}"] + [f"  note: {n}" for n in self.notes]
         if self.ok:
-            lines.append("  OK: every file of the contract is present and consistent")
+            lines.append("  OK: every file of the contract that could be checked is present and consistent")
         for kind, messages in self.problems.items():
             lines.append(f"  {len(messages)} x {kind}")
             lines += [f"    {m}" for m in messages[:examples]]
@@ -46,22 +54,68 @@ class CheckReport:
         return "\n".join(lines)
 
 
-def _load(report: CheckReport, kind: str, path: Path, allow_pickle: bool = False):
+def _load(report: CheckReport, kind: str, path: Path, pickled: bool = False):
     if not path.is_file():
         report.add(f"missing {kind}", str(path))
         return None
     try:
-        value = np.load(path, allow_pickle=allow_pickle)
-    except Exception as exc:
-        report.add(f"unreadable {kind}", f"{path}: {type(exc).__name__}: {exc}")
+        return read_npy(path.read_bytes(), path) if pickled else load_npy(path)
+    except InputError as exc:
+        report.add(f"unreadable {kind}", str(exc))
         return None
-    if isinstance(value, np.ndarray) and value.dtype == object and value.shape == ():
-        value = value.item()
-    return value
 
 
-def check_sequence(root: Path, mano_dir: Path, voxel_size: float = 0.025, padding: float = 0.05,
-                   depth_format: str = "npy") -> CheckReport:
+@dataclass
+class _Settings:
+    hands: list[str]
+    models: dict[str, ManoModel | None]
+    voxel_size: float
+    padding: float
+    depth_format: str
+
+
+def _settings(layout: SequenceLayout, report: CheckReport, mano_dir: Path | None, voxel_size: float | None,
+              padding: float | None, depth_format: str | None) -> _Settings:
+    """What to check against: explicit options, else the manifest, else the defaults."""
+    manifest = Manifest.read(layout.root)
+    if manifest.problem:
+        report.notes.append(f"{manifest.problem}: checking against the defaults and the options given")
+    annots = manifest.stage("get_annots") or {}
+    lbs = manifest.stage("prepare_blend_weights") or {}
+    render = manifest.stage("render_mesh") or {}
+    hands = list((annots.get("result") or {}).get("hands") or layout.hands_present())
+    lbs_options = (lbs.get("recipe") or {}).get("options") or {}
+    render_options = (render.get("recipe") or {}).get("options") or {}
+    voxel_size = voxel_size if voxel_size is not None else lbs_options.get("voxel_size", DEFAULT_VOXEL_SIZE)
+    padding = padding if padding is not None else lbs_options.get("padding", DEFAULT_PADDING)
+    depth_format = depth_format or render_options.get("depth_format", "npy")
+    recorded = (annots.get("inputs") or {}).get("mano") or {}
+    models: dict[str, ManoModel | None] = {}
+    for hand in hands:
+        name = model_filename(hand)
+        if mano_dir is not None:
+            folder = Path(mano_dir)
+        elif name in recorded and isinstance(recorded[name], dict) and recorded[name].get("path"):
+            folder = Path(recorded[name]["path"]).parent
+        else:
+            folder = None
+        path = folder / name if folder else None
+        if path is None or not path.is_file():
+            report.notes.append(f"MANO model of the {hand} hand not found ({path or 'no --mano-dir and no manifest'}): "
+                                "skipping the checks that need it")
+            models[hand] = None
+            continue
+        sha = recorded.get(name, {}).get("sha256") if isinstance(recorded.get(name), dict) else None
+        if sha and mano_dir is None and file_sha256(path) != sha:
+            report.notes.append(f"{path} changed since this sequence was processed: skipping the checks that need it")
+            models[hand] = None
+            continue
+        models[hand] = load_mano_model(folder, hand)
+    return _Settings(hands, models, float(voxel_size), float(padding), depth_format)
+
+
+def check_sequence(root: Path, mano_dir: Path | None = None, voxel_size: float | None = None,
+                   padding: float | None = None, depth_format: str | None = None) -> CheckReport:
     layout = SequenceLayout(root)
     report = CheckReport(root=Path(root))
     if not layout.annots.is_file():
@@ -69,7 +123,8 @@ def check_sequence(root: Path, mano_dir: Path, voxel_size: float = 0.025, paddin
     annots = layout.read_annots()
     cams, frames = layout.read_cams(), layout.read_frames()
     cameras = layout.read_cameras()
-    report.counts = {"frames": len(frames), "cameras": len(cams)}
+    settings = _settings(layout, report, mano_dir, voxel_size, padding, depth_format)
+    report.counts = {"frames": len(frames), "cameras": len(cams), "hands": len(settings.hands)}
     if cameras.ids != cams:
         report.add("cams.txt differs from annots.npy", f"{cams} vs {cameras.ids}")
     if len(annots["ims"]) != len(frames):
@@ -77,10 +132,10 @@ def check_sequence(root: Path, mano_dir: Path, voxel_size: float = 0.025, paddin
     if frames != sorted(frames):
         report.add("frames.txt not sorted", str(layout.frames_txt))
     for frame, entry in zip(frames, annots["ims"]):
-        if entry.get("ims") != [layout.image_key(c, frame) for c in cams]:
+        if not isinstance(entry, dict) or entry.get("ims") != [layout.image_key(c, frame) for c in cams]:
             report.add("annots.npy ims do not match cams.txt and frames.txt", f"frame {frame}")
-    hands = [h for h in HANDS if layout.params_dir(h).is_dir()]
-    report.counts["hands"] = len(hands)
+
+    from PIL import Image
 
     sizes = {}
     for cam in cams:
@@ -91,25 +146,28 @@ def check_sequence(root: Path, mano_dir: Path, voxel_size: float = 0.025, paddin
         except (OSError, TypeError) as exc:
             report.add("missing image", f"{first}: {exc}")
     hand_vertices: dict[str, dict[int, np.ndarray]] = {}
-    for hand in hands:
-        hand_vertices[hand] = _check_hand(report, layout, hand, frames, mano_dir, voxel_size, padding)
-    _check_views(report, layout, cams, frames, cameras, sizes, hand_vertices, depth_format)
+    for hand in settings.hands:
+        hand_vertices[hand] = _check_hand(report, layout, hand, frames, settings)
+    _check_views(report, layout, cams, frames, cameras, sizes, hand_vertices, settings.depth_format)
     return report
 
 
-def _check_hand(report: CheckReport, layout: SequenceLayout, hand: str, frames: list[int], mano_dir: Path,
-                voxel_size: float, padding: float) -> dict[int, np.ndarray]:
-    model = load_mano_model(mano_dir, hand)
-    V = model.num_vertices
+def _check_hand(report: CheckReport, layout: SequenceLayout, hand: str, frames: list[int],
+                settings: _Settings) -> dict[int, np.ndarray]:
+    model = settings.models.get(hand)
+    expected_vertices = model.num_vertices if model is not None else None
     vertices, params = {}, {}
     for frame in frames:
         v = _load(report, "vertices", layout.vertices(hand, frame))
         if v is not None:
-            if v.shape != (V, 3) or v.dtype != np.float32:
-                report.add("wrong vertices", f"{layout.vertices(hand, frame)}: {v.dtype} {v.shape}, expected float32 ({V}, 3)")
+            if expected_vertices is None and v.ndim == 2:
+                expected_vertices = len(v)  # without the model: every frame as long as the first
+            if v.shape != (expected_vertices, 3) or v.dtype != np.float32:
+                report.add("wrong vertices", f"{layout.vertices(hand, frame)}: {v.dtype} {v.shape}, "
+                                             f"expected float32 ({expected_vertices}, 3)")
             else:
                 vertices[frame] = v.astype(np.float64)
-        p = _load(report, "params", layout.params(hand, frame), allow_pickle=True)
+        p = _load(report, "params", layout.params(hand, frame), pickled=True)
         if p is not None:
             shapes = {k: np.shape(p.get(k)) if isinstance(p, dict) else None for k in PARAM_KEYS}
             if shapes != {k: (1, n) for k, n in PARAM_KEYS.items()}:
@@ -123,23 +181,24 @@ def _check_hand(report: CheckReport, layout: SequenceLayout, hand: str, frames: 
             if grid.ndim != 4 or grid.shape[3] != channels or grid.dtype != np.float32:
                 report.add(f"wrong {kind}", f"{path}: {grid.dtype} {grid.shape}, expected float32 (X, Y, Z, {channels})")
             elif kind == "bweights" and frame in vertices and frame in params:
-                posed = pose_space_vertices(vertices[frame][None], params[frame]["Rh"], params[frame]["Th"])[0]
-                axes = skinning.grid_axes(posed, voxel_size, padding)
-                if grid.shape[:3] != tuple(len(a) for a in axes):
+                posed = skinning.pose_space_vertices(vertices[frame][None], params[frame]["Rh"], params[frame]["Th"])[0]
+                shape = skinning.grid_shape(posed, settings.voxel_size, settings.padding)
+                if grid.shape[:3] != shape:
                     report.add("grid does not contain its vertices",
-                               f"{path}: {grid.shape[:3]}, the vertices need {tuple(len(a) for a in axes)}")
+                               f"{path}: {grid.shape[:3]}, the vertices need {shape} (voxel {settings.voxel_size} m, "
+                               f"padding {settings.padding} m)")
                 if not np.allclose(grid[..., :16].sum(-1), 1.0, atol=1e-4):
                     report.add("weights do not sum to 1", str(path))
     for name in LBS_SHARED_FILES:
         _load(report, "lbs file", layout.lbs_file(hand, name))
-    _load(report, "tpose params", layout.tpose_params(hand), allow_pickle=True)
+    _load(report, "tpose params", layout.tpose_params(hand), pickled=True)
     both = [f for f in frames if f in vertices and f in params]
-    if both:  # the params identity: (vertices - Th) @ Rodrigues(Rh) is MANO(poses) without global motion
+    if both and model is not None:  # the params identity: (vertices - Th) @ R(Rh) is MANO(poses), no global motion
         stacked = {k: np.concatenate([params[f][k] for f in both]) for k in PARAM_KEYS}
-        posed = pose_space_vertices(np.stack([vertices[f] for f in both]), stacked["Rh"], stacked["Th"])
+        posed = skinning.pose_space_vertices(np.stack([vertices[f] for f in both]), stacked["Rh"], stacked["Th"])
         hand_pose = stacked["poses"][:, 3:] - model.hands_mean
-        reference = ManoLayer(model)(np.concatenate([np.zeros((len(both), 3)), hand_pose], 1), stacked["shapes"],
-                                     np.zeros((len(both), 3))).vertices
+        reference = forward(model, np.concatenate([np.zeros((len(both), 3)), hand_pose], 1), stacked["shapes"],
+                            np.zeros((len(both), 3))).vertices
         error = np.abs(posed - reference).max(axis=(1, 2))
         for f, e in zip(both, error):
             if e > PARAMS_TOLERANCE_M:
@@ -150,7 +209,7 @@ def _check_hand(report: CheckReport, layout: SequenceLayout, hand: str, frames: 
 
 def _check_views(report, layout, cams, frames, cameras, sizes, hand_vertices, depth_format) -> None:
     views = 0
-    for c, cam in enumerate(cams):
+    for cam in cams:
         if cam not in sizes:
             continue
         width, height = sizes[cam]
@@ -164,20 +223,23 @@ def _check_views(report, layout, cams, frames, cameras, sizes, hand_vertices, de
                 report.add("missing mask", str(mpath))
                 continue
             try:
-                mask = np.asarray(Image.open(mpath))
-            except (OSError, ValueError) as exc:
-                report.add("unreadable mask", f"{mpath}: {exc}")
+                mask = decode_mask(mpath)
+            except InputError as exc:
+                report.add("unreadable mask", str(exc))
                 continue
             if mask.shape != (height, width) or mask.dtype != np.uint8 or not set(np.unique(mask)) <= {0, 100, 200}:
                 report.add("wrong mask", f"{mpath}: {mask.dtype} {mask.shape}, labels {np.unique(mask)[:5]}")
                 continue
             if depth_format != "none":
                 dpath = layout.depth(cam, frame, depth_format)
-                depth = _load(report, "depth", dpath) if depth_format == "npy" else None
-                if depth_format == "png16" and dpath.is_file():
-                    depth = np.asarray(Image.open(dpath))[..., None]
-                elif depth_format == "png16":
+                depth = None
+                if not dpath.is_file():
                     report.add("missing depth", str(dpath))
+                else:
+                    try:
+                        depth = decode_depth(dpath)
+                    except InputError as exc:
+                        report.add("unreadable depth", str(exc))
                 if depth is not None:
                     if depth.shape != (height, width, 1):
                         report.add("wrong depth", f"{dpath}: {depth.shape}, expected ({height}, {width}, 1)")
@@ -191,3 +253,4 @@ def _check_views(report, layout, cams, frames, cameras, sizes, hand_vertices, de
                 if inside.sum() >= MIN_VERTICES_IN_VIEW and not mask.any():
                     report.add("empty mask where the hand is in view", str(mpath))
     report.counts["views"] = views
+

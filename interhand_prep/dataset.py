@@ -8,6 +8,7 @@ Layout (30 fps release):
 from __future__ import annotations
 
 import csv
+import hashlib
 import os
 import re
 from concurrent.futures import ThreadPoolExecutor
@@ -20,8 +21,8 @@ from PIL import Image
 
 from .cameras import CameraSet
 from .errors import InputError
+from .options import SPLITS
 
-SPLITS = ("train", "val", "test")
 PACKAGED_CAMERA_TABLE = Path(__file__).parent / "resources" / "cameras.csv"
 _IMAGE_RE = re.compile(r"^image(\d+)\.jpg$")
 _CAMERA_RE = re.compile(r"^cam(\d+)$")
@@ -114,6 +115,23 @@ def black_images(paths: Iterable[Path], workers: int | None = None) -> list[bool
         return list(pool.map(is_black, paths, chunksize=16))
 
 
+@dataclass(frozen=True)
+class SequenceImages:
+    """The image files of a sequence: cameras = {camera id: {frame id: file name}}."""
+
+    folder: Path
+    cameras: dict
+    digest: str
+    count: int
+
+    def frames(self) -> list[int]:
+        """Every frame that has an image in some camera, sorted."""
+        return sorted(set().union(*(f.keys() for f in self.cameras.values())))
+
+    def path(self, cam: str, frame: int) -> Path:
+        return self.folder / f"cam{cam}" / self.cameras[cam][frame]
+
+
 class AnnotationFiles:
     """Paths of the split-level annotation files."""
 
@@ -151,6 +169,8 @@ class InterHandDataset:
         return sorted(p.name for p in self.capture_dir(capture).iterdir() if p.is_dir())
 
     def sequence_dir(self, capture: int, seq: str) -> Path:
+        if not seq or seq in (".", "..") or "/" in seq or "\\" in seq or "\0" in seq:
+            raise InputError(f"sequence {seq!r} is not a plain folder name")
         path = self.capture_dir(capture) / seq
         if not path.is_dir():
             found = self.sequences(capture)
@@ -158,28 +178,32 @@ class InterHandDataset:
             raise InputError(f"{path}: sequence folder not found; Capture{capture} has {shown or 'no sequences'}")
         return path
 
-    def sequence_images(self, capture: int, seq: str) -> dict[str, dict[int, str]]:
-        """{camera id: {frame id: image file name}} of the sequence's image folders."""
+    def sequence_images(self, capture: int, seq: str) -> "SequenceImages":
+        """The sequence's image folders: {camera id: {frame id: image file name}} and a digest of
+        the listing (names, sizes, modification times) that changes when any image does."""
         seq_dir = self.sequence_dir(capture, seq)
-        images = {}
+        images, listing = {}, hashlib.sha1()
         for cam_dir in sorted(seq_dir.iterdir()):
             match = _CAMERA_RE.match(cam_dir.name)
             if not match or not cam_dir.is_dir():
                 continue
             frames = {}
             with os.scandir(cam_dir) as entries:
-                for entry in entries:
+                for entry in sorted(entries, key=lambda e: e.name):
                     m = _IMAGE_RE.match(entry.name)
                     if not m:
                         continue
-                    if entry.stat().st_size == 0:
+                    stat = entry.stat()
+                    if stat.st_size == 0:
                         raise InputError(f"{entry.path}: empty (zero-byte) image; re-extract or remove it")
                     frames[int(m.group(1))] = entry.name
+                    listing.update(f"{cam_dir.name}/{entry.name} {stat.st_size} {stat.st_mtime_ns}\n".encode())
             if frames:
                 images[match.group(1)] = frames
         if not images:
             raise InputError(f"{seq_dir}: no camera folders with images (cam<id>/image<frame>.jpg)")
-        return images
+        return SequenceImages(folder=seq_dir, cameras=images, digest=listing.hexdigest()[:16],
+                              count=sum(len(f) for f in images.values()))
 
     def capture_cameras(self, capture: int) -> CameraSet:
         """All cameras of a capture in camera.json (through the per-capture cache)."""

@@ -1,4 +1,5 @@
-"""Where every output file of a processed sequence lives, with one reader and writer per kind.
+"""Where every output file of a processed sequence lives, and how each kind is encoded: one
+reader and one writer per kind, side by side.
 
 A processed sequence folder (the output contract the trainers read):
     annots.npy                       {"cams": {"K","R","T","D": {cam_id: array}}, "ims": [{"ims": [...]}]}
@@ -9,12 +10,19 @@ A processed sequence folder (the output contract the trainers read):
     vertices/<hand>/<frame>.npy      778x3 float32 world coordinates (m)
     lbs/<hand>/{faces,parents,weights,joints,tvertices,tbw}.npy, bweights/<frame>.npy, bs/<frame>.npy
                                      skinning grids (prepare_blend_weights.py)
-    mask/cam<id>/image<frame>.png    hand masks (render_mesh.py)
-    depth/cam<id>/image<frame>.npy   depth maps (render_mesh.py)
+    mask/cam<id>/image<frame>.png    hand masks (render_mesh.py): MASK_LABELS
+    depth/cam<id>/image<frame>.npy   depth maps (render_mesh.py), or .png with --depth-format png16
+    prep.json                        the provenance manifest (see manifest.py)
+
+Names read back from files (camera ids, frame ids) are checked to be plain numbers, so a crafted
+cams.txt cannot point a path outside the folder.
 """
 
 from __future__ import annotations
 
+import io
+import os
+import re
 from pathlib import Path
 from typing import Iterable
 
@@ -23,18 +31,90 @@ import numpy as np
 from .cameras import CameraSet
 from .dataset import image_name
 from .errors import InputError
-from .fileio import load_npy, save_npy, write_text
+from .fileio import load_npy, npy_bytes, write_bytes, write_text
+from .options import HANDS
 
 PARAM_KEYS = {"poses": 48, "Rh": 3, "Th": 3, "shapes": 10}
 LBS_SHARED_FILES = ("faces", "parents", "weights", "joints", "tvertices", "tbw")
+# mask labels: where the nearest surface is the left or the right hand; 0 is background
+MASK_LABELS = {"left": 100, "right": 200}
+PNG16_UNITS_PER_METRE = 10000  # depth png16: uint16 in units of 0.1 mm (max 6.5535 m)
+DEPTH_SUFFIX = {"npy": ".npy", "png16": ".png"}
+_ID_RE = re.compile(r"^\d+$")
+_FRAME_FILE_RE = re.compile(r"^(\d+)\.npy$")
+_IMAGE_FILE_RE = re.compile(r"^image(\d+)\.(jpg|png|npy)$")
+_CAMERA_DIR_RE = re.compile(r"^cam(\d+)$")
 
 
 def sequence_input_dir(basedir: str | Path, split: str, capture: int, seq: str) -> Path:
     return Path(basedir) / "images" / split / f"Capture{capture}" / seq
 
 
+def check_name(value: str, what: str) -> str:
+    """A sequence or folder name from the user or a file: one plain path component."""
+    if not value or value in (".", "..") or "/" in value or "\\" in value or "\0" in value:
+        raise InputError(f"{what} {value!r} is not a plain folder name")
+    return value
+
+
+def _camera_id(cam: str, source) -> str:
+    if not _ID_RE.match(str(cam)):
+        raise InputError(f"{source}: camera id {cam!r} is not a number")
+    return str(cam)
+
+
+# ---------------------------------------------------------------------------------------------
+# Codecs of the image-like outputs
+
+
+def encode_mask(mask: np.ndarray) -> bytes:
+    """uint8 (H, W) labels -> single-channel PNG."""
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.fromarray(np.ascontiguousarray(mask, dtype=np.uint8), mode="L").save(buf, format="PNG", compress_level=1)
+    return buf.getvalue()
+
+
+def decode_mask(path: Path) -> np.ndarray:
+    from PIL import Image
+
+    try:
+        with Image.open(path) as im:
+            return np.asarray(im)
+    except (OSError, ValueError) as exc:
+        raise InputError(f"{path}: unreadable mask ({exc})") from None
+
+
+def encode_depth(depth: np.ndarray, depth_format: str) -> bytes:
+    """float32 metres (H, W), 0 = no hand -> npy float32 (H, W, 1) or png16 (uint16, 0.1 mm)."""
+    if depth_format == "npy":
+        return npy_bytes(np.ascontiguousarray(depth, dtype=np.float32)[..., None])
+    if depth_format == "png16":
+        from PIL import Image
+
+        scaled = np.clip(np.rint(depth * PNG16_UNITS_PER_METRE), 0, 65535).astype(np.uint16)
+        buf = io.BytesIO()
+        Image.fromarray(scaled).save(buf, format="PNG", compress_level=1)
+        return buf.getvalue()
+    raise ValueError(f"no depth encoding {depth_format!r}")
+
+
+def decode_depth(path: Path) -> np.ndarray:
+    """A depth file of either format -> float32 (H, W, 1) metres."""
+    if path.suffix == ".npy":
+        return load_npy(path)
+    from PIL import Image
+
+    try:
+        with Image.open(path) as im:
+            return (np.asarray(im).astype(np.float32) / PNG16_UNITS_PER_METRE)[..., None]
+    except (OSError, ValueError) as exc:
+        raise InputError(f"{path}: unreadable depth map ({exc})") from None
+
+
 class SequenceLayout:
-    """All output paths of one processed (or merged) sequence folder."""
+    """All output paths of one processed (or merged) sequence folder, and their readers and writers."""
 
     def __init__(self, root: str | Path):
         self.root = Path(root)
@@ -43,6 +123,7 @@ class SequenceLayout:
     def for_sequence(cls, basedir: str | Path, split: str, capture: int, seq: str,
                      out_root: str | Path | None = None) -> "SequenceLayout":
         """The sequence's image folder itself, or <out_root>/<split>/Capture<N>/<seq>."""
+        check_name(seq, "sequence")
         if out_root is None:
             return cls(sequence_input_dir(basedir, split, capture, seq))
         return cls(Path(out_root) / split / f"Capture{capture}" / seq)
@@ -60,8 +141,17 @@ class SequenceLayout:
     def frames_txt(self) -> Path:
         return self.root / "frames.txt"
 
+    @property
+    def seqs_txt(self) -> Path:
+        """The source sequences of a merged sequence, one per line."""
+        return self.root / "seqs.txt"
+
+    @property
+    def manifest(self) -> Path:
+        return self.root / "prep.json"
+
     def camera_dir(self, cam: str) -> Path:
-        return self.root / f"cam{cam}"
+        return self.root / f"cam{_camera_id(cam, self.root)}"
 
     @staticmethod
     def image_key(cam: str, frame: int) -> str:
@@ -69,7 +159,7 @@ class SequenceLayout:
         return f"cam{cam}/{image_name(frame)}"
 
     def image(self, cam: str, frame: int) -> Path:
-        return self.root / self.image_key(cam, frame)
+        return self.camera_dir(cam) / image_name(frame)
 
     def params_dir(self, hand: str) -> Path:
         return self.root / "params" / hand
@@ -80,21 +170,19 @@ class SequenceLayout:
     def tpose_params(self, hand: str) -> Path:
         return self.params_dir(hand) / "tpose.npy"
 
+    def vertices_dir(self, hand: str) -> Path:
+        return self.root / "vertices" / hand
+
     def vertices(self, hand: str, frame: int) -> Path:
-        return self.root / "vertices" / hand / f"{int(frame)}.npy"
+        return self.vertices_dir(hand) / f"{int(frame)}.npy"
 
     def mask(self, cam: str, frame: int) -> Path:
         """mask/cam<id>/image<frame>.png"""
-        return (self.root / "mask" / self.image_key(cam, frame)).with_suffix(".png")
+        return self.root / "mask" / f"cam{_camera_id(cam, self.root)}" / f"image{int(frame):04d}.png"
 
     def depth(self, cam: str, frame: int, depth_format: str = "npy") -> Path:
         """depth/cam<id>/image<frame>.npy (float32 metres) or .png (png16: uint16, 0.1 mm)."""
-        return (self.root / "depth" / self.image_key(cam, frame)).with_suffix(".png" if depth_format == "png16" else ".npy")
-
-    @property
-    def seqs_txt(self) -> Path:
-        """The source sequences of a merged sequence, one per line."""
-        return self.root / "seqs.txt"
+        return self.root / "depth" / f"cam{_camera_id(cam, self.root)}" / f"image{int(frame):04d}{DEPTH_SUFFIX[depth_format]}"
 
     def lbs_dir(self, hand: str) -> Path:
         return self.root / "lbs" / hand
@@ -111,8 +199,38 @@ class SequenceLayout:
     def bs(self, hand: str, frame: int) -> Path:
         return self.lbs_dir(hand) / "bs" / f"{int(frame)}.npy"
 
+    # -- what exists (to remove what a run no longer produces) ---------------------------------
+    @staticmethod
+    def _frame_files(folder: Path) -> dict[int, Path]:
+        if not folder.is_dir():
+            return {}
+        return {int(m.group(1)): folder / name for name in os.listdir(folder) if (m := _FRAME_FILE_RE.match(name))}
+
+    def existing_frame_files(self, kind: str, hand: str) -> dict[int, Path]:
+        """{frame: path} of params, vertices, bweights or bs files present for `hand`."""
+        folder = {"params": self.params_dir(hand), "vertices": self.vertices_dir(hand),
+                  "bweights": self.lbs_dir(hand) / "bweights", "bs": self.lbs_dir(hand) / "bs"}[kind]
+        return self._frame_files(folder)
+
+    def existing_view_files(self, kind: str) -> list[Path]:
+        """Every mask/cam<id>/image<frame>.png or depth/cam<id>/image<frame>.{npy,png} present."""
+        top = self.root / kind
+        if not top.is_dir():
+            return []
+        found = []
+        for cam_dir in top.iterdir():
+            if _CAMERA_DIR_RE.match(cam_dir.name) and cam_dir.is_dir() and not cam_dir.is_symlink():
+                found += [cam_dir / n for n in os.listdir(cam_dir) if _IMAGE_FILE_RE.match(n)]
+        return found
+
+    def existing_camera_links(self) -> dict[str, Path]:
+        """{camera id: path} of the cam<id> symbolic links of an --out-root folder."""
+        if not self.root.is_dir():
+            return {}
+        return {m.group(1): p for p in self.root.iterdir() if (m := _CAMERA_DIR_RE.match(p.name)) and p.is_symlink()}
+
     # -- readers and writers -------------------------------------------------------------------
-    def write_annots(self, cameras: CameraSet, frames: Iterable[int]) -> None:
+    def write_annots(self, cameras: CameraSet, frames: Iterable[int]) -> bool:
         """annots.npy for `cameras` (in cams.txt order) and `frames` (in frames.txt order)."""
         cams = {
             "K": {cam: cameras.K[c].copy() for c, cam in enumerate(cameras.ids)},
@@ -121,59 +239,81 @@ class SequenceLayout:
             "D": {cam: np.zeros((5, 1)) for cam in cameras.ids},
         }
         ims = [{"ims": [self.image_key(cam, frame) for cam in cameras.ids]} for frame in frames]
-        save_npy(self.annots, {"cams": cams, "ims": ims})
+        return self.write_annots_dict({"cams": cams, "ims": ims})
+
+    def write_annots_dict(self, annots: dict) -> bool:
+        return write_bytes(self.annots, npy_bytes(annots))
 
     def read_annots(self) -> dict:
-        annots = load_npy(self.annots, allow_pickle=True)
-        if not isinstance(annots, dict) or "cams" not in annots or "ims" not in annots:
+        from .safe_pickle import read_npy
+
+        if not self.annots.is_file():
+            raise InputError(f"{self.annots}: file not found (run get_annots.py first)")
+        annots = read_npy(self.annots.read_bytes(), self.annots)
+        if not isinstance(annots, dict) or not isinstance(annots.get("cams"), dict) or "ims" not in annots:
             raise InputError(f"{self.annots}: not an annots.npy (expected a dict with 'cams' and 'ims')")
+        for cam in annots["cams"].get("K", {}):
+            _camera_id(cam, self.annots)
         return annots
 
     def read_cameras(self) -> CameraSet:
         """The cameras of annots.npy as a CameraSet, in cams.txt order."""
         cams = self.read_annots()["cams"]
-        ids = list(cams["K"])
-        return CameraSet(ids=ids, K=np.stack([cams["K"][i] for i in ids]), R=np.stack([cams["R"][i] for i in ids]),
-                         T=np.stack([np.asarray(cams["T"][i]).reshape(3) for i in ids]))
+        ids = list(cams.get("K", {}))
+        try:
+            return CameraSet(ids=ids, K=np.stack([np.asarray(cams["K"][i], dtype=np.float64) for i in ids]).reshape(-1, 3, 3),
+                             R=np.stack([np.asarray(cams["R"][i], dtype=np.float64) for i in ids]).reshape(-1, 3, 3),
+                             T=np.stack([np.asarray(cams["T"][i], dtype=np.float64).reshape(3) for i in ids]))
+        except (KeyError, ValueError, TypeError) as exc:
+            raise InputError(f"{self.annots}: malformed camera entries ({type(exc).__name__}: {exc})") from None
 
     @staticmethod
-    def write_ids(path: Path, ids: Iterable) -> None:
-        write_text(path, "".join(f"{i}\n" for i in ids))
+    def write_ids(path: Path, ids: Iterable) -> bool:
+        return write_text(path, "".join(f"{i}\n" for i in ids))
 
     @staticmethod
     def read_ids(path: Path) -> list[str]:
         if not path.is_file():
             raise InputError(f"{path}: not found (run get_annots.py first)")
-        return [line.strip() for line in path.read_text().splitlines() if line.strip()]
+        ids = [line.strip() for line in path.read_text().splitlines() if line.strip()]
+        for i in ids:
+            if not _ID_RE.match(i):
+                raise InputError(f"{path}: {i!r} is not a number")
+        return ids
 
     def read_frames(self) -> list[int]:
-        try:
-            return [int(f) for f in self.read_ids(self.frames_txt)]
-        except ValueError:
-            raise InputError(f"{self.frames_txt}: frame ids must be integers") from None
+        return [int(f) for f in self.read_ids(self.frames_txt)]
 
     def read_cams(self) -> list[str]:
         return self.read_ids(self.cams_txt)
 
     @staticmethod
-    def write_params(path: Path, params: dict[str, np.ndarray]) -> None:
-        save_npy(path, {k: np.asarray(params[k], dtype=np.float32).reshape(1, n) for k, n in PARAM_KEYS.items()})
+    def params_bytes(params: dict[str, np.ndarray]) -> bytes:
+        return npy_bytes({k: np.asarray(params[k], dtype=np.float32).reshape(1, n) for k, n in PARAM_KEYS.items()})
+
+    @classmethod
+    def write_params(cls, path: Path, params: dict[str, np.ndarray]) -> bool:
+        return write_bytes(path, cls.params_bytes(params))
 
     @staticmethod
     def read_params(path: Path) -> dict[str, np.ndarray]:
-        params = load_npy(path, allow_pickle=True)
+        from .safe_pickle import read_npy
+
+        if not path.is_file():
+            raise InputError(f"{path}: file not found")
+        params = read_npy(path.read_bytes(), path)
         if not isinstance(params, dict):
             raise InputError(f"{path}: not a parameter file (expected a pickled dict)")
         for key, n in PARAM_KEYS.items():
             value = params.get(key)
-            if value is None or np.asarray(value).shape != (1, n):
-                shape = None if value is None else np.asarray(value).shape
+            if not isinstance(value, np.ndarray) or value.shape != (1, n):
+                shape = None if value is None else np.shape(value)
                 raise InputError(f"{path}: '{key}' has shape {shape}, expected (1, {n})")
         return params
 
     @staticmethod
-    def write_vertices(path: Path, vertices: np.ndarray) -> None:
-        save_npy(path, np.asarray(vertices, dtype=np.float32))
+    def write_vertices(path: Path, vertices: np.ndarray) -> bool:
+        return write_bytes(path, npy_bytes(np.asarray(vertices, dtype=np.float32)))
 
     @staticmethod
     def read_vertices(path: Path, num_vertices: int | None = None) -> np.ndarray:
@@ -181,3 +321,24 @@ class SequenceLayout:
         if vertices.ndim != 2 or vertices.shape[1] != 3 or (num_vertices and len(vertices) != num_vertices):
             raise InputError(f"{path}: vertices have shape {vertices.shape}, expected ({num_vertices or 'V'}, 3)")
         return vertices
+
+    def write_view(self, cam: str, frame: int, mask: np.ndarray, depth: np.ndarray | None, depth_format: str) -> int:
+        """One view's mask and depth (depth first: a mask marks the view done). -> files written."""
+        written = 0
+        if depth_format != "none":
+            written += write_bytes(self.depth(cam, frame, depth_format), encode_depth(depth, depth_format))
+        written += write_bytes(self.mask(cam, frame), encode_mask(mask))
+        return written
+
+    def view_done(self, cam: str, frame: int, depth_format: str) -> bool:
+        if not self.mask(cam, frame).is_file():
+            return False
+        return depth_format == "none" or self.depth(cam, frame, depth_format).is_file()
+
+    def hands_present(self) -> list[str]:
+        """The hands whose params folder exists (for folders without a manifest)."""
+        return [h for h in HANDS if self.params_dir(h).is_dir()]
+
+
+def write_grid(path: Path, grid: np.ndarray) -> bool:
+    return write_bytes(path, npy_bytes(np.ascontiguousarray(grid, dtype=np.float32)))

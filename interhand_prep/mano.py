@@ -1,20 +1,20 @@
 """MANO hand model: chumpy-free loading of the official pickles, and the batched forward pass.
 
 The official MANO_RIGHT.pkl / MANO_LEFT.pkl are Python-2 pickles whose `shapedirs` is a chumpy
-object. chumpy cannot be installed on current Python and numpy, so the unpickler below maps the
-chumpy classes to inert stand-ins and reads their arrays (`Select` over `Ch`). Only the modules a
-MANO file uses may be loaded from it; anything else is refused.
+object. chumpy cannot be installed on current Python and numpy, so the unpickler maps the two
+chumpy classes the files use to inert stand-ins and reads their arrays (`Select` over `Ch`). Only
+the exact globals an official file needs may be loaded from it (see `safe_pickle`).
 
-The forward pass is the `smplx` package's MANO (use_pca=False, flat_hand_mean=False): the 45 finger
-parameters of InterHand2.6M are relative to `hands_mean`. Units are metres throughout.
+The forward pass is MANO's linear blend skinning (as smplx's `lbs`, use_pca=False,
+flat_hand_mean=False: the 45 finger parameters of InterHand2.6M are relative to `hands_mean`),
+written in numpy with per-frame operations only, so a frame's result does not depend on which
+other frames share its batch. Units are metres throughout.
 """
 
 from __future__ import annotations
 
-import contextlib
-import io
+import hashlib
 import logging
-import pickle
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 from scipy.spatial.transform import Rotation
 
+from . import safe_pickle
 from .errors import InputError
 
 log = logging.getLogger(__name__)
@@ -36,6 +37,7 @@ MANO_DOWNLOAD_HINT = (
 )
 _REQUIRED_KEYS = ("v_template", "shapedirs", "posedirs", "J_regressor", "weights", "kintree_table", "f",
                   "hands_mean", "hands_components")
+FORWARD_CHUNK = 256  # frames per forward-pass block (bounds the NxVx4x4 skinning transforms)
 
 
 def model_filename(hand: str) -> str:
@@ -54,33 +56,35 @@ class _ChumpyStandIn:
     kind = ""
 
     def __setstate__(self, state):
+        if not isinstance(state, dict):
+            raise TypeError(f"chumpy.{self.kind} state is a {type(state).__name__}")
         self.__dict__.update(state)
 
     def value(self) -> np.ndarray:
         if self.kind == "Ch":
-            return np.asarray(self.__dict__["x"])
-        if self.kind == "Select":
-            source = _as_array(self.__dict__["a"])
-            return source.ravel()[self.__dict__["idxs"]].reshape(self.__dict__["preferred_shape"])
-        raise TypeError(f"unsupported chumpy object chumpy.{self.kind}")
+            return np.asarray(self.__dict__["x"], dtype=np.float64)
+        source = _as_array(self.__dict__["a"])  # Select: an index into another chumpy array
+        return source.ravel()[np.asarray(self.__dict__["idxs"])].reshape(self.__dict__["preferred_shape"])
 
 
-def _chumpy_class(name: str) -> type:
-    return type(name, (_ChumpyStandIn,), {"kind": name})
+class ChumpyCh(_ChumpyStandIn):
+    kind = "Ch"
 
 
-_ALLOWED_MODULES = ("numpy", "scipy.sparse", "copy_reg", "copyreg", "__builtin__", "builtins", "_codecs")
+class ChumpySelect(_ChumpyStandIn):
+    kind = "Select"
 
 
-class _MANOUnpickler(pickle.Unpickler):
-    def find_class(self, module, name):
-        if module.startswith("chumpy"):
-            return _chumpy_class(name)
-        if module == "scipy.sparse.csc":  # written by old scipy; the namespace is deprecated
-            module = "scipy.sparse"
-        if module.split(".")[0] in ("numpy", "scipy") or module in _ALLOWED_MODULES:
-            return super().find_class(module, name)
-        raise pickle.UnpicklingError(f"refusing to load {module}.{name} from a MANO file")
+def _mano_globals() -> dict:
+    import scipy.sparse
+
+    table = {**safe_pickle.numpy_globals(), **safe_pickle.builtin_globals((ChumpyCh, ChumpySelect,
+                                                                            scipy.sparse.csc_matrix))}
+    table[("chumpy.ch", "Ch")] = ChumpyCh
+    table[("chumpy.reordering", "Select")] = ChumpySelect
+    for module in ("scipy.sparse.csc", "scipy.sparse._csc", "scipy.sparse"):  # old and new scipy paths
+        table[(module, "csc_matrix")] = scipy.sparse.csc_matrix
+    return table
 
 
 def _as_array(value) -> np.ndarray:
@@ -91,16 +95,9 @@ def _as_array(value) -> np.ndarray:
     return np.asarray(value)
 
 
-def read_model_file(path: str | Path) -> dict:
-    """Read a MANO pickle (official chumpy format or plain numpy) into a dict of arrays."""
-    path = Path(path)
-    try:
-        with open(path, "rb") as f:
-            raw = _MANOUnpickler(f, encoding="latin1").load()
-    except FileNotFoundError:
-        raise InputError(f"{path}: MANO model not found; " + MANO_DOWNLOAD_HINT.format(dir=path.parent)) from None
-    except Exception as exc:
-        raise InputError(f"{path}: not a readable MANO model ({type(exc).__name__}: {exc})") from None
+def read_model_bytes(data: bytes, path: Path) -> dict:
+    """Decode a MANO pickle (official chumpy format or plain numpy) into a dict of arrays."""
+    raw = safe_pickle.restricted_load(data, _mano_globals(), path, "a MANO model")
     if not isinstance(raw, dict):
         raise InputError(f"{path}: not a MANO model (a {type(raw).__name__}, expected a dict)")
     missing = [k for k in _REQUIRED_KEYS if k not in raw]
@@ -108,8 +105,22 @@ def read_model_file(path: str | Path) -> dict:
         raise InputError(f"{path}: not a MANO model (missing {', '.join(missing)})")
     try:
         return {k: (v if isinstance(v, str) else _as_array(v)) for k, v in raw.items()}
-    except TypeError as exc:
-        raise InputError(f"{path}: {exc}") from None
+    except (TypeError, KeyError, ValueError, IndexError) as exc:
+        raise InputError(f"{path}: not a MANO model (unreadable chumpy array: {type(exc).__name__}: {exc})") from None
+
+
+def _read_file(path: Path) -> bytes:
+    try:
+        return path.read_bytes()
+    except FileNotFoundError:
+        raise InputError(f"{path}: MANO model not found; " + MANO_DOWNLOAD_HINT.format(dir=path.parent)) from None
+    except OSError as exc:
+        raise InputError(f"{path}: cannot read the MANO model ({exc.strerror})") from None
+
+
+def read_model_file(path: str | Path) -> dict:
+    path = Path(path)
+    return read_model_bytes(_read_file(path), path)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -122,7 +133,8 @@ class ManoModel:
 
     v_template : Vx3, shapedirs : Vx3x10, posedirs : Vx3x135, J_regressor : 16xV (dense),
     weights : Vx16, faces : Fx3 int64, parents : 16 int64 (root -1), hands_mean : 45,
-    hands_components : 45x45.
+    hands_components : 45x45. `sha256` is the file's; `left_fix` says whether the left model's
+    shapedirs defect was found (and fixed), None when it could not be checked.
     """
 
     hand: str
@@ -136,32 +148,45 @@ class ManoModel:
     hands_mean: np.ndarray
     hands_components: np.ndarray
     path: Path | None = None
-    left_shapedirs_fixed: bool = False
+    sha256: str = ""
+    left_fix: bool | None = None
 
     @property
     def num_vertices(self) -> int:
         return len(self.v_template)
 
+    @property
+    def left_shapedirs_fixed(self) -> bool:
+        return bool(self.left_fix)
 
-def left_shapedirs_defect(left_shapedirs: np.ndarray, right_shapedirs: np.ndarray) -> bool:
-    """True when the left model's first shape-space row equals the right model's (smplx issue 48).
 
-    In a correct left model it is the mirror image (negated x); the official file ships it
-    un-negated. Comparing against the right model keeps the fix from undoing itself.
+@dataclass(frozen=True)
+class DefectCheck:
+    """How the left model's shapedirs[:, 0, :] compares with the right model's (Frobenius norms)."""
+
+    to_right: float      # |left - right|: small when the left file carries the right's column
+    to_mirror: float     # |left + right|: small when the column is correctly mirrored
+
+    @property
+    def defect(self) -> bool:
+        return self.to_right < self.to_mirror
+
+
+def left_shapedirs_check(left_shapedirs: np.ndarray, right_shapedirs: np.ndarray) -> DefectCheck:
+    """Compare the left model's first shape-space row with the right model's and its negation.
+
+    A correct left model is the mirror image of the right one (x negated), so its
+    `shapedirs[:, 0, :]` is minus the right model's. The official left file ships it un-negated
+    (smplx issue 48), equal to the right one up to float noise (entries differ by up to ~1e-6,
+    never bit for bit). Whichever of the two it is nearer to decides, so noise of any size short of
+    the column's own cannot flip the answer, and a fixed file is never negated again.
     """
     left_x, right_x = left_shapedirs[:, 0, :], right_shapedirs[:, 0, :]
-    scale = max(float(np.abs(right_x).max()), 1e-12)
-    return bool(np.abs(left_x - right_x).max() <= 1e-6 * scale)
+    return DefectCheck(to_right=float(np.linalg.norm(left_x - right_x)),
+                       to_mirror=float(np.linalg.norm(left_x + right_x)))
 
 
-def load_mano_model(mano_dir: str | Path, hand: str) -> ManoModel:
-    """Load MANO_<HAND>.pkl from `mano_dir`; for the left hand, fix the shapedirs defect if present.
-
-    The left fix needs MANO_RIGHT.pkl beside the left file (as the official download has it).
-    """
-    mano_dir = Path(mano_dir)
-    path = mano_dir / model_filename(hand)
-    data = read_model_file(path)
+def _model_from_arrays(data: dict, hand: str, path: Path) -> ManoModel:
     try:
         model = ManoModel(
             hand=hand,
@@ -171,7 +196,7 @@ def load_mano_model(mano_dir: str | Path, hand: str) -> ManoModel:
             J_regressor=data["J_regressor"].astype(np.float64),
             weights=data["weights"].astype(np.float64),
             faces=data["f"].astype(np.int64),
-            parents=data["kintree_table"][0].astype(np.int64),
+            parents=np.asarray(data["kintree_table"])[0].astype(np.int64),
             hands_mean=data["hands_mean"].astype(np.float64).ravel(),
             hands_components=data["hands_components"].astype(np.float64),
             path=path,
@@ -180,18 +205,47 @@ def load_mano_model(mano_dir: str | Path, hand: str) -> ManoModel:
         raise InputError(f"{path}: malformed MANO arrays ({exc})") from None
     model.parents[0] = -1  # stored as uint32 4294967295
     _check_model_shapes(model)
+    return model
+
+
+def load_mano_model(mano_dir: str | Path, hand: str) -> ManoModel:
+    """Load MANO_<HAND>.pkl from `mano_dir`; for the left hand, fix the shapedirs defect if present.
+
+    Loaded once per process and file version (a changed file is read again); the left check is
+    logged once. The check needs MANO_RIGHT.pkl beside the left file (as the official download has).
+    """
+    path = Path(mano_dir) / model_filename(hand)
+    try:
+        stat = path.stat()
+    except OSError:
+        _read_file(path)  # the clear "not found" error
+        raise
+    return _load_cached(str(path.resolve()), hand, stat.st_size, stat.st_mtime_ns)
+
+
+@lru_cache(maxsize=8)
+def _load_cached(path_str: str, hand: str, size: int, mtime_ns: int) -> ManoModel:
+    path = Path(path_str)
+    data = _read_file(path)
+    model = _model_from_arrays(read_model_bytes(data, path), hand, path)
+    model.sha256 = hashlib.sha256(data).hexdigest()
     if hand == "left":
-        right_path = mano_dir / model_filename("right")
-        if right_path.is_file():
-            right = read_model_file(right_path)
-            if np.allclose(right["v_template"], model.v_template):
-                raise InputError(f"{path}: this is the right-hand model (same template as {right_path})")
-            if left_shapedirs_defect(model.shapedirs, right["shapedirs"]):
-                model.shapedirs[:, 0, :] *= -1
-                model.left_shapedirs_fixed = True
-                log.info("%s: negated shapedirs[:, 0, :] (known defect of the official left model)", path)
-        else:
+        right_path = path.parent / model_filename("right")
+        if not right_path.is_file():
             log.warning("%s: cannot check the left shapedirs defect without %s", path, right_path)
+            return model
+        right = load_mano_model(path.parent, "right")
+        if right.v_template.shape == model.v_template.shape and np.allclose(right.v_template, model.v_template):
+            raise InputError(f"{path}: this is the right-hand model (same template as {right_path})")
+        if right.shapedirs.shape != model.shapedirs.shape:
+            raise InputError(f"{path}: shapedirs {model.shapedirs.shape} do not match {right_path}'s {right.shapedirs.shape}")
+        check = left_shapedirs_check(model.shapedirs, right.shapedirs)
+        model.left_fix = check.defect
+        if check.defect:
+            model.shapedirs[:, 0, :] *= -1
+        log.info("%s: shapedirs[:, 0, :] is %s (|left - right| = %.3g, |left + right| = %.3g)", path,
+                 "the right model's: negated (known defect of the official left model)" if check.defect
+                 else "already mirrored: kept", check.to_right, check.to_mirror)
     return model
 
 
@@ -206,10 +260,12 @@ def _check_model_shapes(model: ManoModel) -> None:
             raise InputError(f"{model.path}: MANO array {name} has shape {getattr(model, name).shape}, expected {shape}")
     if model.shapedirs.shape[:2] != (V, 3) or model.faces.ndim != 2 or model.faces.shape[1] != 3:
         raise InputError(f"{model.path}: MANO shapedirs/faces have unexpected shapes")
+    if model.faces.size and (model.faces.min() < 0 or model.faces.max() >= V):
+        raise InputError(f"{model.path}: MANO faces index vertices outside 0..{V - 1}")
 
 
 # ---------------------------------------------------------------------------------------------
-# Forward pass (smplx)
+# Forward pass
 
 
 @dataclass
@@ -220,58 +276,84 @@ class ManoOutput:
     joints: np.ndarray
 
 
-class ManoLayer:
-    """Batched MANO forward pass through smplx.MANO, in float64 on the CPU."""
-
-    def __init__(self, model: ManoModel):
-        import smplx
-        import torch
-        from smplx.utils import Struct
-
-        self.model = model
-        self._torch = torch
-        struct = Struct(
-            v_template=model.v_template, shapedirs=model.shapedirs, posedirs=model.posedirs,
-            J_regressor=model.J_regressor, weights=model.weights, f=model.faces,
-            kintree_table=np.stack([model.parents, np.arange(NUM_JOINTS)]),
-            hands_mean=model.hands_mean, hands_components=model.hands_components,
-        )
-        with contextlib.redirect_stdout(io.StringIO()):  # smplx prints a warning about 10 betas
-            self.layer = smplx.MANO(
-                model_path=str(model.path or "MANO"), data_struct=struct, is_rhand=model.hand == "right",
-                use_pca=False, flat_hand_mean=False, num_betas=model.shapedirs.shape[-1], dtype=torch.float64,
-            )
-
-    def __call__(self, pose: np.ndarray, shape: np.ndarray, trans: np.ndarray) -> ManoOutput:
-        """pose : Nx48 (global axis-angle, then 45 finger parameters relative to hands_mean),
-        shape : Nx10, trans : Nx3 (metres)  ->  ManoOutput in world coordinates (metres)."""
-        torch = self._torch
-        pose = np.asarray(pose, dtype=np.float64).reshape(-1, 48)
-        num_betas = self.layer.num_betas
-        as_t = lambda a, n: torch.from_numpy(np.ascontiguousarray(np.asarray(a, dtype=np.float64).reshape(-1, n)))
-        with torch.no_grad():
-            out = self.layer(global_orient=as_t(pose[:, :3], 3), hand_pose=as_t(pose[:, 3:], 45),
-                             betas=as_t(shape, num_betas), transl=as_t(trans, 3))
-        return ManoOutput(vertices=out.vertices.numpy(), joints=out.joints.numpy())
+def axis_angle_to_matrix(rvec: np.ndarray) -> np.ndarray:
+    """rvec : Nx3 axis-angle (radians)  ->  Nx3x3 rotation matrices (Rodrigues)."""
+    return Rotation.from_rotvec(np.asarray(rvec, dtype=np.float64).reshape(-1, 3)).as_matrix()
 
 
-@lru_cache(maxsize=None)
-def _cached_layer(mano_dir: str, hand: str) -> ManoLayer:
-    return ManoLayer(load_mano_model(mano_dir, hand))
+def rigid_transforms(rotations: np.ndarray, rest_joints: np.ndarray, parents: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Forward kinematics of linear blend skinning (smplx's `batch_rigid_transform`).
+
+    rotations : NxJx3x3 local joint rotations, rest_joints : NxJx3 (m), parents : J (root -1)
+    -> posed joints NxJx3 and NxJx4x4 transforms mapping rest-pose points to posed points.
+    """
+    N, J = rest_joints.shape[:2]
+    relative = rest_joints.copy()
+    relative[:, 1:] -= rest_joints[:, parents[1:]]
+    local = np.zeros((N, J, 4, 4))
+    local[:, :, :3, :3] = rotations
+    local[:, :, :3, 3] = relative
+    local[:, :, 3, 3] = 1.0
+    chain = np.empty_like(local)
+    chain[:, 0] = local[:, 0]
+    for j in range(1, J):  # parents precede their children in MANO's tree
+        chain[:, j] = np.einsum("nab,nbc->nac", chain[:, parents[j]], local[:, j])
+    posed_joints = chain[:, :, :3, 3].copy()
+    # subtract the rotated rest joint: transforms act on rest-pose points, not joint-relative ones
+    chain[:, :, :3, 3] -= np.einsum("njab,njb->nja", chain[:, :, :3, :3], rest_joints)
+    return posed_joints, chain
 
 
-def mano_layer(mano_dir: str | Path, hand: str) -> ManoLayer:
-    """One ManoLayer per (model folder, hand) per process."""
-    return _cached_layer(str(Path(mano_dir).resolve()), hand)
+def skin(vertices: np.ndarray, transforms: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """Linear blend skinning: vertices NxVx3, transforms NxJx4x4, weights VxJ -> NxVx3."""
+    per_vertex = np.einsum("vj,njab->nvab", weights, transforms[:, :, :3, :])
+    return np.einsum("nvab,nvb->nva", per_vertex[..., :3], vertices) + per_vertex[..., 3]
+
+
+def shaped_template(model: ManoModel, shapes: np.ndarray) -> np.ndarray:
+    """shapes Nx10 -> NxVx3 template plus shape blend shapes (m)."""
+    shapes = np.asarray(shapes, dtype=np.float64)
+    return model.v_template + np.einsum("vck,nk->nvc", model.shapedirs[..., : shapes.shape[1]], shapes)
+
+
+def shaped_joints(model: ManoModel, shapes: np.ndarray) -> np.ndarray:
+    """shapes Nx10 -> Nx16x3 rest joints of the shaped template (m)."""
+    return np.einsum("jv,nvc->njc", model.J_regressor, shaped_template(model, shapes))
+
+
+def pose_feature(rotations: np.ndarray) -> np.ndarray:
+    """NxJx3x3 joint rotations -> Nx(9(J-1)) pose-corrective features (R - I of joints 1..J-1)."""
+    return (rotations[:, 1:] - np.eye(3)).reshape(len(rotations), -1)
+
+
+def forward(model: ManoModel, pose: np.ndarray, shape: np.ndarray, trans: np.ndarray) -> ManoOutput:
+    """MANO in world coordinates.
+
+    pose : Nx48 (global axis-angle, then 45 finger parameters relative to hands_mean), shape : Nx10,
+    trans : Nx3 (m)  ->  ManoOutput (vertices NxVx3, joints Nx16x3, metres).
+    """
+    pose = np.asarray(pose, dtype=np.float64).reshape(-1, 48)
+    shape = np.asarray(shape, dtype=np.float64).reshape(len(pose), -1)
+    trans = np.asarray(trans, dtype=np.float64).reshape(len(pose), 3)
+    vertices, joints = [], []
+    for start in range(0, len(pose), FORWARD_CHUNK):
+        sl = slice(start, start + FORWARD_CHUNK)
+        full_pose = pose[sl].copy()
+        full_pose[:, 3:] += model.hands_mean
+        rotations = axis_angle_to_matrix(full_pose.reshape(-1, 3)).reshape(-1, NUM_JOINTS, 3, 3)
+        template = shaped_template(model, shape[sl])
+        rest_joints = np.einsum("jv,nvc->njc", model.J_regressor, template)
+        posed = template + np.einsum("vck,nk->nvc", model.posedirs, pose_feature(rotations))
+        posed_joints, transforms = rigid_transforms(rotations, rest_joints, model.parents)
+        vertices.append(skin(posed, transforms, model.weights) + trans[sl, None])
+        joints.append(posed_joints + trans[sl, None])
+    if not vertices:
+        return ManoOutput(np.zeros((0, model.num_vertices, 3)), np.zeros((0, NUM_JOINTS, 3)))
+    return ManoOutput(vertices=np.concatenate(vertices), joints=np.concatenate(joints))
 
 
 # ---------------------------------------------------------------------------------------------
 # Parameter conventions
-
-
-def axis_angle_to_matrix(rvec: np.ndarray) -> np.ndarray:
-    """rvec : Nx3 axis-angle (radians)  ->  Nx3x3 rotation matrices (Rodrigues)."""
-    return Rotation.from_rotvec(np.asarray(rvec, dtype=np.float64).reshape(-1, 3)).as_matrix()
 
 
 def easymocap_params(pose: np.ndarray, shape: np.ndarray, trans: np.ndarray, root_joint: np.ndarray,

@@ -16,10 +16,11 @@ from pathlib import Path
 
 import numpy as np
 
-from .dataset import SPLITS
 from .errors import InputError
+from .fileio import write_bytes
 from .layout import LBS_SHARED_FILES, SequenceLayout
-from .mano import HANDS
+from .manifest import Manifest
+from .options import SPLITS
 
 _CAPTURE_RE = re.compile(r"^Capture(\d+)$")
 CAMERA_TOLERANCE = 1e-6
@@ -56,7 +57,7 @@ def merge_root(basedir: Path, out_root: Path | None, new_name: str) -> Path:
 
 
 def _hands(layout: SequenceLayout) -> list[str]:
-    return [h for h in HANDS if layout.params_dir(h).is_dir()]
+    return layout.hands_present()
 
 
 def check_sources(sources: list[Source]) -> None:
@@ -86,10 +87,21 @@ def check_sources(sources: list[Source]) -> None:
                                  "sequences from different captures cannot be merged")
         if _hands(s.layout) != hands:
             raise InputError(f"hands differ: {first.name} has {hands}, {s.name} has {_hands(s.layout)}")
+        for stage in ("prepare_blend_weights", "render_mesh"):
+            ours, theirs = _options(first.layout, stage), _options(s.layout, stage)
+            if ours != theirs:
+                raise InputError(f"{stage} options differ between {first.name} ({ours}) and {s.name} ({theirs}); "
+                                 "merge sequences processed with the same options")
         for frame in s.layout.read_frames():
             if frame in seen:
                 raise InputError(f"frame ids collide: frame {frame} is in {seen[frame]} and {s.name}")
             seen[frame] = s.name
+
+
+def _options(layout: SequenceLayout, stage: str) -> dict | None:
+    """A stage's recorded options (None when the sequence has no readable record of it)."""
+    recipe = Manifest.read(layout.root).recipe(stage)
+    return recipe.get("options") if isinstance(recipe, dict) else None
 
 
 def _link(target: Path, link: Path) -> None:
@@ -114,7 +126,11 @@ def build_merge(sources: list[Source], dest: Path) -> None:
         annots = src.read_annots()
         frames = src.read_frames()
         for frame, entry in zip(frames, annots["ims"]):
-            ims[frame] = list(entry["ims"])
+            expected = [src.image_key(c, frame) for c in cams]
+            if not isinstance(entry, dict) or entry.get("ims") != expected:
+                raise InputError(f"{src.annots}: the image list of frame {frame} does not match cams.txt "
+                                 "(run check_seq.py on it)")
+            ims[frame] = expected
         for frame in frames:
             for cam in cams:
                 _link(src.image(cam, frame), out.image(cam, frame))
@@ -132,12 +148,12 @@ def build_merge(sources: list[Source], dest: Path) -> None:
             _link_if_present(first.lbs_file(hand, name), out.lbs_file(hand, name))
     frames = sorted(ims)
     annots = first.read_annots()
-    from .fileio import save_npy
-
-    save_npy(out.annots, {"cams": annots["cams"], "ims": [{"ims": ims[f]} for f in frames]})
+    out.write_annots_dict({"cams": annots["cams"], "ims": [{"ims": ims[f]} for f in frames]})
     out.write_ids(out.frames_txt, frames)
     out.write_ids(out.cams_txt, cams)
     out.write_ids(out.seqs_txt, [s.name for s in sources])
+    if first.manifest.is_file():  # what the sources were processed with (they agree): for check_seq
+        write_bytes(out.manifest, first.manifest.read_bytes())
 
 
 def merge_sequences(basedir: Path, entries: list[str], new_name: str, split: str = "train", capture: int = 0,

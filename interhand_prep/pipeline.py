@@ -1,6 +1,9 @@
-"""All stages of one sequence, resumable: a stage whose outputs are complete and newer than its
-inputs is skipped; a stale one is redone. `python -m interhand_prep.pipeline` runs one sequence
-(process.sh starts one such process per sequence, logging to logs/)."""
+"""All stages of one sequence: get_annots, prepare_blend_weights, render_mesh, then check_seq.
+
+Each stage decides for itself, from the manifest, whether it has anything to do, and the log says
+why it ran (the option or input that changed) or that it was up to date. `python -m
+interhand_prep.pipeline` runs one sequence (process.sh starts one such process per sequence).
+"""
 
 from __future__ import annotations
 
@@ -11,15 +14,29 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from . import annots, blend_weights, render_mesh
-from .annots import SequenceSelector
-from .cli import add_sequence_options, run_main, selector_from_args
-from .dataset import AnnotationFiles
+from .cli import run_main, stage_parser
 from .errors import InputError
-from .fileio import sequence_lock, write_text
-from .mano import model_filename
+from .fileio import write_text
+from .options import AnnotsOptions, BlendWeightOptions, RenderOptions, SequenceSelector, from_args, \
+    selector_from_args, to_argv
 
 STAGES = ("annots", "lbs", "render", "check")
+
+
+@dataclass(frozen=True)
+class StageOptions:
+    """The options of every stage, as one batch run passes them on."""
+
+    annots: AnnotsOptions = AnnotsOptions()
+    lbs: BlendWeightOptions = BlendWeightOptions()
+    render: RenderOptions = RenderOptions()
+
+    @classmethod
+    def from_args(cls, args: argparse.Namespace) -> "StageOptions":
+        return cls(from_args(AnnotsOptions, args), from_args(BlendWeightOptions, args), from_args(RenderOptions, args))
+
+    def to_argv(self) -> list[str]:
+        return to_argv(self.annots) + to_argv(self.lbs) + to_argv(self.render)
 
 
 @dataclass
@@ -49,120 +66,74 @@ class SequenceReport:
         return cls(sequence=data["sequence"], frames=data["frames"], cameras=data["cameras"],
                    stages={k: StageReport(**v) for k, v in data["stages"].items()})
 
-
-def _mtime(path: Path) -> float:
-    return path.stat().st_mtime if path.exists() else 0.0
-
-
-def stage_outputs(sel: SequenceSelector, stage: str) -> list[Path] | None:
-    """Every output file of a finished stage, or None when the stage cannot be judged yet."""
-    layout = sel.layout
-    if stage == "annots":
-        return [layout.annots, layout.cams_txt, layout.frames_txt]
-    if not layout.annots.is_file():
-        return None
-    frames = layout.read_frames()
-    if stage == "lbs":
-        out = []
-        for hand in sel.hands:
-            out += [layout.lbs_file(hand, name) for name in ("faces", "parents", "weights", "joints", "tvertices", "tbw")]
-            out += [layout.bweights(hand, f) for f in frames] + [layout.bs(hand, f) for f in frames]
-        return out
-    cams = layout.read_cams()
-    return ([layout.mask(c, f) for c in cams for f in frames]
-            + [layout.depth(c, f, "npy") for c in cams for f in frames])
+    def fail(self, stage: str, detail: str, seconds: float = 0.0) -> None:
+        self.stages[stage] = StageReport("failed", seconds, detail)
+        for later in STAGES[STAGES.index(stage) + 1:]:
+            self.stages[later].status = "not run"
 
 
-def stage_inputs(sel: SequenceSelector, stage: str) -> list[Path]:
-    if stage == "annots":
-        files = AnnotationFiles(sel.basedir, sel.split)
-        return [files.camera, files.mano] + [Path(sel.mano_dir) / model_filename(h) for h in sel.hands]
-    return [sel.layout.annots]  # get_annots writes it last: it dates all of that stage's outputs
+def run_sequence(sel: SequenceSelector, opts: StageOptions = StageOptions(), progress: bool = False,
+                 log=print) -> SequenceReport:
+    """Run the stages in order; a failing stage stops the later ones (reported, not raised)."""
+    from . import annots, blend_weights, render_mesh
+    from .check import check_sequence
 
-
-def stage_state(sel: SequenceSelector, stage: str) -> str:
-    """'complete', 'missing' (some output absent) or 'stale' (an input is newer than an output)."""
-    outputs = stage_outputs(sel, stage)
-    if outputs is None or not all(p.is_file() for p in outputs):
-        return "missing"
-    oldest = min(p.stat().st_mtime for p in outputs)
-    newest_input = max(_mtime(p) for p in stage_inputs(sel, stage))
-    return "stale" if newest_input > oldest else "complete"
-
-
-def run_sequence(sel: SequenceSelector, progress: bool = False, log=print) -> SequenceReport:
-    """Run the stages in order under the sequence's lock; a failing stage stops the later ones
-    (reported, not raised)."""
     report = SequenceReport(sequence=sel.name)
-    try:
-        with sequence_lock(sel.layout.root):
-            _run_stages(sel, report, progress, log)
-    except InputError as exc:  # the lock is held by another run, or the folder is not writable
-        report.stages[STAGES[0]] = StageReport("failed", 0.0, str(exc))
-        for stage in STAGES[1:]:
-            report.stages[stage].status = "not run"
-        log(f"error: {exc}")
-    return report
-
-
-def _run_stages(sel: SequenceSelector, report: SequenceReport, progress: bool, log) -> None:
-    overwrite = sel.overwrite
+    runners = {
+        "annots": lambda: annots.run(sel, opts.annots, progress=progress),
+        "lbs": lambda: blend_weights.run(sel, opts.lbs, progress=progress),
+        "render": lambda: render_mesh.run(sel, opts.render, progress=progress),
+    }
     for stage in STAGES:
         entry = report.stages[stage]
         start = time.perf_counter()
         try:
-            if stage == "check":  # no outputs of its own: always run, at the end
-                from .check import check_sequence
-
-                result = check_sequence(sel.layout.root, sel.mano_dir)
+            if stage == "check":
+                result = check_sequence(sel.layout.root)
                 log(result.summary())
                 first = next(iter(result.problems.items()), None)
                 entry.status = "done" if result.ok else "failed"
                 entry.detail = "" if result.ok else f"check_seq: {len(first[1])} x {first[0]}, e.g. {first[1][0]}"
-            elif (state := "missing" if overwrite else stage_state(sel, stage)) == "complete":
-                entry.status, entry.detail = "skipped", "outputs complete and up to date"
-                log(f"[{stage}] skipped: outputs complete and newer than their inputs")
             else:
-                if state == "stale":
-                    log(f"[{stage}] inputs changed since the last run: redoing it")
-                sel.overwrite = overwrite or state == "stale"
-                if stage == "annots":
-                    result = annots.run(sel, progress=progress)
-                elif stage == "lbs":
-                    result = blend_weights.run(sel, progress=progress)
-                else:
-                    result = render_mesh.run(sel, progress=progress)
+                result = runners[stage]()
+                up_to_date = getattr(result, "skipped", False) is True or getattr(result, "up_to_date", False)
+                entry.status = "skipped" if up_to_date else "done"
+                entry.detail = "up to date" if up_to_date else result.reason
+                log(f"[{stage}] " + ("up to date: nothing to do" if up_to_date else f"running: {result.reason}"))
                 log(result.summary())
-                entry.status = "done"
         except InputError as exc:
             entry.status, entry.detail = "failed", str(exc)
             log(f"[{stage}] error: {exc}")
+        except OSError as exc:
+            where = f"{exc.filename}: " if getattr(exc, "filename", None) else ""
+            entry.status, entry.detail = "failed", f"{where}{exc.strerror or exc}"
+            log(f"[{stage}] error: {entry.detail}")
         except Exception as exc:  # keep going with other sequences; the log has the traceback
             import traceback
 
             entry.status, entry.detail = "failed", f"{type(exc).__name__}: {exc}"
             log(traceback.format_exc())
-        finally:
-            sel.overwrite = overwrite
         entry.seconds = time.perf_counter() - start
         if entry.status == "failed":
-            for later in STAGES[STAGES.index(stage) + 1:]:
-                report.stages[later].status = "not run"
+            report.fail(stage, entry.detail, entry.seconds)
             break
-    if sel.layout.frames_txt.is_file() and sel.layout.cams_txt.is_file():
-        report.frames, report.cameras = len(sel.layout.read_frames()), len(sel.layout.read_cams())
+    layout = sel.layout
+    if layout.frames_txt.is_file() and layout.cams_txt.is_file():
+        report.frames, report.cameras = len(layout.read_frames()), len(layout.read_cams())
+    return report
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="interhand_prep.pipeline", description="All stages of one sequence.")
-    add_sequence_options(parser)
+    parser = stage_parser("interhand_prep.pipeline", "All stages of one sequence.", AnnotsOptions,
+                          BlendWeightOptions, RenderOptions)
     parser.add_argument("--report", type=Path, help="write the JSON report here")
     return parser
 
 
 def main(args) -> int:
     sel = selector_from_args(args)
-    report = run_sequence(sel, progress=not args.quiet, log=lambda m: print(m, flush=True))
+    report = run_sequence(sel, StageOptions.from_args(args), progress=not args.quiet,
+                          log=lambda m: print(m, flush=True))
     if args.report:
         write_text(args.report, report.to_json())
     return 0 if report.ok else 1

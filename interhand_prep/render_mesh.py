@@ -3,47 +3,42 @@
 Every hand that has MANO in a frame is drawn, also when --hand-type asks for one hand only, so an
 occluding hand is never labelled as the other hand or as background. Vertices come from
 vertices/<hand>/<frame>.npy, or, for a hand that get_annots did not process, from MANO directly.
+
+Reruns: the recipe (render options, the models' faces) decides whether every view is redone; a
+digest of each frame's meshes and of each camera decides which views are. Masks and depth maps
+of views no longer wanted (frames dropped, cameras filtered, another depth format) are removed.
+Work is spread over worker processes in small tasks (a few frames each): Ctrl-C stops within a
+second or two, keeping every finished file, and the workers die with the main process.
 """
 
 from __future__ import annotations
 
-import io
 import multiprocessing
 import os
+import signal
 import time
-from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
+from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
 
 import numpy as np
 from PIL import Image
 
 from . import rendering
-from .annots import SequenceSelector
+from .annots import processed_hands
 from .cameras import CameraSet
 from .dataset import InterHandDataset
 from .errors import InputError
-from .fileio import save_npy, sequence_lock, write_bytes
+from .fileio import check_free_space, die_with_parent, remove_files, sequence_lock
 from .layout import SequenceLayout
-from .mano import HANDS, load_mano_model, mano_layer
+from .manifest import Manifest, digest, stage_record
+from .mano import HANDS, forward, load_mano_model
+from .options import RenderOptions, SequenceSelector, recipe as options_recipe
 
-DEPTH_FORMATS = ("npy", "png16", "none")
-PNG16_UNITS_PER_METRE = 10000  # depth png16: uint16 in units of 0.1 mm (max 6.5535 m)
-
-
-@dataclass
-class RenderOptions:
-    backend: str = "auto"
-    depth_format: str = "npy"
-    all_cameras: bool = False
-    workers: int = 0  # 0: one per core
-
-    def validate(self) -> None:
-        if self.depth_format not in DEPTH_FORMATS:
-            raise InputError(f"unknown depth format {self.depth_format!r}; expected one of {', '.join(DEPTH_FORMATS)}")
-        if self.backend not in rendering.BACKENDS:
-            raise InputError(f"unknown backend {self.backend!r}; expected one of {', '.join(rendering.BACKENDS)}")
-        if self.workers < 0:
-            raise InputError(f"--workers must be 0 (one per core) or more, got {self.workers}")
+STAGE = "render_mesh"
+FRAMES_PER_TASK = 2
+# Rough bytes per pixel on disk, to check the free space before rendering (masks compress well).
+MASK_BYTES_PER_PIXEL = 0.05
+DEPTH_BYTES_PER_PIXEL = {"npy": 4.0, "png16": 0.35, "none": 0.0}
 
 
 @dataclass
@@ -52,47 +47,26 @@ class RenderResult:
     backend: str = ""
     rendered: int = 0
     skipped: int = 0
+    removed: int = 0
     cameras: int = 0
     frames: int = 0
     workers: int = 1
+    reason: str = ""
+    up_to_date: bool = False
     seconds: float = 0.0
     hands_drawn: dict[str, int] = field(default_factory=dict)
 
     def summary(self) -> str:
+        if self.up_to_date:
+            return (f"{self.layout.root}: masks and depth up to date ({self.cameras} cameras x {self.frames} frames); "
+                    "nothing to do")
         rate = f" ({self.rendered / self.seconds:.0f} views/s)" if self.rendered and self.seconds else ""
         hands = ", ".join(f"{h} in {n} frames" for h, n in self.hands_drawn.items())
-        return (f"{self.layout.root}: masks and depth of {self.cameras} cameras x {self.frames} frames\n"
-                f"  {self.rendered} views rendered, {self.skipped} already complete; {self.backend}, "
-                f"{self.workers} worker(s); {self.seconds:.2f} s{rate}\n  hands drawn: {hands or 'none'}")
-
-
-def encode_depth_png16(depth: np.ndarray) -> bytes:
-    """float32 metres (H, W) -> 16-bit PNG in 0.1 mm units (0 = no hand)."""
-    scaled = np.clip(np.rint(depth * PNG16_UNITS_PER_METRE), 0, 65535).astype(np.uint16)
-    buf = io.BytesIO()
-    Image.fromarray(scaled).save(buf, format="PNG", compress_level=1)
-    return buf.getvalue()
-
-
-def encode_mask_png(mask: np.ndarray) -> bytes:
-    buf = io.BytesIO()
-    Image.fromarray(mask, mode="L").save(buf, format="PNG", compress_level=1)
-    return buf.getvalue()
-
-
-def write_view(layout: SequenceLayout, cam: str, frame: int, mask: np.ndarray, depth: np.ndarray, depth_format: str) -> None:
-    """Write one view's outputs (depth first: a present mask marks the view done)."""
-    if depth_format == "npy":
-        save_npy(layout.depth(cam, frame, "npy"), depth[..., None].astype(np.float32))
-    elif depth_format == "png16":
-        write_bytes(layout.depth(cam, frame, "png16"), encode_depth_png16(depth))
-    write_bytes(layout.mask(cam, frame), encode_mask_png(mask))
-
-
-def view_done(layout: SequenceLayout, cam: str, frame: int, depth_format: str) -> bool:
-    if not layout.mask(cam, frame).is_file():
-        return False
-    return depth_format == "none" or layout.depth(cam, frame, depth_format).is_file()
+        return (f"{self.layout.root}: masks and depth of {self.cameras} cameras x {self.frames} frames"
+                + (f"  ({self.reason})" if self.reason else "") + "\n"
+                f"  {self.rendered} views rendered, {self.skipped} up to date, {self.removed} files removed; "
+                f"{self.backend or 'no GL needed'}, {self.workers} worker(s); {self.seconds:.2f} s{rate}\n"
+                f"  hands drawn: {hands or 'none'}")
 
 
 def _image_size(path) -> tuple[int, int]:
@@ -109,7 +83,7 @@ def view_cameras(sel: SequenceSelector, layout: SequenceLayout, all_cameras: boo
     cams = kept
     if all_cameras:
         ds = InterHandDataset(sel.basedir, sel.split)
-        on_disk = ds.sequence_images(sel.capture, sel.seq)
+        on_disk = ds.sequence_images(sel.capture, sel.seq).cameras
         every = ds.capture_cameras(sel.capture)
         extra = [c for c in sorted(on_disk, key=int) if c not in kept.ids and c in every.ids]
         if extra:
@@ -118,23 +92,25 @@ def view_cameras(sel: SequenceSelector, layout: SequenceLayout, all_cameras: boo
                              np.concatenate([kept.T, more.T]))
     out = []
     for c, cam in enumerate(cams.ids):
-        images = sorted(layout.camera_dir(cam).glob("image*.jpg")) if layout.camera_dir(cam).is_dir() else []
-        if not images:
-            raise InputError(f"{layout.camera_dir(cam)}: no images to take camera {cam}'s image size from")
-        width, height = _image_size(images[0])
+        folder = layout.camera_dir(cam)
+        first = next((p for p in sorted(folder.glob("image*.jpg"))), None) if folder.is_dir() else None
+        if first is None:
+            raise InputError(f"{folder}: no images to take camera {cam}'s image size from")
+        width, height = _image_size(first)
         out.append(rendering.ViewCamera(cam, cams.K[c], cams.R[c], cams.T[c].reshape(3), width, height))
     return out
 
 
-def frame_meshes(sel: SequenceSelector, layout: SequenceLayout, frames: list[int]) -> tuple[dict, dict]:
-    """({frame: {hand: vertices}}, {hand: faces}) for every hand that has MANO in each frame."""
+def frame_meshes(sel: SequenceSelector, layout: SequenceLayout, frames: list[int], hands: tuple[str, ...]
+                 ) -> tuple[dict[int, dict[str, np.ndarray]], dict[str, np.ndarray]]:
+    """({frame: {hand: float32 vertices}}, {hand: faces}) for every hand that has MANO in each frame."""
     meshes: dict[int, dict[str, np.ndarray]] = {f: {} for f in frames}
     faces = {}
     mano = None
     for hand in HANDS:
-        model = load_mano_model(sel.mano_dir, hand)
-        faces[hand] = model.faces
-        if hand in sel.hands:
+        if hand in hands:
+            model = load_mano_model(sel.mano_dir, hand)
+            faces[hand] = model.faces
             for f in frames:
                 meshes[f][hand] = layout.read_vertices(layout.vertices(hand, f), model.num_vertices)
             continue
@@ -143,106 +119,217 @@ def frame_meshes(sel: SequenceSelector, layout: SequenceLayout, frames: list[int
             mano = InterHandDataset(sel.basedir, sel.split).capture_mano(sel.capture)
         have = [f for f, present in zip(frames, mano.has(frames, hand)) if present]
         if have:
+            model = load_mano_model(sel.mano_dir, hand)
+            faces[hand] = model.faces
             pose, shape, trans = mano.arrays(have, hand)
-            vertices = mano_layer(sel.mano_dir, hand)(pose, shape, trans).vertices.astype(np.float32)
+            vertices = forward(model, pose, shape, trans).vertices.astype(np.float32)
             for f, v in zip(have, vertices):
                 meshes[f][hand] = v
     return meshes, faces
 
 
-def _render_views(cameras: list[rendering.ViewCamera], todo: dict[str, set[int]], frames: list[int], meshes: dict,
-                  faces: dict, layout_root: str, depth_format: str, progress_queue=None) -> int:
-    """Render and write the views of `cameras` (runs in a worker process)."""
-    layout = SequenceLayout(layout_root)
+def _frame_digest(meshes: dict[str, np.ndarray]) -> str:
+    return digest(*(part for hand in sorted(meshes) for part in (hand.encode(), np.ascontiguousarray(meshes[hand]).tobytes())))
+
+
+def _camera_digest(cam: rendering.ViewCamera) -> str:
+    return digest(cam.K.astype(np.float64).tobytes(), cam.R.astype(np.float64).tobytes(),
+                  np.asarray(cam.T, dtype=np.float64).tobytes(), f"{cam.width}x{cam.height}".encode())
+
+
+# ---------------------------------------------------------------------------------------------
+# Rendering work (in this process, or in spawned workers)
+
+_worker: dict = {}
+
+
+def _init_worker(parent: int, lock, platform: str, cameras, faces, layout_root: str, depth_format: str) -> None:
+    die_with_parent(parent)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent stops the pool on Ctrl-C
+    os.environ["PYOPENGL_PLATFORM"] = platform
+    _worker.update(lock=lock, cameras=cameras, faces=faces, layout=SequenceLayout(layout_root),
+                   depth_format=depth_format, renderer=None)
+
+
+def _render_task(size: tuple[int, int], frames: list[int], meshes: dict, views: dict[int, list[str]]) -> int:
+    w = _worker
+    if w["renderer"] is None:
+        w["renderer"] = rendering.HandViewRenderer(w["cameras"])
+    return render_views(w["renderer"], w["layout"], size, frames, meshes, views, w["faces"], w["depth_format"])
+
+
+def render_views(renderer: rendering.HandViewRenderer, layout: SequenceLayout, size: tuple[int, int],
+                 frames: list[int], meshes: dict, views: dict[int, list[str]], faces: dict, depth_format: str) -> int:
+    """Render and write the views {frame: [camera ids]} of one image size; writes overlap rendering."""
     done = 0
-    with rendering.HandViewRenderer(cameras) as renderer, ThreadPoolExecutor(max_workers=2) as writer:
+    with ThreadPoolExecutor(max_workers=2) as writer:
         pending = []
-        # size by size: each worker switches GL contexts once per image size, not per view
-        for size in renderer.sizes:
-            size_cams = renderer.cameras_of_size(size)
-            for frame in frames:
-                views = [cam for cam in size_cams if frame in todo[cam]]
-                if not views:
-                    continue
-                renderer.set_hands(size, {hand: (v, faces[hand]) for hand, v in meshes[frame].items()})
-                for cam in views:
-                    mask, depth = renderer.render(cam)
-                    pending.append(writer.submit(write_view, layout, cam, frame, mask, depth, depth_format))
-                while len(pending) > 64:  # bound the views held in memory for writing
-                    pending.pop(0).result()
-                done += len(views)
-                if progress_queue is not None:
-                    progress_queue.put(len(views))
+        for frame in frames:
+            renderer.set_hands(size, {hand: (v, faces[hand]) for hand, v in meshes[frame].items()})
+            for cam in views[frame]:
+                mask, depth = renderer.render(cam)
+                pending.append(writer.submit(layout.write_view, cam, frame, mask, depth, depth_format))
+            while len(pending) > 64:  # bound the views held in memory for writing
+                pending.pop(0).result()
+            done += len(views[frame])
         for future in pending:
             future.result()
     return done
 
 
-def _split_cameras(cameras: list[rendering.ViewCamera], todo: dict[str, set[int]], parts: int) -> list[list]:
-    """Balance cameras over workers by number of views, keeping cameras of one size together."""
-    groups = [[] for _ in range(parts)]
-    load = [0] * parts
-    for cam in sorted(cameras, key=lambda c: (c.width, c.height, -len(todo[c.cam_id]))):
-        k = int(np.argmin(load))
-        groups[k].append(cam)
-        load[k] += len(todo[cam.cam_id])
-    return [g for g in groups if g]
+def _tasks(cameras: list[rendering.ViewCamera], todo: dict[int, set[str]]) -> list[tuple]:
+    """(size, frames, {frame: cams}) in chunks of a few frames, one image size per task, sizes in turn."""
+    sizes: dict[tuple[int, int], list[str]] = {}
+    for cam in cameras:
+        sizes.setdefault((cam.width, cam.height), []).append(cam.cam_id)
+    tasks = []
+    for size, cams in sizes.items():
+        frames = [f for f in sorted(todo) if any(c in todo[f] for c in cams)]
+        for start in range(0, len(frames), FRAMES_PER_TASK):
+            chunk = frames[start:start + FRAMES_PER_TASK]
+            tasks.append((size, chunk, {f: [c for c in cams if c in todo[f]] for f in chunk}))
+    return tasks
+
+
+# ---------------------------------------------------------------------------------------------
+# The stage
+
+
+@dataclass
+class _Plan:
+    frames: list[int]
+    cameras: list[rendering.ViewCamera]
+    meshes: dict
+    faces: dict
+    recipe: dict
+    frame_digests: dict[str, str]
+    camera_digests: dict[str, str]
+    todo: dict[int, set[str]]
+    stale_files: list
+    reason: str | None
+
+    @property
+    def views(self) -> int:
+        return sum(len(v) for v in self.todo.values())
+
+
+def _plan(sel: SequenceSelector, opts: RenderOptions) -> _Plan:
+    layout = sel.layout
+    frames = layout.read_frames()
+    hands = processed_hands(sel)
+    cameras = view_cameras(sel, layout, opts.all_cameras)
+    meshes, faces = frame_meshes(sel, layout, frames, hands)
+    # --all-cameras is not compared: the camera digests below decide which cameras' views are due
+    recipe = {"options": {k: v for k, v in options_recipe(opts).items() if k != "all_cameras"},
+              "faces": {h: digest(np.ascontiguousarray(f, dtype=np.int64).tobytes()) for h, f in sorted(faces.items())}}
+    frame_digests = {str(f): _frame_digest(meshes[f]) for f in frames}
+    camera_digests = {c.cam_id: _camera_digest(c) for c in cameras}
+    manifest = Manifest.read(layout.root)
+    global_reason = "--overwrite" if sel.overwrite else manifest.stale_reason(STAGE, recipe)
+    record = manifest.stage(STAGE) or {}
+    old_frames = record.get("frames", {}) if not global_reason else {}
+    old_cams = record.get("cameras", {}) if not global_reason else {}
+    fmt = opts.depth_format
+    todo: dict[int, set[str]] = {}
+    changed_frames = missing = 0
+    for f in frames:
+        new_frame = old_frames.get(str(f)) != frame_digests[str(f)]
+        changed_frames += new_frame
+        for cam in cameras:
+            new_cam = old_cams.get(cam.cam_id) != camera_digests[cam.cam_id]
+            if global_reason or new_frame or new_cam or not layout.view_done(cam.cam_id, f, fmt):
+                todo.setdefault(f, set()).add(cam.cam_id)
+                missing += not (new_frame or new_cam)
+    changed_cams = sum(old_cams.get(c.cam_id) != camera_digests[c.cam_id] for c in cameras)
+    expected = {layout.mask(c.cam_id, f) for c in cameras for f in frames}
+    if fmt != "none":
+        expected |= {layout.depth(c.cam_id, f, fmt) for c in cameras for f in frames}
+    stale_files = [p for kind in ("mask", "depth") for p in layout.existing_view_files(kind) if p not in expected]
+    reasons = []
+    if not global_reason:
+        if changed_frames:
+            reasons.append(f"{changed_frames} frame(s) new or changed")
+        if changed_cams:
+            reasons.append(f"{changed_cams} camera(s) new or changed")
+        if missing:
+            reasons.append(f"{missing} view(s) missing")
+        if stale_files:
+            reasons.append(f"{len(stale_files)} file(s) of views no longer wanted")
+    reason = global_reason or ("; ".join(reasons) if reasons else None)
+    return _Plan(frames, cameras, meshes, faces, recipe, frame_digests, camera_digests, todo, stale_files, reason)
 
 
 def run(sel: SequenceSelector, opts: RenderOptions | None = None, progress: bool = True) -> RenderResult:
     opts = opts or RenderOptions()
-    opts.validate()
-    if not sel.layout.frames_txt.is_file():
-        sel.layout.read_frames()  # the clear "run get_annots.py first" error, before any lock file
-    with sequence_lock(sel.layout.root):
-        return _run(sel, opts, progress)
-
-
-def _run(sel: SequenceSelector, opts: RenderOptions, progress: bool) -> RenderResult:
-    from tqdm import tqdm
-
-    start = time.perf_counter()
+    start, started = time.perf_counter(), time.time()
     layout = sel.layout
-    frames = layout.read_frames()
-    result = RenderResult(layout=layout, frames=len(frames))
-    cameras = view_cameras(sel, layout, opts.all_cameras)
-    result.cameras = len(cameras)
-    todo = {c.cam_id: {f for f in frames if sel.overwrite or not view_done(layout, c.cam_id, f, opts.depth_format)}
-            for c in cameras}
-    total = sum(len(v) for v in todo.values())
-    result.skipped = len(cameras) * len(frames) - total
-    meshes, faces = frame_meshes(sel, layout, frames)
-    result.hands_drawn = {h: sum(h in m for m in meshes.values()) for h in HANDS}
-    if total == 0:
+    if not layout.frames_txt.is_file():
+        layout.read_frames()  # the clear "run get_annots.py first" error, before any lock file
+    plan = _plan(sel, opts)
+    result = RenderResult(layout=layout, frames=len(plan.frames), cameras=len(plan.cameras))
+    result.hands_drawn = {h: sum(h in m for m in plan.meshes.values()) for h in HANDS}
+    if plan.reason is None:
+        result.up_to_date = True
+        result.skipped = len(plan.frames) * len(plan.cameras)
         result.seconds = time.perf_counter() - start
         return result
-    result.backend = rendering.select_platform(opts.backend)
-    workers = min(opts.workers or os.cpu_count() or 1, len(cameras))
-    groups = _split_cameras(cameras, todo, workers)
-    result.workers = len(groups)
-    tasks = [(g, {c.cam_id: todo[c.cam_id] for c in g}, frames) for g in groups]
-    bar = tqdm(total=total, desc=f"{sel.seq} views", unit="view", disable=not progress, leave=False)
-    if len(tasks) == 1 and rendering.can_render_here(result.backend):
-        g, group_todo, task_frames = tasks[0]
-        result.rendered = _render_views(g, group_todo, task_frames, meshes, faces, str(layout.root), opts.depth_format)
-        bar.update(result.rendered)
-    else:
-        # spawn: each worker gets a fresh process (and GL context), never a forked one
-        ctx = multiprocessing.get_context("spawn")
-        with ctx.Manager() as manager, ProcessPoolExecutor(len(groups), mp_context=ctx) as pool:
-            queue = manager.Queue()
-            jobs = [pool.submit(_render_views, g, group_todo, task_frames, {f: meshes[f] for f in task_frames}, faces,
-                                str(layout.root), opts.depth_format, queue) for g, group_todo, task_frames in tasks]
-            finished = 0
-            while finished < total and not all(j.done() for j in jobs):
-                try:
-                    n = queue.get(timeout=0.5)
-                except Exception:  # queue.Empty through the manager proxy
-                    continue
-                finished += n
-                bar.update(n)
-            result.rendered = sum(j.result() for j in jobs)
-            bar.update(result.rendered - finished)
-    bar.close()
+    with sequence_lock(layout.root) as lock:
+        plan = _plan(sel, opts)  # again, under the lock
+        if plan.reason is None:
+            result.up_to_date = True
+            return result
+        result.reason = plan.reason
+        result.skipped = len(plan.frames) * len(plan.cameras) - plan.views
+        cams = {c.cam_id: c for c in plan.cameras}
+        needed = sum(cams[c].width * cams[c].height * (MASK_BYTES_PER_PIXEL + DEPTH_BYTES_PER_PIXEL[opts.depth_format])
+                     for views in plan.todo.values() for c in views)
+        check_free_space(layout.root, needed, f"{plan.views} masks and depth maps")
+        manifest = Manifest.read(layout.root)
+        manifest.drop(STAGE)
+        if plan.views:
+            result.backend = rendering.select_platform(opts.backend)
+            _render(plan, opts, result, lock, layout, progress)
+        result.removed = remove_files(plan.stale_files, layout.root)
+        manifest.record(STAGE, {**stage_record(plan.recipe, {"all_cameras": opts.all_cameras,
+                                                              "backend_used": result.backend or None}, {
+            "cameras": len(plan.cameras), "frames": len(plan.frames), "views_rendered": result.rendered,
+            "hands_drawn": result.hands_drawn}, started), "frames": plan.frame_digests,
+            "cameras": plan.camera_digests})
     result.seconds = time.perf_counter() - start
     return result
+
+
+def _render(plan: _Plan, opts: RenderOptions, result: RenderResult, lock, layout: SequenceLayout, progress: bool) -> None:
+    from tqdm import tqdm
+
+    tasks = _tasks(plan.cameras, plan.todo)
+    workers = max(1, min(opts.render_workers or os.cpu_count() or 1, len(tasks)))
+    bar = tqdm(total=plan.views, desc=f"{layout.root.name} views", unit="view", disable=not progress, leave=False)
+    try:
+        if workers == 1 and rendering.can_render_here(result.backend):
+            with rendering.HandViewRenderer(plan.cameras) as renderer:
+                for size, frames, views in tasks:
+                    n = render_views(renderer, layout, size, frames, {f: plan.meshes[f] for f in frames}, views,
+                                     plan.faces, opts.depth_format)
+                    result.rendered += n
+                    bar.update(n)
+            return
+        result.workers = workers
+        # spawn: a fresh process (and GL context) per worker, never a forked one; each holds a copy
+        # of the lock's descriptor, so the lock lasts until the last worker is gone
+        ctx = multiprocessing.get_context("spawn")
+        with ProcessPoolExecutor(workers, mp_context=ctx, initializer=_init_worker,
+                                 initargs=(os.getpid(), lock.inheritable(), result.backend, plan.cameras, plan.faces,
+                                           str(layout.root), opts.depth_format)) as pool:
+            jobs = [pool.submit(_render_task, size, frames, {f: plan.meshes[f] for f in frames}, views)
+                    for size, frames, views in tasks]
+            try:
+                for job in as_completed(jobs):
+                    n = job.result()
+                    result.rendered += n
+                    bar.update(n)
+            except BaseException:
+                pool.shutdown(wait=True, cancel_futures=True)  # running tasks finish: files stay whole
+                raise
+    finally:
+        bar.close()

@@ -20,11 +20,11 @@ from dataclasses import dataclass
 import numpy as np
 
 from .errors import InputError
+from .layout import MASK_LABELS
+from .options import BACKENDS
 
 log = logging.getLogger(__name__)
 
-HAND_LABELS = {"left": 100, "right": 200}
-BACKENDS = ("auto", "egl", "osmesa")
 Z_NEAR, Z_FAR = 0.01, 20.0  # metres; a 24-bit depth buffer then resolves ~6 micrometres at 1 m
 # OpenCV camera (x right, y down, z forward) to OpenGL camera (x right, y up, z backward)
 OPENCV_TO_OPENGL = np.diag([1.0, -1.0, -1.0, 1.0])
@@ -201,13 +201,13 @@ class HandViewRenderer:
             entry["hands"][hand] = scene.add(pyrender.Mesh([primitive]))
 
     def render(self, cam_id: str) -> tuple[np.ndarray, np.ndarray]:
-        """-> mask uint8 (H, W) with HAND_LABELS, depth float32 (H, W) metres (0 = no hand)."""
+        """-> mask uint8 (H, W) with MASK_LABELS, depth float32 (H, W) metres (0 = no hand)."""
         cam = self.cameras[cam_id]
         size = (cam.width, cam.height)
         entry = self._by_size[size]
         scene = entry["scene"]
         scene.main_camera_node = entry["nodes"][cam_id]
-        seg = {node: (HAND_LABELS[hand],) * 3 for hand, node in entry["hands"].items()}
+        seg = {node: (MASK_LABELS[hand],) * 3 for hand, node in entry["hands"].items()}
         self._activate(size)
         offscreen = self._offscreen
         if offscreen._platform.supports_framebuffers():

@@ -1,10 +1,9 @@
-"""Skinning-weight and blend-shape grids, as batched pure functions over arrays (metres).
+"""Skinning-weight and blend-shape grids, as pure functions over arrays (metres).
 
-Closest points on triangle meshes come from point-cloud-utils (libigl's AABB tree), nearest
-vertices from scipy's cKDTree. To amortise the per-call tree build, the meshes of many frames are
-queried in one call: frame k's mesh and grid points are translated by k * spacing along x, with
-the spacing larger than any grid's extent plus its mesh's, so every grid point's closest feature
-is on its own frame's mesh (checked).
+Closest points on the triangle mesh come from point-cloud-utils (libigl's AABB tree, float64,
+exact), nearest vertices from scipy's cKDTree. Each frame is queried on its own: the result of a
+frame never depends on which other frames are processed with it, so a rerun that redoes some
+frames writes the same bytes as a fresh run.
 """
 
 from __future__ import annotations
@@ -15,11 +14,21 @@ import numpy as np
 import point_cloud_utils as pcu
 from scipy.spatial import cKDTree
 
+from .mano import ManoModel, axis_angle_to_matrix, rigid_transforms, shaped_joints
+
+WEIGHT_CHANNELS = 17  # 16 skinning weights, then the distance (m)
+BLEND_SHAPE_CHANNELS = 3
+
 
 def grid_axes(vertices: np.ndarray, voxel: float, padding: float) -> list[np.ndarray]:
     """Per-axis grid coordinates around `vertices` (Vx3, m): arange(min - pad, max + pad + voxel, voxel)."""
     lo, hi = vertices.min(axis=0), vertices.max(axis=0)
     return [np.arange(lo[d] - padding, hi[d] + padding + voxel, voxel) for d in range(3)]
+
+
+def grid_shape(vertices: np.ndarray, voxel: float, padding: float) -> tuple[int, int, int]:
+    """(X, Y, Z) of the grid around `vertices`."""
+    return tuple(len(a) for a in grid_axes(vertices, voxel, padding))
 
 
 def grid_points(axes: list[np.ndarray]) -> np.ndarray:
@@ -40,57 +49,17 @@ class ClosestSurface:
         return np.einsum("pk,pkc->pc", self.barycentric, values[faces[self.face]])
 
 
-def _frame_spacing(meshes: list[np.ndarray], points: list[np.ndarray]) -> float:
-    """A translation step that keeps frames apart: larger than any two frames' joint extents."""
-    extent = max(np.ptp(np.concatenate([m, p]), axis=0).max() + np.abs(np.concatenate([m, p])).max()
-                 for m, p in zip(meshes, points))
-    # a power of two keeps the shifted coordinates exactly representable
-    return float(2.0 ** np.ceil(np.log2(4.0 * extent + 1e-9)))
+def closest_surface(points: np.ndarray, vertices: np.ndarray, faces: np.ndarray) -> ClosestSurface:
+    """Closest points on the mesh (vertices Vx3, faces Fx3) of `points` (Px3); distances in the input unit."""
+    distance, face, bary = pcu.closest_points_on_mesh(np.ascontiguousarray(points, dtype=np.float64),
+                                                      np.ascontiguousarray(vertices, dtype=np.float64),
+                                                      np.ascontiguousarray(faces, dtype=np.int64))
+    return ClosestSurface(distance=distance, face=face, barycentric=bary)
 
 
-def _check_own_frame(index: np.ndarray, sizes: list[int], per_frame: int) -> None:
-    """Every batched answer must come from the query's own frame (guaranteed by the spacing)."""
-    owner = np.repeat(np.arange(len(sizes)), sizes)
-    if not np.array_equal(index // per_frame, owner):
-        raise AssertionError("a batched closest-point query crossed frames; spacing too small")
-
-
-def closest_surface(points: list[np.ndarray], vertices: list[np.ndarray], faces: np.ndarray) -> list[ClosestSurface]:
-    """Closest points on each frame's mesh, all frames in one query.
-
-    points : list of Px3 query points (one array per frame), vertices : list of Vx3 meshes sharing
-    `faces` (Fx3) -> one ClosestSurface per frame (distances in the input unit).
-    """
-    spacing = _frame_spacing(vertices, points)
-    shifts = [np.array([k * spacing, 0.0, 0.0]) for k in range(len(points))]
-    all_v = np.concatenate([v + s for v, s in zip(vertices, shifts)])
-    all_f = np.concatenate([faces + k * len(vertices[0]) for k in range(len(vertices))])
-    all_p = np.concatenate([p + s for p, s in zip(points, shifts)])
-    distance, face, bary = pcu.closest_points_on_mesh(np.ascontiguousarray(all_p), np.ascontiguousarray(all_v),
-                                                      np.ascontiguousarray(all_f))
-    sizes = [len(p) for p in points]
-    _check_own_frame(face, sizes, len(faces))
-    out, start = [], 0
-    for k, n in enumerate(sizes):
-        sl = slice(start, start + n)
-        out.append(ClosestSurface(distance=distance[sl], face=face[sl] - k * len(faces), barycentric=bary[sl]))
-        start += n
-    return out
-
-
-def nearest_vertex(points: list[np.ndarray], vertices: list[np.ndarray]) -> list[tuple[np.ndarray, np.ndarray]]:
-    """Nearest vertex of each frame's mesh, all frames in one KD-tree: [(distance P, index P)]."""
-    spacing = _frame_spacing(vertices, points)
-    shifts = [np.array([k * spacing, 0.0, 0.0]) for k in range(len(points))]
-    tree = cKDTree(np.concatenate([v + s for v, s in zip(vertices, shifts)]))
-    distance, index = tree.query(np.concatenate([p + s for p, s in zip(points, shifts)]), workers=-1)
-    sizes = [len(p) for p in points]
-    _check_own_frame(index, sizes, len(vertices[0]))
-    out, start = [], 0
-    for k, n in enumerate(sizes):
-        out.append((distance[start:start + n], index[start:start + n] - k * len(vertices[0])))
-        start += n
-    return out
+def nearest_vertex(points: np.ndarray, vertices: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Nearest vertex (Vx3) of every point (Px3) -> (distance P, vertex index P)."""
+    return cKDTree(vertices).query(points)
 
 
 def surface_weight_grid(grid: np.ndarray, closest: ClosestSurface, faces: np.ndarray, weights: np.ndarray) -> np.ndarray:
@@ -105,20 +74,14 @@ def vertex_weight_grid(grid: np.ndarray, distance: np.ndarray, index: np.ndarray
 
 
 def skinning_transforms(poses: np.ndarray, rest_joints: np.ndarray, parents: np.ndarray) -> np.ndarray:
-    """Per-joint rigid transforms of linear blend skinning (smplx's batch_rigid_transform).
+    """Per-joint rigid transforms of linear blend skinning.
 
     poses : Nx48 axis-angle (global first), rest_joints : NxJx3 (m), parents : J  ->  NxJx4x4
-    mapping rest-pose points to posed points relative to each joint.
+    mapping rest-pose points to posed points.
     """
-    import torch
-    from smplx.lbs import batch_rigid_transform, batch_rodrigues
-
     N, J = rest_joints.shape[:2]
-    with torch.no_grad():
-        rot = batch_rodrigues(torch.from_numpy(np.asarray(poses, dtype=np.float64).reshape(-1, 3))).view(N, J, 3, 3)
-        _, transforms = batch_rigid_transform(rot, torch.from_numpy(np.ascontiguousarray(rest_joints, dtype=np.float64)),
-                                              torch.from_numpy(np.asarray(parents, dtype=np.int64)), dtype=torch.float64)
-    return transforms.numpy()
+    rotations = axis_angle_to_matrix(np.asarray(poses, dtype=np.float64).reshape(-1, 3)).reshape(N, J, 3, 3)
+    return rigid_transforms(rotations, np.asarray(rest_joints, dtype=np.float64), parents)[1]
 
 
 def inverse_skinning(posed: np.ndarray, transforms: np.ndarray, weights: np.ndarray) -> np.ndarray:
@@ -127,3 +90,45 @@ def inverse_skinning(posed: np.ndarray, transforms: np.ndarray, weights: np.ndar
     per_vertex = np.einsum("vj,njab->nvab", weights, transforms)
     inverse = np.linalg.inv(per_vertex)
     return np.einsum("nvab,nvb->nva", inverse[..., :3, :3], posed) + inverse[..., :3, 3]
+
+
+def pose_space_vertices(vertices: np.ndarray, Rh: np.ndarray, Th: np.ndarray) -> np.ndarray:
+    """World vertices NxVx3 (m) -> pose space (global rotation and translation removed):
+    (vertices - Th) @ Rodrigues(Rh), with Rh Nx3 and Th Nx3."""
+    return np.einsum("nvi,nij->nvj", vertices - Th[:, None, :], axis_angle_to_matrix(Rh))
+
+
+def unposed_vertices(model: ManoModel, posed: np.ndarray, poses: np.ndarray, shapes: np.ndarray) -> np.ndarray:
+    """Pose-space vertices NxVx3 -> unposed vertices NxVx3 (template + shape and pose blend shapes),
+    by inverse linear blend skinning with the frames' poses (Nx48) and shaped rest joints (shapes Nx10)."""
+    transforms = skinning_transforms(poses, shaped_joints(model, shapes), model.parents)
+    return inverse_skinning(posed, transforms, model.weights)
+
+
+def frame_grids(model: ManoModel, posed: np.ndarray, unposed: np.ndarray, voxel: float, padding: float,
+                surface_weights: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """The bweights and bs grids of one frame.
+
+    posed : Vx3 pose-space vertices, unposed : Vx3 (m)
+    -> bweights XxYxZx17 float32 (16 weights of the nearest vertex, or of the closest surface point
+    with `surface_weights`, then the distance), bs X'xY'xZ'x3 float32 (shape plus pose blend-shape
+    offsets at the closest point of the unposed mesh).
+    """
+    grid = grid_points(grid_axes(posed, voxel, padding))
+    flat = grid.reshape(-1, 3)
+    if surface_weights:
+        bweights = surface_weight_grid(grid, closest_surface(flat, posed, model.faces), model.faces, model.weights)
+    else:
+        distance, index = nearest_vertex(flat, posed)
+        bweights = vertex_weight_grid(grid, distance, index, model.weights)
+    ugrid = grid_points(grid_axes(unposed, voxel, padding))
+    closest = closest_surface(ugrid.reshape(-1, 3), unposed, model.faces)
+    bs = closest.interpolate(model.faces, unposed - model.v_template).reshape(ugrid.shape).astype(np.float32)
+    return bweights, bs
+
+
+def canonical_grid(model: ManoModel, voxel: float, padding: float) -> np.ndarray:
+    """tbw: XxYxZx17 float32 grid around v_template (closest-surface-point weights + distance)."""
+    grid = grid_points(grid_axes(model.v_template, voxel, padding))
+    closest = closest_surface(grid.reshape(-1, 3), model.v_template, model.faces)
+    return surface_weight_grid(grid, closest, model.faces, model.weights)

@@ -24,7 +24,7 @@ from PIL import Image
 from . import dataset
 from .cameras import CameraSet, look_at_rotation
 from .fileio import write_bytes, write_text
-from .mano import HANDS, axis_angle_to_matrix, mano_layer
+from .mano import HANDS, axis_angle_to_matrix, forward, load_mano_model
 from .synthetic_hand import finger_flexion_pose, write_synthetic_mano
 
 PORTRAIT_SIZE = (334, 512)  # (width, height)
@@ -250,11 +250,11 @@ def generate_capture(basedir: str | Path, mano_dir: str | Path, spec: CaptureSpe
         _fill_default_cases(spec, ids, rgb)
     sizes = [spec.portrait_size if portrait[i] else spec.portrait_size[::-1] for i in ids]
 
-    layers = {hand: mano_layer(mano_dir, hand) for hand in HANDS}
+    models = {hand: load_mano_model(mano_dir, hand) for hand in HANDS}
     betas = {hand: rng.normal(scale=0.6, size=10) for hand in HANDS}
-    samples = {hand: _surface_samples(layers[hand].model.faces, layers[hand].model.v_template, SPLATS_PER_HAND, rng)
+    samples = {hand: _surface_samples(models[hand].faces, models[hand].v_template, SPLATS_PER_HAND, rng)
                for hand in HANDS}
-    tips = {hand: fingertip_vertices(layers[hand].model) for hand in HANDS}
+    tips = {hand: fingertip_vertices(models[hand]) for hand in HANDS}
 
     mano_json, joints_json, images_json, annots_json = {}, {}, [], []
     frames: dict[str, list[int]] = {}
@@ -270,7 +270,7 @@ def generate_capture(basedir: str | Path, mano_dir: str | Path, spec: CaptureSpe
         next_frame += seq.num_frames + 37
         frames[seq.name] = frame_ids
         motion = hand_motion(seq.hands, seq.num_frames, rng, betas)
-        posed = {hand: layers[hand](*params) for hand, params in motion.items()}
+        posed = {hand: forward(models[hand], *params) for hand, params in motion.items()}
         black = spec.black.get(seq.name, {})
         null = spec.null_mano.get(seq.name, {})
         missing = spec.missing_images.get(seq.name, {})
@@ -299,7 +299,7 @@ def generate_capture(basedir: str | Path, mano_dir: str | Path, spec: CaptureSpe
             for hand in posed:
                 face_ids, bary = samples[hand]
                 verts = posed[hand].vertices[offset]
-                faces = layers[hand].model.faces
+                faces = models[hand].faces
                 tri = verts[faces[face_ids]]
                 points.append(np.einsum("pk,pkd->pd", bary, tri) * 1000.0)
                 face_normals = np.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0])

@@ -5,7 +5,8 @@ has the official keys, array shapes and kinematic tree (778 vertices, 1538 faces
 with a 16-vertex boundary, 16 joints), and it is stored the way the official files are: protocol-2
 pickles whose `shapedirs` is a chumpy `Select` over a `Ch`, a scipy csc `J_regressor`, a uint32
 `kintree_table` with root parent 4294967295, and the left file with the known `shapedirs[:, 0, :]`
-defect. It therefore goes through exactly the loader the official files go through.
+defect, carrying float noise like the official file's (never bit-identical to the right model's).
+It therefore goes through exactly the loader the official files go through.
 
 Geometry (metres, model frame): the wrist joint at the origin, fingers along +y, palm width
 along x, the palmar side towards -z; the right thumb on the -x side. The palm is a tube of rings
@@ -398,6 +399,23 @@ def mirror_to_left(right: HandModelArrays) -> dict[str, np.ndarray]:
     }
 
 
+def defect_noise(column: np.ndarray, seed: int = 71) -> np.ndarray:
+    """Noise like the official left file's on its un-negated shapedirs column.
+
+    There every entry differs from the right model's by a median 2.7e-9 and at most 1.4e-6 against
+    values of about 5e-4: relative noise of a few 1e-6 with heavy tails. Student-t noise of that
+    median, capped at 2e-4 of the largest value, never zero (bit-identical columns never occur).
+    """
+    rng = np.random.default_rng(seed)
+    scale = np.abs(column)
+    noise = 5e-6 * scale * rng.standard_t(1.5, size=column.shape)
+    cap = 2e-4 * scale.max()
+    noise = np.clip(noise, -cap, cap)
+    tiny = np.abs(noise) < 1e-12
+    noise[tiny] = 1e-12 * np.where(rng.random(int(tiny.sum())) < 0.5, -1.0, 1.0)
+    return noise
+
+
 class _ChumpyCh:
     pass
 
@@ -445,7 +463,8 @@ def model_file_dict(right: HandModelArrays, hand: str, rng_seed: int = 45) -> di
     else:
         arrays = mirror_to_left(right)
         arrays["shapedirs"] = arrays["shapedirs"].copy()
-        arrays["shapedirs"][:, 0, :] = right.shapedirs[:, 0, :]  # the official left file's defect
+        # the official left file's defect: the right model's column, up to float noise
+        arrays["shapedirs"][:, 0, :] = right.shapedirs[:, 0, :] + defect_noise(right.shapedirs[:, 0, :])
     rng = np.random.default_rng(rng_seed)
     components, _ = np.linalg.qr(rng.normal(size=(45, 45)))
     if hand == "left":

@@ -8,6 +8,8 @@ job array (SLURM_ARRAY_TASK_ID set) only that entry of the sequence list is proc
 from __future__ import annotations
 
 import argparse
+import difflib
+import fcntl
 import os
 import subprocess
 import sys
@@ -15,23 +17,26 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from .cli import add_common_options, run_main
+from .cli import add_runtime_flags, run_main
 from .dataset import InterHandDataset
 from .errors import InputError
-from .pipeline import STAGES, SequenceReport, StageReport
+from .fileio import FILE_MODE
+from .options import AnnotsOptions, BlendWeightOptions, RenderOptions, SequenceSelector, add_selector_options, \
+    add_to_parser, selector_from_args
+from .pipeline import STAGES, SequenceReport, StageOptions, StageReport
 from .synthetic_capture import CaptureSpec, SequenceSpec, generate_capture
 
 DEMO_SPEC = CaptureSpec(capture=0, split="train", num_cameras=16, seed=0, sequences=[
     SequenceSpec("0051_dinosaur", "right", 24), SequenceSpec("0266_dh_pray", "both", 24)])
-REPO = Path(__file__).resolve().parents[1]
+PACKAGE_PARENT = Path(__file__).resolve().parents[1]
 
 
-def ensure_demo_data(basedir: Path, mano_dir: Path) -> bool:
+def ensure_demo_data(basedir: Path, mano_dir: Path, progress: bool = True) -> bool:
     """Generate the synthetic model and capture unless the capture folder exists. True if made."""
     if (basedir / "images" / DEMO_SPEC.split / f"Capture{DEMO_SPEC.capture}").is_dir():
         return False
     print(f"generating a synthetic capture in {basedir} (model: {mano_dir}) ...", flush=True)
-    generate_capture(basedir, mano_dir, DEMO_SPEC, progress=True)
+    generate_capture(basedir, mano_dir, DEMO_SPEC, progress=progress)
     return True
 
 
@@ -45,14 +50,30 @@ def read_sequence_list(path: Path) -> list[str]:
 
 
 def select_sequences(args) -> list[str]:
+    """The sequences to process, each checked to exist before anything is created."""
+    ds = InterHandDataset(args.basedir, args.split)
+    try:
+        existing = ds.sequences(args.capture)
+    except InputError:
+        captures = sorted(p.name for p in (ds.basedir / "images" / args.split).glob("Capture*"))
+        close = difflib.get_close_matches(f"Capture{args.capture}", captures, n=3, cutoff=0.5)
+        raise InputError(f"{ds.basedir / 'images' / args.split / f'Capture{args.capture}'}: no such capture"
+                         + (f"; closest: {', '.join(close)}" if close else
+                            f"; {args.split} has {', '.join(captures) or 'no captures'}")) from None
     if args.all:
-        seqs = InterHandDataset(args.basedir, args.split).sequences(args.capture)
+        seqs = existing
     elif args.list:
         seqs = read_sequence_list(args.list)
     else:
         seqs = list(args.seqs)
     if not seqs:
         raise InputError("nothing to do: name sequences, or pass --all, --list FILE or --demo")
+    unknown = [s for s in seqs if s not in existing]
+    if unknown:
+        close = difflib.get_close_matches(unknown[0], existing, n=3, cutoff=0.4)
+        raise InputError(f"Capture{args.capture} of {args.split} has no sequence {unknown[0]!r}"
+                         + (f" ({len(unknown) - 1} more unknown)" if len(unknown) > 1 else "")
+                         + (f"; closest: {', '.join(close)}" if close else ""))
     task = os.environ.get("SLURM_ARRAY_TASK_ID")
     if task is not None:
         try:
@@ -69,31 +90,43 @@ def log_path(logs: Path, split: str, capture: int, seq: str) -> Path:
     return logs / f"{split}_Capture{capture}_{seq}.log"
 
 
-def run_one(args, seq: str) -> SequenceReport:
+def _claim_log(path: Path) -> int | None:
+    """Open a sequence's log for this run: locked, then emptied. None if another run writes it."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, FILE_MODE)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        return None
+    os.ftruncate(fd, 0)
+    return fd
+
+
+def run_one(args, sel: SequenceSelector, opts: StageOptions) -> SequenceReport:
     """Run all stages of one sequence in a child process; its output goes to the log file."""
     logs = Path(args.logs)
     logs.mkdir(parents=True, exist_ok=True)
-    log = log_path(logs, args.split, args.capture, seq)
+    log = log_path(logs, sel.split, sel.capture, sel.seq)
+    start = time.perf_counter()
+    fd = _claim_log(log)
+    if fd is None:
+        report = SequenceReport(sequence=sel.name)
+        report.fail(STAGES[0], f"another process.sh is running this sequence (it writes {log})")
+        return report
     report_file = log.with_suffix(".json")
     report_file.unlink(missing_ok=True)
-    cmd = [sys.executable, "-m", "interhand_prep.pipeline", "--capture", str(args.capture), "--seq", seq,
-           "--split", args.split, "--basedir", str(args.basedir), "--mano-dir", str(args.mano_dir),
-           "--hand-type", args.hand_type, "--report", str(report_file), "--quiet"]
-    if args.out_root:
-        cmd += ["--out-root", str(args.out_root)]
-    if args.overwrite:
-        cmd += ["--overwrite"]
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])))
-    start = time.perf_counter()
-    with open(log, "w") as out:
-        proc = subprocess.run(cmd, stdout=out, stderr=subprocess.STDOUT, env=env, stdin=subprocess.DEVNULL)
+    cmd = [sys.executable, "-m", "interhand_prep.pipeline", *sel.to_argv(), *opts.to_argv(),
+           "--report", str(report_file), "--quiet"] + (["--debug"] if args.debug else [])
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(PACKAGE_PARENT), os.environ.get("PYTHONPATH")])))
+    try:
+        proc = subprocess.run(cmd, stdout=fd, stderr=subprocess.STDOUT, env=env, stdin=subprocess.DEVNULL)
+    finally:
+        os.close(fd)
     if report_file.is_file():
         return SequenceReport.from_json(report_file.read_text())
     # the child died before writing its report (killed, crashed, bad arguments)
-    report = SequenceReport(sequence=f"{args.split}/Capture{args.capture}/{seq}")
-    report.stages[STAGES[0]] = StageReport("failed", time.perf_counter() - start, f"exit status {proc.returncode}; see {log}")
-    for stage in STAGES[1:]:
-        report.stages[stage].status = "not run"
+    report = SequenceReport(sequence=sel.name)
+    report.fail(STAGES[0], f"exit status {proc.returncode}; see {log}", time.perf_counter() - start)
     return report
 
 
@@ -115,30 +148,43 @@ def format_table(rows: list[tuple[str, SequenceReport]]) -> str:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="process.sh", description="Run all stages over sequences of a capture.")
     parser.add_argument("seqs", nargs="*", help="sequence names")
-    parser.add_argument("--capture", type=int, default=0, help="capture number (default: 0)")
     parser.add_argument("--all", action="store_true", help="every sequence of the capture")
     parser.add_argument("--list", type=Path, help="a file with one sequence name per line")
     parser.add_argument("--jobs", type=int, default=1, help="sequences processed in parallel (default: 1)")
     parser.add_argument("--logs", type=Path, default=Path("logs"), help="log folder (default: logs)")
     parser.add_argument("--demo", action="store_true",
                         help="generate a synthetic capture under data/ if absent, process all of it, make GIFs")
-    add_common_options(parser)
+    add_selector_options(parser, with_sequence=False, capture_default=0)
+    for record in (AnnotsOptions, BlendWeightOptions, RenderOptions):
+        add_to_parser(parser, record, group_title=f"{record.__doc__.split(':')[0]} options")
+    add_runtime_flags(parser)
     return parser
+
+
+def _absolute(path: Path | None) -> Path | None:
+    """Relative paths mean the caller's current folder, whatever folder a child runs in."""
+    return None if path is None else Path(os.path.abspath(path))
 
 
 def main(args) -> int:
     if args.jobs < 1:
         raise InputError(f"--jobs must be at least 1, got {args.jobs}")
+    args.basedir, args.mano_dir = _absolute(args.basedir), _absolute(args.mano_dir)
+    args.out_root, args.logs = _absolute(args.out_root), _absolute(args.logs)
+    if args.cameras_csv is not None:
+        args.cameras_csv = _absolute(args.cameras_csv)
     if args.demo:
-        ensure_demo_data(args.basedir, args.mano_dir)
+        ensure_demo_data(args.basedir, args.mano_dir, progress=not args.quiet)
         args.all, args.capture, args.split = True, DEMO_SPEC.capture, DEMO_SPEC.split
     seqs = select_sequences(args)
+    opts = StageOptions.from_args(args)
+    base = selector_from_args(args, seq=seqs[0])
     print(f"processing {len(seqs)} sequence(s) of {args.split}/Capture{args.capture} with {args.jobs} job(s); "
           f"logs in {args.logs}/", flush=True)
     results: dict[str, SequenceReport] = {}
 
     def job(seq: str) -> None:
-        results[seq] = report = run_one(args, seq)
+        results[seq] = report = run_one(args, base.replace(seq=seq), opts)
         print(f"  {seq}: {'ok' if report.ok else 'FAILED'} ({log_path(args.logs, args.split, args.capture, seq)})",
               flush=True)
 
@@ -157,10 +203,8 @@ def main(args) -> int:
 
         gifs = make_capture_gifs(args.basedir, args.split, args.capture, out_root=args.out_root, overlay=True,
                                  progress=not args.quiet)
-        from .layout import SequenceLayout
-
-        root = SequenceLayout.for_sequence(args.basedir, args.split, args.capture, seqs[0], args.out_root).root
-        print(f"\nDemo done. Look at:\n  {root}/  (annots.npy, params/, vertices/, lbs/, mask/, depth/)\n"
+        root = base.replace(seq=seqs[0]).layout.root
+        print(f"\nDemo done. Look at:\n  {root}/  (annots.npy, params/, vertices/, lbs/, mask/, depth/, prep.json)\n"
               f"  {gifs[0].parent.parent}/  ({len(gifs)} GIFs, masks tinted over the images)")
     return 1 if failed else 0
 

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-import torch
-from smplx.lbs import batch_rodrigues
 
 from interhand_prep import annots, blend_weights, skinning
 from interhand_prep.blend_weights import BlendWeightOptions
@@ -79,8 +77,7 @@ def small_model(fixtures_dir):
 
 
 def test_canonical_grid_matches_brute_force(small_model):
-    opts = BlendWeightOptions(voxel_size=0.01, padding=0.02)
-    tbw = blend_weights.canonical_grid(small_model, opts)
+    tbw = skinning.canonical_grid(small_model, 0.01, 0.02)
     axes = [np.arange(lo - 0.02, hi + 0.02 + 0.01, 0.01)
             for lo, hi in zip(small_model.v_template.min(0), small_model.v_template.max(0))]
     assert tbw.shape == tuple(len(a) for a in axes) + (17,) and tbw.dtype == np.float32
@@ -95,7 +92,7 @@ def test_canonical_grid_matches_brute_force(small_model):
 def test_distance_is_zero_on_the_surface(small_model):
     v, f = small_model.v_template, small_model.faces
     on_surface = np.concatenate([v, v[f].mean(1), 0.5 * (v[f[:, 0]] + v[f[:, 1]])])
-    closest = skinning.closest_surface([on_surface], [v], f)[0]
+    closest = skinning.closest_surface(on_surface, v, f)
     np.testing.assert_allclose(closest.distance, 0.0, atol=1e-9)
     # at a vertex the interpolated weights are that vertex's weights
     np.testing.assert_allclose(closest.interpolate(f, small_model.weights)[: len(v)], small_model.weights, atol=1e-9)
@@ -106,25 +103,26 @@ def test_frame_grids_match_brute_force_on_several_frames(small_model):
     N = 3
     poses = np.concatenate([np.zeros((N, 3)), rng.normal(scale=0.3, size=(N, 45))], 1)
     shapes = rng.normal(size=(N, 10))
-    # pose-space vertices from the model's own forward pass (smplx), as get_annots writes them
-    from interhand_prep.mano import ManoLayer
+    # pose-space vertices from the model's own forward pass, as get_annots writes them
+    from interhand_prep.mano import forward
 
-    layer = ManoLayer(small_model)
-    posed = layer(np.concatenate([np.zeros((N, 3)), poses[:, 3:] - small_model.hands_mean], 1), shapes, np.zeros((N, 3))).vertices
-    params = {"poses": poses, "shapes": shapes}
-    unposed = blend_weights.unposed_vertices(small_model, posed, params)
+    posed = forward(small_model, np.concatenate([np.zeros((N, 3)), poses[:, 3:] - small_model.hands_mean], 1), shapes,
+                    np.zeros((N, 3))).vertices
+    unposed = skinning.unposed_vertices(small_model, posed, poses, shapes)
 
     # inverse skinning recovers the template plus the blend shapes, computed plainly here
+    torch = pytest.importorskip("torch")  # smplx's Rodrigues: an implementation independent of ours
+    from smplx.lbs import batch_rodrigues
+
     rot = batch_rodrigues(torch.from_numpy(poses.reshape(-1, 3))).numpy().reshape(N, 16, 3, 3)
     pose_feature = (rot[:, 1:] - np.eye(3)).reshape(N, -1)
     expected_offsets = (np.einsum("vck,nk->nvc", small_model.shapedirs, shapes)
                         + np.einsum("vck,nk->nvc", small_model.posedirs, pose_feature))
     np.testing.assert_allclose(unposed - small_model.v_template, expected_offsets, atol=1e-7)
 
-    opts = BlendWeightOptions(voxel_size=0.012, padding=0.02)
     for surface in (False, True):
-        opts.surface_weights = surface
-        bweights, bs = blend_weights.frame_grids(small_model, posed, unposed, opts)
+        grids = [skinning.frame_grids(small_model, posed[n], unposed[n], 0.012, 0.02, surface) for n in range(N)]
+        bweights, bs = [g[0] for g in grids], [g[1] for g in grids]
         for n in range(N):
             grid = skinning.grid_points(skinning.grid_axes(posed[n], 0.012, 0.02))
             points = grid.reshape(-1, 3)
@@ -175,14 +173,16 @@ def test_stage_writes_both_hands_with_the_documented_shapes(capture):
             # the grid contains the frame's pose-space vertices
             params = SequenceLayout.read_params(layout.params(hand, frame))
             vertices = np.load(layout.vertices(hand, frame)).astype(np.float64)
-            posed = blend_weights.pose_space_vertices(vertices[None], params["Rh"].astype(np.float64),
-                                                      params["Th"].astype(np.float64))[0]
+            posed = skinning.pose_space_vertices(vertices[None], params["Rh"].astype(np.float64),
+                                                 params["Th"].astype(np.float64))[0]
             axes = skinning.grid_axes(posed, 0.025, 0.05)
             assert bw.shape[:3] == tuple(len(a) for a in axes)
             np.testing.assert_allclose(bw[..., :16].sum(-1), 1.0, atol=1e-5)
-    # a rerun skips finished frames
+    # a rerun finds every frame up to date and touches nothing
+    stamps = {p: p.stat().st_mtime_ns for p in layout.root.joinpath("lbs").rglob("*.npy")}
     again = blend_weights.run(sel, progress=False)
-    assert again.written == {"right": 0, "left": 0} and again.skipped == {"right": len(frames), "left": len(frames)}
+    assert again.up_to_date and again.skipped == {"right": len(frames), "left": len(frames)}
+    assert {p: p.stat().st_mtime_ns for p in layout.root.joinpath("lbs").rglob("*.npy")} == stamps
 
 
 @pytest.mark.parametrize("case,message", [

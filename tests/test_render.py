@@ -10,9 +10,8 @@ import pytest
 from PIL import Image
 
 from interhand_prep import annots, rendering, render_mesh
-from interhand_prep.annots import SequenceSelector
+from interhand_prep.options import RenderOptions, SequenceSelector
 from interhand_prep.layout import SequenceLayout
-from interhand_prep.render_mesh import RenderOptions
 from interhand_prep.synthetic_capture import CaptureSpec, SequenceSpec, generate_capture
 
 from conftest import gl_platform_or_skip
@@ -31,7 +30,7 @@ def rendered(tmp_path_factory):
     generate_capture(root / "IH", root / "mano", spec)
     sel = SequenceSelector(capture=0, seq=SEQ, basedir=root / "IH", mano_dir=root / "mano", hand_type="both")
     annots.run(sel, progress=False)
-    result = render_mesh.run(sel, RenderOptions(backend=platform, workers=1), progress=False)
+    result = render_mesh.run(sel, RenderOptions(backend=platform, render_workers=1), progress=False)
     return sel, result, platform
 
 
@@ -163,7 +162,7 @@ def test_the_occluding_hand_is_drawn_when_one_hand_is_requested(rendered, tmp_pa
                            out_root=tmp_path / "out")
     annots.run(one, progress=False)
     assert not one.layout.vertices("left", one.layout.read_frames()[0]).exists()
-    result = render_mesh.run(one, RenderOptions(backend=platform, workers=1, depth_format="png16"), progress=False)
+    result = render_mesh.run(one, RenderOptions(backend=platform, render_workers=1, depth_format="png16"), progress=False)
     assert result.hands_drawn == {"right": 3, "left": 3}
     for cam in one.layout.read_cams():
         for frame in one.layout.read_frames():
@@ -178,7 +177,7 @@ def test_the_occluding_hand_is_drawn_when_one_hand_is_requested(rendered, tmp_pa
 def test_all_cameras_workers_and_resume(rendered, tmp_path):
     sel, first, platform = rendered
     layout = sel.layout
-    opts = RenderOptions(backend=platform, workers=2, all_cameras=True)
+    opts = RenderOptions(backend=platform, render_workers=2, all_cameras=True)
     result = render_mesh.run(sel, opts, progress=False)
     # the landscape camera filtered out by get_annots is rendered at its own size; the rest is skipped
     frames = layout.read_frames()
@@ -187,14 +186,11 @@ def test_all_cameras_workers_and_resume(rendered, tmp_path):
     assert landscape.shape == (84, 128)
     # two workers, overwriting, give the same bytes as one
     before = {p: p.read_bytes() for p in (layout.root / "mask").rglob("*.png")}
-    sel.overwrite = True
-    try:
-        again = render_mesh.run(sel, opts, progress=False)
-    finally:
-        sel.overwrite = False
+    stamps = {p: p.stat().st_mtime_ns for p in before}
+    again = render_mesh.run(sel.replace(overwrite=True), opts, progress=False)
     assert again.workers == 2 and again.rendered == len(before)
     for path, data in before.items():
-        assert path.read_bytes() == data
+        assert path.read_bytes() == data and path.stat().st_mtime_ns == stamps[path]  # same bytes: not rewritten
     assert not list(layout.root.rglob("*.tmp"))
 
 
@@ -222,7 +218,7 @@ def test_egl_and_osmesa_agree(rendered, tmp_path):
                                out_root=tmp_path / platform)
         annots.run(one, progress=False)
         # a worker process per backend: PYOPENGL_PLATFORM is fixed once pyrender is imported
-        result = render_mesh.run(one, RenderOptions(backend=platform, workers=2), progress=False)
+        result = render_mesh.run(one, RenderOptions(backend=platform, render_workers=2), progress=False)
         assert result.backend == platform and result.workers == 2
         outputs[platform] = one.layout
     for cam in outputs["egl"].read_cams():

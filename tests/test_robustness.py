@@ -159,7 +159,7 @@ def test_a_second_run_on_the_same_sequence_is_refused(capture):
         assert holder.stdout.readline().strip() == "held"
         proc = get_annots(capture)
         assert proc.returncode == 2
-        assert f"another run is processing this sequence (pid {holder.pid})" in proc.stderr
+        assert f"another run is processing this sequence (pid {holder.pid} on " in proc.stderr
         assert not (seq_dir / "annots.npy").exists()
     finally:
         holder.kill()
@@ -171,7 +171,7 @@ def test_a_second_run_on_the_same_sequence_is_refused(capture):
 def test_check_seq_passes_and_then_names_each_problem(capture):
     gl_platform_or_skip()
     from interhand_prep import pipeline
-    from interhand_prep.annots import SequenceSelector
+    from interhand_prep.options import SequenceSelector
 
     sel = SequenceSelector(capture=0, seq="0266_dh_pray", basedir=capture / "IH", mano_dir=capture / "mano",
                            hand_type="both")

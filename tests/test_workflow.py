@@ -16,7 +16,7 @@ import pytest
 from PIL import Image
 
 from interhand_prep import annots, merge
-from interhand_prep.annots import SequenceSelector
+from interhand_prep.options import AnnotsOptions, SequenceSelector
 from interhand_prep.errors import InputError
 from interhand_prep.gifs import OVERLAY_COLORS, make_capture_gifs
 from interhand_prep.layout import SequenceLayout
@@ -65,17 +65,21 @@ def test_parallel_run_logs_table_and_resume(work):
     table = proc.stdout[proc.stdout.index("\nsequence "):]
     assert all(f"{seq}" in table for seq in SEQS) and table.count(" ok") == 2
     assert "done" in table and "FAILED" not in table
-    # a second run skips every stage and says so
+    # a second run finds every stage up to date and says so
     again = process(work, "--all")
     assert again.returncode == 0
     assert again.stdout.count("skipped") == 3 * len(SEQS)
     log = (work / "logs" / f"train_Capture0_{SEQS[0]}.log").read_text()
-    assert "[render] skipped: outputs complete and newer than their inputs" in log
-    # a changed input makes the stages that depend on it stale
+    assert "[render] up to date: nothing to do" in log
+    # a touched input makes get_annots stale (named in the log); its outputs come out the same,
+    # so the later stages have nothing to redo
     camera_json = work / "IH/annotations/train/InterHand2.6M_train_camera.json"
     os.utime(camera_json)
     redo = process(work, SEQS[0])
-    assert redo.returncode == 0 and redo.stdout.count("done") == 4  # three stages and the check
+    assert redo.returncode == 0
+    log = (work / "logs" / f"train_Capture0_{SEQS[0]}.log").read_text()
+    assert "[annots] running: changed: annotations.camera.mtime_ns" in log
+    assert "[lbs] up to date" in log and "[render] up to date" in log
 
 
 def test_one_failing_sequence_does_not_stop_the_others(work):
@@ -144,10 +148,11 @@ def test_merge_loads_like_a_single_sequence(work):
     frames = [f for s in SEQS for f in layout(work, s).read_frames()]
     assert SequenceLayout(dest).read_frames() == sorted(frames)
     assert (dest / "seqs.txt").read_text().split() == [f"train/Capture0/{s}" for s in SEQS]
-    # links only (relative), except the four small files of the merge
+    # links only (relative), except the small files of the merge (its manifest is the first source's)
     files = [p for p in dest.rglob("*") if not p.is_dir() or p.is_symlink()]
     real = sorted(p.name for p in files if not p.is_symlink())
-    assert real == ["annots.npy", "cams.txt", "frames.txt", "seqs.txt"]
+    assert real == ["annots.npy", "cams.txt", "frames.txt", "prep.json", "seqs.txt"]
+    assert (dest / "prep.json").read_bytes() == layout(work, SEQS[0]).manifest.read_bytes()
     assert all(not os.path.isabs(os.readlink(p)) for p in files if p.is_symlink())
     # the CLI refuses to overwrite, and --force replaces
     cmd = [sys.executable, str(REPO / "merge_seq.py"), "--basedir", str(work / "IH"), "--seq", *SEQS, "--new-name", "various"]
@@ -173,8 +178,8 @@ def test_merge_refusals_write_nothing(work, small_capture, tmp_path):
         with pytest.raises(InputError, match=message):
             merge.merge_sequences(base, entries, name)
     # different camera sets: one sequence keeps its landscape camera
-    annots.run(SequenceSelector(capture=0, seq=SEQS[1], basedir=base, mano_dir=work / "mano", hand_type="both",
-                                overwrite=True), annots.AnnotsOptions(keep_landscape=True), progress=False)
+    annots.run(SequenceSelector(capture=0, seq=SEQS[1], basedir=base, mano_dir=work / "mano", hand_type="both"),
+               AnnotsOptions(keep_landscape=True), progress=False)
     with pytest.raises(InputError, match="camera sets differ"):
         merge.merge_sequences(base, SEQS, "cams")
     # different camera parameters: the same camera ids in another capture
