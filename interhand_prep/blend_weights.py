@@ -269,7 +269,8 @@ def _run(sel: SequenceSelector, opts: BlendWeightOptions, plan: _Plan, result: B
         }
         if plan.tbw[hand]:
             shared["tbw"] = skinning.canonical_grid(model, opts.voxel_size, opts.padding)
-            result.grid_shape[hand] = shared["tbw"].shape
+        result.grid_shape[hand] = skinning.grid_shape(model.v_template, opts.voxel_size, opts.padding) + (
+            skinning.WEIGHT_CHANNELS,)
         for name, array in shared.items():
             save_npy(layout.lbs_file(hand, name), array)
     result.removed = remove_files(plan.stale_files, layout.root)

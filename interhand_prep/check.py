@@ -91,26 +91,24 @@ def _settings(layout: SequenceLayout, report: CheckReport, mano_dir: Path | None
     depth_format = depth_format or render_options.get("depth_format", "npy")
     recorded = (annots.get("inputs") or {}).get("mano") or {}
     models: dict[str, ManoModel | None] = {}
+    issues = []
     for hand in hands:
         name = model_filename(hand)
-        if mano_dir is not None:
-            folder = Path(mano_dir)
-        elif name in recorded and isinstance(recorded[name], dict) and recorded[name].get("path"):
-            folder = Path(recorded[name]["path"]).parent
-        else:
-            folder = None
+        entry = recorded.get(name) if isinstance(recorded.get(name), dict) else {}
+        folder = Path(mano_dir) if mano_dir is not None else (Path(entry["path"]).parent if entry.get("path") else None)
         path = folder / name if folder else None
-        if path is None or not path.is_file():
-            report.notes.append(f"MANO model of the {hand} hand not found ({path or 'no --mano-dir and no manifest'}): "
-                                "skipping the checks that need it")
-            models[hand] = None
-            continue
-        sha = recorded.get(name, {}).get("sha256") if isinstance(recorded.get(name), dict) else None
-        if sha and mano_dir is None and file_sha256(path) != sha:
-            report.notes.append(f"{path} changed since this sequence was processed: skipping the checks that need it")
-            models[hand] = None
-            continue
-        models[hand] = load_mano_model(folder, hand)
+        models[hand] = None
+        if path is None:
+            issues.append(f"{name}: no --mano-dir and none recorded")
+        elif not path.is_file():
+            issues.append(f"{name}: not found at {path}")
+        elif mano_dir is None and entry.get("sha256") and file_sha256(path) != entry["sha256"]:
+            issues.append(f"{name}: {path} changed since processing")
+        else:
+            models[hand] = load_mano_model(folder, hand)
+    if issues:
+        report.notes.append("MANO files moved or changed (" + "; ".join(issues) + "): skipping the checks that "
+                            "need them (params identity, vertex count)")
     return _Settings(hands, models, float(voxel_size), float(padding), depth_format)
 
 

@@ -11,6 +11,7 @@ Pixels are sampled at their centres (multisampling off), the InterHand2.6M / Ope
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import subprocess
@@ -38,8 +39,10 @@ r.delete()
 """
 
 
+@functools.lru_cache(maxsize=None)
 def probe_platform(platform: str) -> str | None:
-    """Try to create an offscreen context on `platform` in a subprocess; None if it works, else why."""
+    """Try to create an offscreen context on `platform` in a subprocess; None if it works, else why
+    (once per process)."""
     env = dict(os.environ, PYOPENGL_PLATFORM=platform)
     try:
         proc = subprocess.run([sys.executable, "-c", _PROBE, platform], env=env, capture_output=True, text=True, timeout=60)

@@ -18,6 +18,7 @@ from conftest import gl_platform_or_skip
 
 
 SEQ = "0266_dh_pray"
+TILE = 8
 
 
 @pytest.fixture(scope="module")
@@ -39,6 +40,10 @@ def ray_cast(layout: SequenceLayout, mano_dir, cam: str, frame: int, width: int,
 
     -> label (H, W) uint8 (0, 100 left, 200 right), depth (H, W) z in metres (0 = no hit),
        and per hand a boolean (H, W) of pixels whose ray hits that hand at all.
+    The image is cast in tiles of TILE x TILE pixels, each against the triangles whose projected
+    bounding box (with a pixel of margin) reaches the tile: a ray through a pixel centre outside a
+    triangle's projection cannot hit it (every vertex is in front of the camera, checked), so the
+    result is that of casting every ray against every triangle.
     """
     cams = layout.read_cameras()
     c = cams.ids.index(cam)
@@ -53,35 +58,43 @@ def ray_cast(layout: SequenceLayout, mano_dir, cam: str, frame: int, width: int,
         tris.append(v[f])
         labels.append(np.full(len(f), label))
     tris, labels = np.concatenate(tris), np.concatenate(labels)
-    v0, e1, e2 = tris[:, 0], tris[:, 1] - tris[:, 0], tris[:, 2] - tris[:, 0]
-    u, w = np.meshgrid(np.arange(width, dtype=np.float64), np.arange(height, dtype=np.float64))
-    rays_cam = np.stack([(u - K[0, 2]) / K[0, 0], (w - K[1, 2]) / K[1, 1], np.ones_like(u)], -1).reshape(-1, 3)
-    rays = rays_cam @ R  # world directions with camera z = 1, so the hit distance t is the z-depth
-    best = np.full(len(rays), np.inf)
-    best_label = np.zeros(len(rays), np.uint8)
-    hits_hand = {100: np.zeros(len(rays), bool), 200: np.zeros(len(rays), bool)}
-    for start in range(0, len(rays), 512):
-        d = rays[start:start + 512][:, None, :]
-        p = np.cross(d, e2[None])
-        det = (e1[None] * p).sum(-1)
-        with np.errstate(divide="ignore", invalid="ignore"):
-            inv = 1.0 / det
-            s = origin - v0
-            bu = (s[None] * p).sum(-1) * inv
-            q = np.cross(s, e1)
-            bv = (d * q[None]).sum(-1) * inv
-            t = (e2 * q).sum(-1)[None] * inv
-        hit = (np.abs(det) > 1e-15) & (bu >= 0) & (bv >= 0) & (bu + bv <= 1) & (t > 0)
-        t = np.where(hit, t, np.inf)
-        k = t.argmin(1)
-        tk = t[np.arange(len(k)), k]
-        best[start:start + 512] = tk
-        best_label[start:start + 512] = np.where(np.isfinite(tk), labels[k], 0)
-        for label in (100, 200):
-            hits_hand[label][start:start + 512] = hit[:, labels == label].any(1)
-    depth = np.where(np.isfinite(best), best, 0.0).reshape(height, width)
-    return best_label.reshape(height, width), depth, {k: v.reshape(height, width) for k, v in hits_hand.items()}
-
+    corners_cam = tris @ R.T + T
+    assert (corners_cam[..., 2] > 0).all()
+    corners_px = corners_cam[..., :2] / corners_cam[..., 2:] * [K[0, 0], K[1, 1]] + [K[0, 2], K[1, 2]]
+    lo, hi = corners_px.min(1) - 1.0, corners_px.max(1) + 1.0
+    label_image = np.zeros((height, width), np.uint8)
+    depth = np.zeros((height, width))
+    hits_hand = {100: np.zeros((height, width), bool), 200: np.zeros((height, width), bool)}
+    for y0 in range(0, height, TILE):
+        for x0 in range(0, width, TILE):
+            x1, y1 = min(x0 + TILE, width), min(y0 + TILE, height)
+            near = (lo[:, 0] <= x1 - 1) & (hi[:, 0] >= x0) & (lo[:, 1] <= y1 - 1) & (hi[:, 1] >= y0)
+            if not near.any():
+                continue
+            tri, lab = tris[near], labels[near]
+            v0, e1, e2 = tri[:, 0], tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0]
+            u, w = np.meshgrid(np.arange(x0, x1, dtype=np.float64), np.arange(y0, y1, dtype=np.float64))
+            rays_cam = np.stack([(u - K[0, 2]) / K[0, 0], (w - K[1, 2]) / K[1, 1], np.ones_like(u)], -1).reshape(-1, 3)
+            d = (rays_cam @ R)[:, None, :]  # world directions with camera z = 1: the hit distance t is the z-depth
+            p = np.cross(d, e2[None])
+            det = (e1[None] * p).sum(-1)
+            with np.errstate(divide="ignore", invalid="ignore"):
+                inv = 1.0 / det
+                s = origin - v0
+                bu = (s[None] * p).sum(-1) * inv
+                q = np.cross(s, e1)
+                bv = (d * q[None]).sum(-1) * inv
+                t = (e2 * q).sum(-1)[None] * inv
+            hit = (np.abs(det) > 1e-15) & (bu >= 0) & (bv >= 0) & (bu + bv <= 1) & (t > 0)
+            t = np.where(hit, t, np.inf)
+            k = t.argmin(1)
+            tk = t[np.arange(len(k)), k]
+            shape = (y1 - y0, x1 - x0)
+            label_image[y0:y1, x0:x1] = np.where(np.isfinite(tk), lab[k], 0).reshape(shape)
+            depth[y0:y1, x0:x1] = np.where(np.isfinite(tk), tk, 0.0).reshape(shape)
+            for value in (100, 200):
+                hits_hand[value][y0:y1, x0:x1] = hit[:, lab == value].any(1).reshape(shape)
+    return label_image, depth, hits_hand
 
 
 def test_masks_and_depth_match_the_ray_cast(rendered):

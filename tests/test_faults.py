@@ -1,0 +1,329 @@
+"""Mistakes and faults, tried as users meet them: misspelt names, relative paths, a killed main
+process, Ctrl-C, two runs on one sequence, a full disk; check_seq without options; --hand-type auto."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from interhand_prep import blend_weights, render_mesh
+from interhand_prep.errors import InputError
+from interhand_prep.manifest import Manifest
+from interhand_prep.options import RenderOptions, SequenceSelector
+from interhand_prep.synthetic_capture import CaptureSpec, SequenceSpec, generate_capture
+
+from conftest import REPO, gl_platform_or_skip
+from test_reruns import ONE, TWO, output_files, run_all, selector, state
+
+FRAMES = 12
+KEPT_CAMERAS = 3
+SLOW_RENDER = """
+import os, time
+delay = float(os.environ.get("SLOW_RENDER_SECONDS", "0"))
+if delay:
+    import interhand_prep.rendering as rendering
+    original = rendering.HandViewRenderer.render
+
+    def slow(self, cam_id):
+        time.sleep(delay)
+        return original(self, cam_id)
+
+    rendering.HandViewRenderer.render = slow
+"""
+
+
+@pytest.fixture(scope="module")
+def capture(tmp_path_factory):
+    """A right-hand and a two-hand sequence, 4 cameras (3 portrait) x 12 frames at 1/4 size."""
+    root = tmp_path_factory.mktemp("faults")
+    spec = CaptureSpec(capture=0, seed=9, camera_ids=["400002", "400016", "410214", "400412"], image_scale=0.25,
+                       default_cases=False, sequences=[SequenceSpec(ONE, "right", FRAMES), SequenceSpec(TWO, "both", FRAMES)])
+    generate_capture(root / "IH", root / "mano", spec)
+    (root / "hooks").mkdir()
+    (root / "hooks" / "sitecustomize.py").write_text(SLOW_RENDER)  # a test-side slow-down, in every process
+    return root
+
+
+@pytest.fixture
+def data(capture, tmp_path):
+    shutil.copytree(capture / "IH", tmp_path / "IH")
+    shutil.copytree(capture / "mano", tmp_path / "mano")
+    return tmp_path
+
+
+def slow_env(capture: Path, seconds: float = 0.15) -> dict:
+    path = os.pathsep.join([str(capture / "hooks"), str(REPO), os.environ.get("PYTHONPATH", "")])
+    return dict(os.environ, PYTHONPATH=path, SLOW_RENDER_SECONDS=str(seconds), PYTHON=sys.executable)
+
+
+def process_cmd(data: Path, *extra: str) -> list[str]:
+    return ["bash", str(REPO / "process.sh"), "--capture", "0", "--basedir", str(data / "IH"), "--mano-dir",
+            str(data / "mano"), "--hand-type", "both", "--logs", str(data / "logs"), "--quiet", *extra]
+
+
+def render_cmd(data: Path, platform: str, *extra: str) -> list[str]:
+    return [sys.executable, str(REPO / "render_mesh.py"), "--capture", "0", "--seq", TWO, "--basedir",
+            str(data / "IH"), "--mano-dir", str(data / "mano"), "--hand-type", "both", "--backend", platform,
+            "--render-workers", "2", "--quiet", *extra]
+
+
+def prepared(data: Path) -> SequenceSelector:
+    """The two-hand sequence with get_annots and the grids done (render left to the test)."""
+    from interhand_prep import annots
+
+    sel = selector(data, hand_type="both")
+    annots.run(sel, progress=False)
+    blend_weights.run(sel, progress=False)
+    return sel
+
+
+def wait_for_masks(root: Path, count: int, proc: subprocess.Popen, timeout: float = 90) -> None:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if len(list((root / "mask").rglob("*.png"))) >= count:
+            return
+        if proc.poll() is not None:
+            pytest.fail(f"finished before {count} masks existed: {proc.returncode}")
+        time.sleep(0.02)
+    pytest.fail(f"no {count} masks after {timeout} s")
+
+
+def group_members(pgid: int) -> list[int]:
+    """Live (non-zombie) processes of a process group."""
+    members = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            fields = Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if fields[0] != "Z" and int(fields[2]) == pgid:
+            members.append(int(entry))
+    return members
+
+
+def children(pid: int) -> list[int]:
+    out = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                fields = Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(fields[1]) == pid and fields[0] != "Z":
+                out.append(int(entry))
+    return out
+
+
+def holds(pid: int, path: Path) -> bool:
+    try:
+        return any(os.readlink(f"/proc/{pid}/fd/{fd}") == str(path) for fd in os.listdir(f"/proc/{pid}/fd"))
+    except OSError:
+        return False
+
+
+def assert_masks_complete(root: Path) -> None:
+    for png in (root / "mask").rglob("*.png"):
+        Image.open(png).load()  # whatever exists under a final name is whole
+
+
+# ---------------------------------------------------------------------------------------------
+# Faults during render
+
+
+def test_killing_the_main_process_takes_its_workers_along(data, capture):
+    platform = gl_platform_or_skip()
+    sel = prepared(data)
+    proc = subprocess.Popen(render_cmd(data, platform), env=slow_env(capture), start_new_session=True,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_for_masks(sel.layout.root, 2, proc)
+        workers = [p for p in children(proc.pid) if holds(p, sel.layout.root / ".lock")]
+        assert len(workers) == 2, "each worker holds the sequence lock's descriptor"
+        os.kill(proc.pid, signal.SIGKILL)  # what the out-of-memory killer does
+        proc.wait()
+        deadline = time.time() + 3
+        while group_members(proc.pid) and time.time() < deadline:
+            time.sleep(0.05)
+        assert group_members(proc.pid) == [], "workers, pool manager or resource tracker survived"
+    finally:
+        for pid in group_members(proc.pid):
+            os.kill(pid, signal.SIGKILL)
+    assert_masks_complete(sel.layout.root)
+    again = subprocess.run(render_cmd(data, platform), capture_output=True, text=True)
+    assert again.returncode == 0, again.stderr
+    assert len(list((sel.layout.root / "mask").rglob("*.png"))) == FRAMES * KEPT_CAMERAS
+    assert not (sel.layout.root / ".lock").exists() and not list(sel.layout.root.rglob("*.tmp"))
+
+
+def test_ctrl_c_stops_render_within_two_seconds(data, capture, tmp_path):
+    platform = gl_platform_or_skip()
+    sel = prepared(data)
+    proc = subprocess.Popen(render_cmd(data, platform), env=slow_env(capture), start_new_session=True,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    wait_for_masks(sel.layout.root, 3, proc)
+    start = time.time()
+    os.killpg(proc.pid, signal.SIGINT)  # as a terminal sends it: to the whole group
+    _, stderr = proc.communicate(timeout=15)
+    elapsed = time.time() - start
+    assert elapsed < 2.0, f"took {elapsed:.1f} s to stop"
+    assert proc.returncode == 130 and "interrupted" in stderr and "Traceback" not in stderr, stderr
+    assert len(list((sel.layout.root / "mask").rglob("*.png"))) < FRAMES * KEPT_CAMERAS
+    assert group_members(proc.pid) == []
+    assert_masks_complete(sel.layout.root)
+    # the rerun completes it with the bytes of an uninterrupted run
+    assert subprocess.run(render_cmd(data, platform), capture_output=True).returncode == 0
+    reference = selector(data, hand_type="both", out_root=tmp_path / "ref")
+    run_all(reference)
+    ours = {k: v for k, v in output_files(sel.layout.root).items() if k.startswith(("mask", "depth"))}
+    ref = {k: v for k, v in output_files(reference.layout.root).items() if k.startswith(("mask", "depth"))}
+    assert ours == ref
+
+
+def test_a_refused_run_leaves_the_running_ones_files_alone(data, capture):
+    platform = gl_platform_or_skip()
+    first = subprocess.Popen(process_cmd(data, TWO, "--backend", platform), env=slow_env(capture),
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    root = selector(data).layout.root
+    wait_for_masks(root, 2, first)
+    log = data / "logs" / f"train_Capture0_{TWO}.log"
+    head = log.read_bytes()
+    # the same logs folder: refused before the log is touched
+    same = subprocess.run(process_cmd(data, TWO, "--backend", platform), capture_output=True, text=True,
+                          env=dict(os.environ, PYTHON=sys.executable))
+    assert same.returncode == 1 and "another process.sh is running this sequence" in same.stdout
+    # another logs folder: its child is refused by the sequence lock
+    other = subprocess.run(process_cmd(data, TWO, "--backend", platform, "--logs", str(data / "logs2")),
+                           capture_output=True, text=True, env=dict(os.environ, PYTHON=sys.executable))
+    assert other.returncode == 1 and "another run is processing this sequence" in other.stdout
+    assert log.read_bytes().startswith(head)
+    out, err = first.communicate(timeout=120)
+    assert first.returncode == 0, out + err
+    text = log.read_text()
+    assert "\0" not in text and "[annots] running" in text and "[render] running" in text and "OK:" in text
+
+
+# ---------------------------------------------------------------------------------------------
+# Disk space
+
+
+def _load_script(name: str):
+    spec = importlib.util.spec_from_file_location(name.replace(".py", ""), REPO / name)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_a_full_disk_is_one_line_naming_the_file(data, monkeypatch, capsys):
+    from interhand_prep import fileio
+
+    real = fileio._temporary_beside
+
+    def full_disk(path):
+        fd, tmp = real(path)
+        os.close(fd)
+        return os.open("/dev/full", os.O_WRONLY), tmp  # every write: ENOSPC
+
+    monkeypatch.setattr(fileio, "_temporary_beside", full_disk)
+    script = _load_script("get_annots.py")
+    argv = ["--capture", "0", "--seq", TWO, "--basedir", str(data / "IH"), "--mano-dir", str(data / "mano"), "--quiet"]
+    status = script.run_main(script.build_parser(), script.main, argv)
+    err = capsys.readouterr().err.strip()
+    assert status == 2
+    assert err.count("\n") == 0 and err.startswith("get_annots.py: error: ")
+    assert err.endswith(": No space left on device") and f"error: {data}/" in err  # names the file
+    assert not list(data.rglob("*.tmp")) and not selector(data).layout.annots.exists()
+
+
+def test_too_little_free_space_stops_before_any_work(data, monkeypatch):
+    sel = prepared(data)
+    import shutil as shutil_module
+
+    usage = shutil_module.disk_usage(sel.layout.root)
+    monkeypatch.setattr(shutil_module, "disk_usage", lambda path: usage._replace(free=200_000))
+    with pytest.raises(InputError, match=r"masks and depth maps need about 0\.\d+ GB, only 0\.00 GB is free"):
+        render_mesh.run(sel, RenderOptions(backend="osmesa"), progress=False)
+    assert not (sel.layout.root / "mask").exists() and Manifest.read(sel.layout.root).stage("render_mesh") is None
+
+
+# ---------------------------------------------------------------------------------------------
+# process.sh mistakes
+
+
+def test_a_misspelt_sequence_stops_and_creates_nothing(data):
+    before = state(data)
+    proc = subprocess.run(process_cmd(data, "0266_dh_pary"), capture_output=True, text=True,
+                          env=dict(os.environ, PYTHON=sys.executable))
+    assert proc.returncode == 2 and proc.stdout == ""
+    assert proc.stderr.strip().count("\n") == 0
+    assert "no sequence '0266_dh_pary'" in proc.stderr and "closest: 0266_dh_pray" in proc.stderr
+    wrong_capture = subprocess.run(process_cmd(data, TWO)[:3] + ["1"] + process_cmd(data, TWO)[4:], capture_output=True,
+                                   text=True, env=dict(os.environ, PYTHON=sys.executable))
+    assert wrong_capture.returncode == 2 and "Capture1: no such capture; closest: Capture0" in wrong_capture.stderr
+    assert state(data) == before and not (data / "logs").exists()
+
+
+def test_relative_paths_are_the_callers(data):
+    caller = data / "elsewhere"
+    caller.mkdir()
+    cmd = ["bash", str(REPO / "process.sh"), "--capture", "0", ONE, "--basedir", "../IH", "--mano-dir", "../mano",
+           "--out-root", "out", "--logs", "logs", "--quiet", "--backend", gl_platform_or_skip()]
+    proc = subprocess.run(cmd, cwd=caller, capture_output=True, text=True, env=dict(os.environ, PYTHON=sys.executable))
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert (caller / "out" / "train" / "Capture0" / ONE / "annots.npy").is_file()
+    assert (caller / "logs" / f"train_Capture0_{ONE}.log").is_file()
+    assert not (REPO / "out").exists() and not (REPO / "IH").exists()
+
+
+def test_hand_type_auto_over_a_capture(data):
+    proc = subprocess.run(process_cmd(data, "--all", "--backend", gl_platform_or_skip(), "--hand-type", "auto"),
+                          capture_output=True, text=True, env=dict(os.environ, PYTHON=sys.executable))
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    hands = {seq: Manifest.read(selector(data, seq).layout.root).stage("get_annots")["result"]["hands"] for seq in (ONE, TWO)}
+    assert hands == {ONE: ["right"], TWO: ["right", "left"]}
+    assert (selector(data, ONE).layout.root / "lbs" / "right").is_dir()
+    assert not (selector(data, ONE).layout.root / "lbs" / "left").exists()
+    assert (selector(data, TWO).layout.root / "lbs" / "left" / "tbw.npy").is_file()
+    # and --hand-type both over the same capture still fails, clearly, on the one-hand sequence
+    both = subprocess.run(process_cmd(data, "--all", "--backend", gl_platform_or_skip(), "--overwrite"),
+                          capture_output=True, text=True, env=dict(os.environ, PYTHON=sys.executable))
+    assert both.returncode == 1 and "no MANO for the left hand" in both.stdout
+
+
+# ---------------------------------------------------------------------------------------------
+# check_seq
+
+
+def test_check_seq_needs_only_the_sequence(data):
+    sel = selector(data, hand_type="both")
+    run_all(sel)
+
+    def check() -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, str(REPO / "check_seq.py"), "--basedir", str(data / "IH"),
+                               "--capture", "0", "--seq", TWO], capture_output=True, text=True, cwd=data)
+
+    ok = check()
+    assert ok.returncode == 0 and "OK" in ok.stdout and "note" not in ok.stdout, ok.stdout + ok.stderr
+    (data / "mano").rename(data / "mano_moved")
+    moved = check()
+    assert moved.returncode == 0, moved.stdout
+    notes = [line for line in moved.stdout.splitlines() if "note:" in line]
+    assert len(notes) == 1 and "MANO files moved or changed" in notes[0] and "not found" in notes[0]
+    (data / "mano_moved").rename(data / "mano")
+    with open(data / "mano" / "MANO_LEFT.pkl", "ab") as f:
+        f.write(b"\0")  # a changed file (pickle ignores trailing bytes)
+    changed = check()
+    assert changed.returncode == 0 and "MANO_LEFT.pkl changed since processing" in changed.stdout
+    sel.layout.mask(sel.layout.read_cams()[0], sel.layout.read_frames()[0]).unlink()
+    broken = check()
+    assert broken.returncode == 1 and "1 x missing mask" in broken.stdout
