@@ -327,3 +327,27 @@ def test_check_seq_needs_only_the_sequence(data):
     sel.layout.mask(sel.layout.read_cams()[0], sel.layout.read_frames()[0]).unlink()
     broken = check()
     assert broken.returncode == 1 and "1 x missing mask" in broken.stdout
+
+
+def test_stale_locks_are_recognised(tmp_path):
+    """A lock of a dead run (its flock is free) is taken over; one of another host is honoured
+    until it has not been refreshed for STALE_LOCK_SECONDS."""
+    import json as json_module
+    import socket
+
+    from interhand_prep.fileio import STALE_LOCK_SECONDS, SequenceLock
+
+    lock_file = tmp_path / ".lock"
+    lock_file.write_text(json_module.dumps({"host": socket.gethostname(), "pid": 999999, "since": "yesterday"}))
+    with SequenceLock(tmp_path):  # same host, nobody holds the flock: a dead run's leftover
+        assert json_module.loads(lock_file.read_text())["pid"] == os.getpid()
+    assert not lock_file.exists()
+
+    lock_file.write_text(json_module.dumps({"host": "node17", "pid": 4242, "since": "today"}))
+    with pytest.raises(InputError, match=r"another run is processing this sequence \(pid 4242 on node17"):
+        SequenceLock(tmp_path).acquire()
+    old = time.time() - STALE_LOCK_SECONDS - 60
+    os.utime(lock_file, (old, old))
+    with SequenceLock(tmp_path):  # not refreshed for too long: abandoned
+        pass
+    assert not lock_file.exists()
