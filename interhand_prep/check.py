@@ -21,7 +21,7 @@ from .layout import LBS_SHARED_FILES, PARAM_KEYS, SequenceLayout, decode_depth, 
 from .manifest import Manifest, file_sha256
 from .mano import ManoModel, forward, load_mano_model, model_filename
 from .options import DEFAULT_PADDING, DEFAULT_VOXEL_SIZE
-from .safe_pickle import read_npy
+from .safe_pickle import UnsafePickleError, read_npy
 
 PARAMS_TOLERANCE_M = 1e-4     # float32 storage of params and vertices
 MIN_VERTICES_IN_VIEW = 20     # a hand with this many vertices inside the image must show in its mask
@@ -60,6 +60,8 @@ def _load(report: CheckReport, kind: str, path: Path, pickled: bool = False):
         return None
     try:
         return read_npy(path.read_bytes(), path) if pickled else load_npy(path)
+    except UnsafePickleError:
+        raise  # a file that would run code: refused outright, not counted as a problem of the data
     except InputError as exc:
         report.add(f"unreadable {kind}", str(exc))
         return None

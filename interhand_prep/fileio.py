@@ -121,21 +121,16 @@ def save_npy(path: str | os.PathLike, array: Any) -> bool:
     return write_bytes(path, npy_bytes(array))
 
 
-def load_npy(path: str | os.PathLike, allow_pickle: bool = False) -> Any:
-    """np.load with a one-line InputError for a missing, truncated or foreign file.
-
-    A pickled dict comes back as the dict (not a 0-d object array).
-    """
+def load_npy(path: str | os.PathLike) -> np.ndarray:
+    """np.load of a plain (not pickled) array, with a one-line InputError for a missing, truncated
+    or foreign file. Pickled .npy files are read through `safe_pickle.read_npy`."""
     path = Path(path)
     if not path.is_file():
         raise InputError(f"{path}: file not found")
     try:
-        value = np.load(path, allow_pickle=allow_pickle)
-    except Exception as exc:  # numpy raises ValueError, EOFError, UnpicklingError, OSError...
+        return np.load(path, allow_pickle=False)
+    except Exception as exc:  # numpy raises ValueError, EOFError, OSError...
         raise InputError(f"{path}: not a readable .npy file ({type(exc).__name__}: {exc})") from exc
-    if isinstance(value, np.ndarray) and value.dtype == object and value.shape == ():
-        value = value.item()
-    return value
 
 
 def load_json(path: str | os.PathLike) -> Any:
