@@ -112,6 +112,14 @@ def group_members(pgid: int) -> list[int]:
     return members
 
 
+def wait_until_gone(pgid: int, seconds: float = 3.0) -> None:
+    """Every process of the group (workers, resource tracker) exits within `seconds`."""
+    deadline = time.time() + seconds
+    while group_members(pgid) and time.time() < deadline:
+        time.sleep(0.05)
+    assert group_members(pgid) == [], "workers or the resource tracker survived the main process"
+
+
 def children(pid: int) -> list[int]:
     out = []
     for entry in os.listdir("/proc"):
@@ -152,10 +160,7 @@ def test_killing_the_main_process_takes_its_workers_along(data, capture):
         assert len(workers) == 2, "each worker holds the sequence lock's descriptor"
         os.kill(proc.pid, signal.SIGKILL)  # what the out-of-memory killer does
         proc.wait()
-        deadline = time.time() + 3
-        while group_members(proc.pid) and time.time() < deadline:
-            time.sleep(0.05)
-        assert group_members(proc.pid) == [], "workers, pool manager or resource tracker survived"
+        wait_until_gone(proc.pid)
     finally:
         for pid in group_members(proc.pid):
             os.kill(pid, signal.SIGKILL)
@@ -179,7 +184,7 @@ def test_ctrl_c_stops_render_within_two_seconds(data, capture, tmp_path):
     assert elapsed < 2.0, f"took {elapsed:.1f} s to stop"
     assert proc.returncode == 130 and "interrupted" in stderr and "Traceback" not in stderr, stderr
     assert len(list((sel.layout.root / "mask").rglob("*.png"))) < FRAMES * KEPT_CAMERAS
-    assert group_members(proc.pid) == []
+    wait_until_gone(proc.pid)
     assert_masks_complete(sel.layout.root)
     # the rerun completes it with the bytes of an uninterrupted run
     assert subprocess.run(render_cmd(data, platform), capture_output=True).returncode == 0
