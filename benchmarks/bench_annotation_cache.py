@@ -125,7 +125,7 @@ def main() -> None:
     first_s, first_mb, _ = timed_run(cmd)
     cached_s, cached_mb, _ = timed_run(cmd)
     sys.path.insert(0, str(REPO))
-    from interhand_prep.dataset import InterHandDataset
+    from interhand_prep.core.dataset import InterHandDataset
 
     start = time.perf_counter()
     ds = InterHandDataset(big / "IH", "train")

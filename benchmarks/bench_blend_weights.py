@@ -17,7 +17,10 @@ from pathlib import Path
 
 from common import SEQ, ensure_capture, parser, peak_rss_mb
 
-from interhand_prep import annots, blend_weights
+from interhand_prep.core.options import BlendWeightOptions
+from interhand_prep.core.selection import SequenceSelector
+from interhand_prep.stages import get_annots as annots
+from interhand_prep.stages import prepare_blend_weights as blend_weights
 
 
 def main() -> None:
@@ -29,22 +32,22 @@ def main() -> None:
     basedir, mano_dir = ensure_capture(args.workdir, args.cameras, args.frames)
     out = args.workdir / "lbs_out"
     shutil.rmtree(out, ignore_errors=True)
-    sel = annots.SequenceSelector(capture=0, seq=SEQ, basedir=basedir, mano_dir=mano_dir, hand_type=args.hand_type,
+    sel = SequenceSelector(capture=0, seq=SEQ, basedir=basedir, mano_dir=mano_dir, hand_type=args.hand_type,
                                   out_root=out)
     frames = len(annots.run(sel, progress=False).frames)
-    sel.overwrite = True
-    blend_weights.run(sel, blend_weights.BlendWeightOptions(voxel_size=0.05), progress=False)  # warm imports
+    sel = sel.replace(overwrite=True)
+    blend_weights.run(sel, BlendWeightOptions(voxel_size=0.05), progress=False)  # warm imports
     for voxel in args.voxels:
         times = []
         for _ in range(args.repeat if voxel >= 0.01 else 1):
             start = time.perf_counter()
-            result = blend_weights.run(sel, blend_weights.BlendWeightOptions(voxel_size=voxel), progress=False)
+            result = blend_weights.run(sel, BlendWeightOptions(voxel_size=voxel), progress=False)
             times.append(time.perf_counter() - start)
         seconds = statistics.median(times)
         grids = sum(result.written.values())
         size = sum(f.stat().st_size for f in Path(sel.layout.root / "lbs").rglob("*.npy")) / 2**20
         shape = next(iter(result.grid_shape.values()))
-        print(f"voxel {voxel:.3f} m: {grids} frame grids ({frames} frames x {len(sel.hands)} hand(s)) in {seconds:.2f} s "
+        print(f"voxel {voxel:.3f} m: {grids} frame grids ({frames} frames x {len(sel.fixed_hands)} hand(s)) in {seconds:.2f} s "
               f"(median of {len(times)}) = {grids / seconds:.0f} frames/s; canonical grid {shape}; lbs/ {size:.0f} MB; "
               f"peak RSS {peak_rss_mb():.0f} MB")
 

@@ -14,7 +14,10 @@ import time
 
 from common import SEQ, ensure_capture, parser, peak_rss_mb
 
-from interhand_prep import annots, render_mesh
+from interhand_prep.core.options import RenderOptions
+from interhand_prep.core.selection import SequenceSelector
+from interhand_prep.stages import get_annots as annots
+from interhand_prep.stages import render_mesh
 
 
 def main() -> None:
@@ -26,10 +29,10 @@ def main() -> None:
     basedir, mano_dir = ensure_capture(args.workdir, args.cameras, args.frames)
     out = args.workdir / "render_out"
     shutil.rmtree(out, ignore_errors=True)
-    sel = annots.SequenceSelector(capture=0, seq=SEQ, basedir=basedir, mano_dir=mano_dir, hand_type="both", out_root=out)
+    sel = SequenceSelector(capture=0, seq=SEQ, basedir=basedir, mano_dir=mano_dir, hand_type="both", out_root=out)
     annots.run(sel, progress=False)
-    sel.overwrite = True
-    opts = render_mesh.RenderOptions(backend=args.backend, workers=args.workers, depth_format=args.depth_format)
+    sel = sel.replace(overwrite=True)
+    opts = RenderOptions(backend=args.backend, render_workers=args.workers, depth_format=args.depth_format)
     start = time.perf_counter()
     result = render_mesh.run(sel, opts, progress=False)
     seconds = time.perf_counter() - start

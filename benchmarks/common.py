@@ -10,7 +10,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from interhand_prep.synthetic_capture import CaptureSpec, SequenceSpec, generate_capture  # noqa: E402
+from interhand_prep.synthetic.capture import CaptureSpec, SequenceSpec, generate_capture  # noqa: E402
 
 SEQ = "0266_dh_pray"
 

@@ -1,16 +1,34 @@
-"""Command-line plumbing shared by the scripts: parsers built from the option records, logging,
-and one-line errors."""
+"""The command line: `interhand-prep <command>`, the top-level scripts that wrap it, and their
+shared plumbing (parsers built from the option records, logging, one-line errors).
+
+Every command is listed once in COMMANDS: its name, the script that wraps it, a one-line summary,
+how to build its parser, and the function that runs it, imported only when it runs, so `--help`
+of any command imports nothing heavy.
+"""
 
 from __future__ import annotations
 
 import argparse
+import importlib
 import logging
 import sys
 import traceback
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Callable, Sequence
 
-from .errors import InputError
-from .options import add_selector_options, add_to_parser
+from .core.constants import DEFAULT_BASEDIR, SPLITS
+from .core.errors import InputError
+from .core.options import (DEPTH_FORMATS, AnnotsOptions, BlendWeightOptions, RenderOptions, add_to_parser,
+                           non_negative_float, non_negative_int, positive_float)
+from .core.selection import add_selector_options
+
+PROG = "interhand-prep"
+
+
+def add_runtime_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--quiet", action="store_true", help="no progress bars")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks for input errors")
 
 
 def stage_parser(prog: str, description: str, *records, with_sequence: bool = True) -> argparse.ArgumentParser:
@@ -21,11 +39,6 @@ def stage_parser(prog: str, description: str, *records, with_sequence: bool = Tr
         add_to_parser(parser, record, group_title=f"{record.__doc__.split(':')[0]} options" if len(records) > 1 else None)
     add_runtime_flags(parser)
     return parser
-
-
-def add_runtime_flags(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--quiet", action="store_true", help="no progress bars")
-    parser.add_argument("--debug", action="store_true", help="show tracebacks for input errors")
 
 
 def run_main(parser: argparse.ArgumentParser, body: Callable[[argparse.Namespace], int | None],
@@ -51,3 +64,181 @@ def run_main(parser: argparse.ArgumentParser, body: Callable[[argparse.Namespace
     except KeyboardInterrupt:
         print(f"{prog}: interrupted; finished files are complete, rerun to do the rest", file=sys.stderr)
         return 130
+
+
+# ---------------------------------------------------------------------------------------------
+# The parsers
+
+
+def _workers_alias(parser: argparse.ArgumentParser, dest: str) -> argparse.ArgumentParser:
+    parser.add_argument("--workers", dest=dest, type=non_negative_int, metavar="N", default=argparse.SUPPRESS,
+                        help=f"same as --{dest.replace('_', '-')}")
+    return parser
+
+
+def get_annots_parser(prog: str, summary: str) -> argparse.ArgumentParser:
+    return stage_parser(prog, summary, AnnotsOptions)
+
+
+def blend_weights_parser(prog: str, summary: str) -> argparse.ArgumentParser:
+    return _workers_alias(stage_parser(prog, summary, BlendWeightOptions), "lbs_workers")
+
+
+def render_mesh_parser(prog: str, summary: str) -> argparse.ArgumentParser:
+    return _workers_alias(stage_parser(prog, summary, RenderOptions), "render_workers")
+
+
+def check_seq_parser(prog: str, summary: str) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog=prog, description=summary + " The hands, MANO files and options it was "
+                                     "processed with come from its manifest (prep.json); the options below override them.")
+    parser.add_argument("path", nargs="?", type=Path, help="a processed or merged sequence folder (or use --capture/--seq)")
+    parser.add_argument("--capture", type=int, metavar="N", help="capture number N of Capture<N>")
+    parser.add_argument("--seq", metavar="NAME", help="sequence name, e.g. 0051_dinosaur")
+    parser.add_argument("--split", default="train", choices=SPLITS, help="dataset split (default: train)")
+    parser.add_argument("--basedir", type=Path, default=DEFAULT_BASEDIR, metavar="DIR",
+                        help=f"InterHand2.6M 30 fps root (default: {DEFAULT_BASEDIR})")
+    parser.add_argument("--out-root", "--out_root", dest="out_root", type=Path, default=None, metavar="DIR",
+                        help="the --out-root the sequence was processed with, if any")
+    parser.add_argument("--mano-dir", "--mano_dir", dest="mano_dir", type=Path, default=None, metavar="DIR",
+                        help="MANO model folder (default: the files recorded in the manifest)")
+    parser.add_argument("--voxel-size", "--voxel_size", dest="voxel_size", type=positive_float, default=None,
+                        metavar="M", help="grid spacing in metres (default: as recorded, else 0.025)")
+    parser.add_argument("--padding", type=non_negative_float, default=None, metavar="M",
+                        help="grid margin in metres (default: as recorded, else 0.05)")
+    parser.add_argument("--depth-format", "--depth_format", dest="depth_format", default=None, choices=DEPTH_FORMATS,
+                        help="depth files to expect (default: as recorded, else npy)")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks for input errors")
+    return parser
+
+
+def merge_seq_parser(prog: str, summary: str) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog=prog, description=summary)
+    parser.add_argument("--seq", nargs="+", required=True, metavar="ENTRY",
+                        help="sequences: seq, Capture<N>/seq or <split>/Capture<N>/seq")
+    parser.add_argument("--new-name", "--new_name", dest="new_name", required=True, metavar="NAME",
+                        help="name of the merged sequence")
+    parser.add_argument("--split", default="train", choices=SPLITS, help="default split of entries (default: train)")
+    parser.add_argument("--capture", type=int, default=0, metavar="N", help="default capture of entries (default: 0)")
+    parser.add_argument("--basedir", type=Path, default=DEFAULT_BASEDIR, metavar="DIR",
+                        help=f"InterHand2.6M 30 fps root (default: {DEFAULT_BASEDIR})")
+    parser.add_argument("--out-root", "--out_root", dest="out_root", type=Path, default=None, metavar="DIR",
+                        help="where the sequences were processed to (and where merge/ goes)")
+    parser.add_argument("--force", action="store_true", help="replace an existing merge of that name")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks for input errors")
+    return parser
+
+
+def gif_parser(prog: str, summary: str) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog=prog, description=summary)
+    parser.add_argument("--capture", type=int, required=True, metavar="N", help="capture number N of Capture<N>")
+    parser.add_argument("--seq", nargs="*", default=None, metavar="NAME",
+                        help="only these sequences (default: every processed one)")
+    parser.add_argument("--split", default="train", choices=SPLITS, help="dataset split (default: train)")
+    parser.add_argument("--basedir", type=Path, default=DEFAULT_BASEDIR, metavar="DIR",
+                        help=f"InterHand2.6M 30 fps root (default: {DEFAULT_BASEDIR})")
+    parser.add_argument("--out-root", "--out_root", dest="out_root", type=Path, default=None, metavar="DIR",
+                        help="the --out-root the sequences were processed with (GIFs go under it too)")
+    parser.add_argument("--cam", default=None, metavar="ID", help="camera id (default: 400002, or the first kept camera)")
+    parser.add_argument("--fps", type=float, default=30.0, help="frames per second (default: 30)")
+    parser.add_argument("--stride", type=int, default=1, help="use every n-th frame (default: 1)")
+    parser.add_argument("--max-width", "--max_width", dest="max_width", type=int, default=None, metavar="PX",
+                        help="downscale wider images to this width")
+    parser.add_argument("--overlay", action="store_true", help="tint the rendered masks over the images")
+    add_runtime_flags(parser)
+    return parser
+
+
+def process_parser(prog: str, summary: str, demo: bool = False) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog=prog, description=summary)
+    if not demo:
+        parser.add_argument("seqs", nargs="*", help="sequence names")
+        parser.add_argument("--all", action="store_true", help="every sequence of the capture")
+        parser.add_argument("--list", type=Path, metavar="FILE", help="a file with one sequence name per line")
+    parser.add_argument("--jobs", type=int, default=1, metavar="N", help="sequences processed in parallel (default: 1)")
+    parser.add_argument("--logs", type=Path, default=Path("logs"), metavar="DIR", help="log folder (default: logs)")
+    if not demo:
+        parser.add_argument("--demo", action="store_true",
+                            help="generate a synthetic capture under data/ if absent, process all of it, make GIFs")
+    add_selector_options(parser, with_sequence=False, capture_default=0)
+    for record in (AnnotsOptions, BlendWeightOptions, RenderOptions):
+        add_to_parser(parser, record, group_title=f"{record.__doc__.split(':')[0]} options")
+    add_runtime_flags(parser)
+    if demo:
+        parser.set_defaults(demo=True, seqs=[], all=True, list=None)
+    return parser
+
+
+@dataclass(frozen=True)
+class Command:
+    name: str       # the subcommand of interhand-prep
+    script: str     # the top-level script that wraps it
+    summary: str    # one line, for `interhand-prep --help` and the command's own --help
+    parser: Callable[[str, str], argparse.ArgumentParser]
+    runs: str       # "module:function" taking the parsed arguments, imported when the command runs
+
+
+COMMANDS = [
+    Command("get-annots", "get_annots.py", "Cameras, image list, MANO parameters and vertices of one sequence.",
+            get_annots_parser, "interhand_prep.stages.get_annots:main"),
+    Command("prepare-blend-weights", "prepare_blend_weights.py",
+            "Linear-blend-skinning weight grids (lbs/) around the canonical and every posed hand.",
+            blend_weights_parser, "interhand_prep.stages.prepare_blend_weights:main"),
+    Command("render-mesh", "render_mesh.py",
+            "A hand mask and a depth map for every camera view, rendered from the MANO mesh (pyrender offscreen).",
+            render_mesh_parser, "interhand_prep.stages.render_mesh:main"),
+    Command("check-seq", "check_seq.py",
+            "Verify a processed (or merged) sequence against the output contract, as a trainer reads it.",
+            check_seq_parser, "interhand_prep.stages.check_seq:main"),
+    Command("merge-seq", "merge_seq.py", "Merge processed sequences into one, with relative symbolic links.",
+            merge_seq_parser, "interhand_prep.stages.merge_seq:main"),
+    Command("gif", "gif.py", "GIF previews of the processed sequences of a capture (masks tinted over with --overlay).",
+            gif_parser, "interhand_prep.stages.gif:main"),
+    Command("process", "process.sh", "Run every stage over sequences of a capture: parallel, resumable, logged.",
+            process_parser, "interhand_prep.stages.process:main"),
+    Command("demo", "process.sh --demo",
+            "Generate a synthetic capture and MANO model under data/ (if absent) and process all of it.",
+            lambda prog, summary: process_parser(prog, summary, demo=True), "interhand_prep.stages.process:main"),
+]
+BY_NAME = {c.name: c for c in COMMANDS}
+
+
+def _runner(command: Command) -> Callable:
+    module, function = command.runs.split(":")
+    return getattr(importlib.import_module(module), function)
+
+
+def run_command(name: str, argv: Sequence[str] | None = None, prog: str | None = None) -> int:
+    """Run one command (as a subcommand or as its top-level script)."""
+    command = BY_NAME[name]
+    parser = command.parser(prog or f"{PROG} {name}", command.summary)
+    return run_main(parser, lambda args: _runner(command)(args), argv)
+
+
+def run_script(name: str, argv: Sequence[str] | None = None) -> int:
+    """The entry of a top-level script: the command under the script's own name."""
+    return run_command(name, argv, prog=BY_NAME[name].script.split()[0])
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """`interhand-prep <command> [options]`."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    width = max(len(c.name) for c in COMMANDS)
+    listing = "\n".join(f"  {c.name:<{width}}  {c.summary}" for c in COMMANDS)
+    usage = (f"usage: {PROG} <command> [options]\n\nTurn InterHand2.6M captures into training data for animatable "
+             f"hand avatars.\n\ncommands:\n{listing}\n\n`{PROG} <command> --help` describes a command's options.")
+    if not argv or argv[0] in ("-h", "--help"):
+        print(usage)
+        return 0 if argv else 2
+    if argv[0] in ("-V", "--version"):
+        from . import __version__
+
+        print(f"{PROG} {__version__}")
+        return 0
+    if argv[0] not in BY_NAME:
+        import difflib
+
+        close = difflib.get_close_matches(argv[0], list(BY_NAME), n=1)
+        print(f"{PROG}: error: unknown command {argv[0]!r}" + (f"; did you mean {close[0]}?" if close else "")
+              + f" (see {PROG} --help)", file=sys.stderr)
+        return 2
+    return run_command(argv[0], argv[1:])

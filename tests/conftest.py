@@ -1,35 +1,64 @@
-"""Shared test data: the real fixtures (read-only) and one small synthetic capture per session."""
+"""Shared test data and helpers, as fixtures (test modules import only from the package).
+
+- `fixtures_dir`: the real data in ../shared/fixtures (read-only).
+- `synthetic_root` / `capture`: a small capture holding every filtering case (SMALL_SPEC), generated
+  once; `capture` is a private copy a test may write into.
+- `tiny_root` / `tiny`: a right-hand and a two-hand sequence, 4 cameras x 6 frames at 1/4 size.
+- `gl_platform`: a working offscreen OpenGL platform (tests using it are marked `gl`).
+- `helpers`: small functions over processed folders (run all stages, list outputs, run a script).
+"""
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
 import os
 import shutil
+import subprocess
+import sys
 from pathlib import Path
+from types import SimpleNamespace
 
+import numpy as np
 import pytest
 
-from interhand_prep.synthetic_capture import CaptureSpec, SequenceSpec, generate_capture
+from interhand_prep.core.manifest import MANIFEST_NAME
+from interhand_prep.core.selection import SequenceSelector
+from interhand_prep.synthetic.capture import CaptureSpec, SequenceSpec, generate_capture
 
 REPO = Path(__file__).resolve().parents[1]
 FIXTURES = REPO.parent / "shared" / "fixtures"
+ONE, TWO = "0051_dinosaur", "0266_dh_pray"
 
 # One capture holding every filtering case; the tests derive what must be kept from this spec.
 SMALL_SPEC = dict(
     capture=0, split="train", seed=3,
     camera_ids=["400002", "400004", "400016", "400029", "410210", "410214", "410219", "400412"],
-    sequences=[SequenceSpec("0051_dinosaur", "right", 8), SequenceSpec("0266_dh_pray", "both", 8)],
-    black={"0051_dinosaur": {2: ["400004"]}, "0266_dh_pray": {5: ["400002", "400016"]}},
-    null_mano={"0266_dh_pray": {3: ["left"], 6: ["right"]}},
-    missing_images={"0051_dinosaur": {4: ["410214"]}, "0266_dh_pray": {1: ["400029"]}},
+    sequences=[SequenceSpec(ONE, "right", 8), SequenceSpec(TWO, "both", 8)],
+    black={ONE: {2: ["400004"]}, TWO: {5: ["400002", "400016"]}},
+    null_mano={TWO: {3: ["left"], 6: ["right"]}},
+    missing_images={ONE: {4: ["410214"]}, TWO: {1: ["400029"]}},
     cameras_without_images=["410210"],
     default_cases=False,
 )
 # cameras.csv: 400002/400004/400016/400029 portrait RGB, 410214/410219 portrait mono,
 # 400412 landscape RGB, 410210 landscape mono (it gets no images here)
+TINY_CAMERAS = ["400002", "400016", "410214", "400412"]  # two portrait RGB, one portrait mono, one landscape
+
+
+def pytest_collection_modifyitems(items):
+    for item in items:  # every test that renders needs an OpenGL platform
+        if "gl_platform" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.gl)
 
 
 def small_spec() -> CaptureSpec:
     return CaptureSpec(**{k: (v.copy() if isinstance(v, (dict, list)) else v) for k, v in SMALL_SPEC.items()})
+
+
+@pytest.fixture(scope="session")
+def repo() -> Path:
+    return REPO
 
 
 @pytest.fixture(scope="session")
@@ -42,37 +71,57 @@ def fixtures_dir() -> Path:
 
 
 @pytest.fixture(scope="session")
+def small() -> SimpleNamespace:
+    """SMALL_SPEC and the frame ids the generator gives its sequences (consecutive, 37 apart)."""
+    frames, start = {}, 1
+    for s in SMALL_SPEC["sequences"]:
+        frames[s.name] = list(range(start, start + s.num_frames))
+        start += s.num_frames + 37
+    return SimpleNamespace(spec=SMALL_SPEC, frames=frames)
+
+
+@pytest.fixture(scope="session")
 def synthetic_root(tmp_path_factory) -> Path:
     """A small synthetic capture and model, generated once: root/IH (basedir) and root/mano."""
     root = tmp_path_factory.mktemp("synthetic")
-    manifest = generate_capture(root / "IH", root / "mano", small_spec())
-    (root / "manifest.txt").write_text(repr(manifest.frames))
+    generate_capture(root / "IH", root / "mano", small_spec())
     return root
+
+
+def _copy(source: Path, target: Path) -> Path:
+    shutil.copytree(source / "IH", target / "IH", symlinks=True)
+    shutil.copytree(source / "mano", target / "mano")
+    return target
 
 
 @pytest.fixture
 def capture(synthetic_root, tmp_path) -> Path:
     """A private copy of the synthetic tree (tests may write into it): tmp/IH and tmp/mano."""
-    shutil.copytree(synthetic_root / "IH", tmp_path / "IH", symlinks=True)
-    shutil.copytree(synthetic_root / "mano", tmp_path / "mano")
-    return tmp_path
+    return _copy(synthetic_root, tmp_path)
 
 
-def frames_of(seq: str) -> list[int]:
-    """Frame ids the generator gives a sequence of SMALL_SPEC (consecutive blocks, 37 apart)."""
-    start = 1
-    for s in SMALL_SPEC["sequences"]:
-        if s.name == seq:
-            return list(range(start, start + s.num_frames))
-        start += s.num_frames + 37
-    raise KeyError(seq)
+@pytest.fixture(scope="session")
+def tiny_root(tmp_path_factory) -> Path:
+    """A right-hand and a two-hand sequence, 4 cameras x 6 frames at 1/4 size, one null left hand."""
+    root = tmp_path_factory.mktemp("tiny")
+    spec = CaptureSpec(capture=0, seed=8, camera_ids=TINY_CAMERAS, image_scale=0.25, default_cases=False,
+                       sequences=[SequenceSpec(ONE, "right", 6), SequenceSpec(TWO, "both", 6)],
+                       null_mano={TWO: {2: ["left"]}})
+    generate_capture(root / "IH", root / "mano", spec)
+    return root
 
 
-def gl_platform_or_skip() -> str:
+@pytest.fixture
+def tiny(tiny_root, tmp_path) -> Path:
+    return _copy(tiny_root, tmp_path)
+
+
+@pytest.fixture(scope="session")
+def gl_platform() -> str:
     """A working offscreen OpenGL platform, or skip (fail under CI, which installs Mesa)."""
-    from interhand_prep import rendering
+    from interhand_prep.core import gl_renderer
 
-    reasons = {p: rendering.probe_platform(p) for p in ("egl", "osmesa")}
+    reasons = {p: gl_renderer.probe_platform(p) for p in ("egl", "osmesa")}
     working = [p for p, r in reasons.items() if r is None]
     if not working:
         message = f"no OpenGL platform: {reasons}"
@@ -82,13 +131,52 @@ def gl_platform_or_skip() -> str:
     return working[0]
 
 
-def assert_processed_sequence(root: Path, hands: tuple[str, ...], mano_dir: Path) -> None:
+# ---------------------------------------------------------------------------------------------
+# helpers
+
+
+def _selector(root: Path, seq: str = TWO, **kw) -> SequenceSelector:
+    return SequenceSelector(capture=0, seq=seq, basedir=root / "IH", mano_dir=root / "mano", **kw)
+
+
+def _output_files(root: Path) -> dict[str, bytes]:
+    """Every output file of a sequence folder by relative path (the images and manifest aside)."""
+    out = {}
+    for dirpath, dirnames, filenames in os.walk(root):
+        rel_dir = Path(dirpath).relative_to(root)
+        if rel_dir == Path("."):
+            dirnames[:] = [d for d in dirnames if not d.startswith("cam")]
+        for name in filenames:
+            if rel_dir == Path(".") and name == MANIFEST_NAME:
+                continue
+            out[str(rel_dir / name)] = (Path(dirpath) / name).read_bytes()
+    return out
+
+
+def _state(root: Path) -> dict[str, tuple]:
+    """Bytes, modification time and mode of every file under `root`, hidden ones included."""
+    out = {}
+    for dirpath, _, filenames in os.walk(root):
+        for name in filenames:
+            path = Path(dirpath) / name
+            st = path.lstat()
+            out[str(path.relative_to(root))] = (hashlib.md5(path.read_bytes()).hexdigest(), st.st_mtime_ns, st.st_mode)
+    return out
+
+
+def _script(name: str, *args: str, cwd: Path | None = None, env: dict | None = None) -> subprocess.CompletedProcess:
+    """A top-level script of the repository (or process.sh) as a user runs it."""
+    cmd = ["bash", str(REPO / name)] if name.endswith(".sh") else [sys.executable, str(REPO / name)]
+    return subprocess.run(cmd + list(args), capture_output=True, text=True, cwd=cwd, stdin=subprocess.DEVNULL,
+                          env=dict(os.environ, PYTHON=sys.executable, **(env or {})))
+
+
+def _assert_processed_sequence(root: Path, hands: tuple[str, ...], mano_dir: Path) -> None:
     """Load a processed (or merged) sequence folder the way a trainer does, and check it."""
-    import numpy as np
     from PIL import Image
 
-    from interhand_prep import mano
-    from interhand_prep.layout import SequenceLayout
+    from interhand_prep.core import mano
+    from interhand_prep.core.layout import SequenceLayout
 
     layout = SequenceLayout(root)
     annots = np.load(root / "annots.npy", allow_pickle=True).item()
@@ -119,3 +207,22 @@ def assert_processed_sequence(root: Path, hands: tuple[str, ...], mano_dir: Path
             assert np.abs(unposed).max() < 0.5  # pose space: the hand about the origin
             assert np.load(layout.bweights(hand, frame)).shape[-1] == 17
             assert np.load(layout.bs(hand, frame)).shape[-1] == 3
+
+
+@pytest.fixture
+def helpers(request) -> SimpleNamespace:
+    """selector, run_stages (all stages in-process, one render worker), output_files, state,
+    script, assert_processed_sequence."""
+
+    def run_stages(sel: SequenceSelector, opts=None):
+        from interhand_prep.stages import pipeline
+
+        platform = request.getfixturevalue("gl_platform")
+        opts = opts or pipeline.StageOptions()
+        render = dataclasses.replace(opts.render, backend=platform, render_workers=1)
+        report = pipeline.run_sequence(sel, dataclasses.replace(opts, render=render), log=lambda m: None)
+        assert report.ok, report.stages
+        return report
+
+    return SimpleNamespace(selector=_selector, run_stages=run_stages, output_files=_output_files, state=_state,
+                           script=_script, assert_processed_sequence=_assert_processed_sequence)

@@ -13,11 +13,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from interhand_prep import annots, dataset, mano
-from interhand_prep.options import AnnotsOptions, SequenceSelector
-from interhand_prep.errors import InputError
-
-from conftest import REPO, SMALL_SPEC, frames_of
+from interhand_prep.core import dataset, mano
+from interhand_prep.core.errors import InputError
+from interhand_prep.core.options import AnnotsOptions
+from interhand_prep.core.selection import SequenceSelector
+from interhand_prep.stages import get_annots as annots
 
 PORTRAIT_WITH_IMAGES = ["400002", "400004", "400016", "400029", "410214", "410219"]
 
@@ -26,16 +26,16 @@ def selector(root: Path, seq: str, **kw) -> SequenceSelector:
     return SequenceSelector(capture=0, seq=seq, basedir=root / "IH", mano_dir=root / "mano", **kw)
 
 
-def expected_frames(seq: str, hands: tuple[str, ...], keep_black: bool = False) -> list[int]:
+def expected_frames(small, seq: str, hands: tuple[str, ...], keep_black: bool = False) -> list[int]:
     """Kept frames derived from the spec: drop black, missing-image and missing-MANO frames."""
-    frames = frames_of(seq)
-    spec_hands = next(s.hands for s in SMALL_SPEC["sequences"] if s.name == seq)
+    frames = small.frames[seq]
+    spec_hands = next(s.hands for s in small.spec["sequences"] if s.name == seq)
     drop = set()
-    for offset in SMALL_SPEC["missing_images"].get(seq, {}):
+    for offset in small.spec["missing_images"].get(seq, {}):
         drop.add(offset)
     if not keep_black:
-        drop.update(SMALL_SPEC["black"].get(seq, {}))
-    for offset, null_hands in SMALL_SPEC["null_mano"].get(seq, {}).items():
+        drop.update(small.spec["black"].get(seq, {}))
+    for offset, null_hands in small.spec["null_mano"].get(seq, {}).items():
         if set(null_hands) & set(hands):
             drop.add(offset)
     if spec_hands != "both" and any(h != spec_hands for h in hands):
@@ -45,36 +45,36 @@ def expected_frames(seq: str, hands: tuple[str, ...], keep_black: bool = False) 
 
 @pytest.mark.parametrize("seq,hand_type", [("0051_dinosaur", "right"), ("0266_dh_pray", "both"),
                                            ("0266_dh_pray", "left")])
-def test_frame_and_camera_filtering(capture, seq, hand_type):
+def test_frame_and_camera_filtering(small, capture, seq, hand_type):
     sel = selector(capture, seq, hand_type=hand_type)
     result = annots.run(sel, progress=False)
     assert result.cameras == PORTRAIT_WITH_IMAGES
     assert result.dropped_cameras.keys() == {"400412"}
     assert result.cameras_without_images == ["410210"]
-    assert result.frames == expected_frames(seq, sel.fixed_hands)
+    assert result.frames == expected_frames(small, seq, sel.fixed_hands)
     layout = sel.layout
     assert layout.read_cams() == PORTRAIT_WITH_IMAGES
     assert layout.read_frames() == result.frames
     # every dropped frame has a reason naming what was wrong
     dropped = result.dropped_frames
-    assert set(dropped) == set(frames_of(seq)) - set(result.frames)
-    for offset, cams in SMALL_SPEC["missing_images"].get(seq, {}).items():
-        assert dropped[frames_of(seq)[offset]] == f"image missing in cam{cams[0]}"
-    for offset, cams in SMALL_SPEC["black"].get(seq, {}).items():
-        assert "all black" in dropped[frames_of(seq)[offset]]
+    assert set(dropped) == set(small.frames[seq]) - set(result.frames)
+    for offset, cams in small.spec["missing_images"].get(seq, {}).items():
+        assert dropped[small.frames[seq][offset]] == f"image missing in cam{cams[0]}"
+    for offset, cams in small.spec["black"].get(seq, {}).items():
+        assert "all black" in dropped[small.frames[seq][offset]]
 
 
-def test_keep_landscape_and_black_frames(capture):
+def test_keep_landscape_and_black_frames(small, capture):
     sel = selector(capture, "0051_dinosaur")
     result = annots.run(sel, AnnotsOptions(keep_landscape=True, keep_black_frames=True), progress=False)
     assert result.cameras == sorted(PORTRAIT_WITH_IMAGES + ["400412"], key=int)
-    assert result.frames == expected_frames("0051_dinosaur", ("right",), keep_black=True)
+    assert result.frames == expected_frames(small, "0051_dinosaur", ("right",), keep_black=True)
 
 
-def test_black_frames_only_count_in_rgb_cameras(capture):
+def test_black_frames_only_count_in_rgb_cameras(small, capture):
     # Blacken a frame of a monochrome camera: the frame stays (only RGB cameras are checked).
     seq_dir = capture / "IH/images/train/Capture0/0051_dinosaur"
-    frame = frames_of("0051_dinosaur")[6]
+    frame = small.frames["0051_dinosaur"][6]
     path = seq_dir / "cam410214" / dataset.image_name(frame)
     Image.fromarray(np.zeros((512, 334, 3), np.uint8)).save(path, quality=90)
     result = annots.run(selector(capture, "0051_dinosaur"), progress=False)
@@ -278,22 +278,22 @@ def test_clear_errors(capture, case, message):
     assert not sel.layout.annots.exists()
 
 
-def test_cli_reports_one_line_and_exit_status(capture):
-    cmd = [sys.executable, str(REPO / "get_annots.py"), "--capture", "0", "--seq", "0999_nothing",
+def test_cli_reports_one_line_and_exit_status(repo, capture):
+    cmd = [sys.executable, str(repo / "get_annots.py"), "--capture", "0", "--seq", "0999_nothing",
            "--basedir", str(capture / "IH"), "--mano_dir", str(capture / "mano"), "--hand_type", "right"]
-    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO)
+    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=repo)
     assert proc.returncode == 2
     assert proc.stderr.strip().count("\n") == 0 and "Traceback" not in proc.stderr
     assert proc.stderr.startswith("get_annots.py: error: ") and "0999_nothing" in proc.stderr
 
     ok = subprocess.run(cmd[:5] + ["0051_dinosaur"] + cmd[6:] + ["--clear_existed", "--quiet"],
-                        capture_output=True, text=True, cwd=REPO)
+                        capture_output=True, text=True, cwd=repo)
     assert ok.returncode == 0, ok.stderr
     assert "frames:" in ok.stdout and "kept" in ok.stdout
 
 
 def test_every_dropped_frame_is_listed_in_the_summary():
-    from interhand_prep.layout import SequenceLayout
+    from interhand_prep.core.layout import SequenceLayout
 
     result = annots.AnnotsResult(layout=SequenceLayout("seq"), hands=("right",), frames=[1, 2],
                                  dropped_frames={3: "a", 4: "a", 5: "a", 9: "a", 7: "b"})
@@ -303,7 +303,7 @@ def test_every_dropped_frame_is_listed_in_the_summary():
 
 
 def test_the_generator_is_deterministic(tmp_path):
-    from interhand_prep.synthetic_capture import CaptureSpec, SequenceSpec, generate_capture
+    from interhand_prep.synthetic.capture import CaptureSpec, SequenceSpec, generate_capture
 
     def make(root):
         spec = CaptureSpec(capture=0, seed=21, camera_ids=["400002", "410214", "400412"], image_scale=0.25,

@@ -5,13 +5,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from interhand_prep import annots, blend_weights, skinning
-from interhand_prep.blend_weights import BlendWeightOptions
-from interhand_prep.errors import InputError
-from interhand_prep.layout import SequenceLayout
-from interhand_prep.mano import load_mano_model
-
-from test_annots import selector
+from interhand_prep.core import skinning
+from interhand_prep.core.errors import InputError
+from interhand_prep.core.layout import SequenceLayout
+from interhand_prep.core.mano import load_mano_model
+from interhand_prep.core.options import BlendWeightOptions
+from interhand_prep.stages import get_annots as annots
+from interhand_prep.stages import prepare_blend_weights as blend_weights
 
 
 def closest_on_triangles(p: np.ndarray, a: np.ndarray, b: np.ndarray, c: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -104,7 +104,7 @@ def test_frame_grids_match_brute_force_on_several_frames(small_model):
     poses = np.concatenate([np.zeros((N, 3)), rng.normal(scale=0.3, size=(N, 45))], 1)
     shapes = rng.normal(size=(N, 10))
     # pose-space vertices from the model's own forward pass, as get_annots writes them
-    from interhand_prep.mano import forward
+    from interhand_prep.core.mano import forward
 
     posed = forward(small_model, np.concatenate([np.zeros((N, 3)), poses[:, 3:] - small_model.hands_mean], 1), shapes,
                     np.zeros((N, 3))).vertices
@@ -146,8 +146,8 @@ def test_frame_grids_match_brute_force_on_several_frames(small_model):
             assert_matches_a_closest_face(bs[n].reshape(-1, 3).astype(np.float64), per_face, ties)
 
 
-def test_stage_writes_both_hands_with_the_documented_shapes(capture):
-    sel = selector(capture, "0266_dh_pray", hand_type="both")
+def test_stage_writes_both_hands_with_the_documented_shapes(helpers, capture):
+    sel = helpers.selector(capture, "0266_dh_pray", hand_type="both")
     frames = annots.run(sel, progress=False).frames
     result = blend_weights.run(sel, progress=False)
     assert result.written == {"right": len(frames), "left": len(frames)}
@@ -192,8 +192,8 @@ def test_stage_writes_both_hands_with_the_documented_shapes(capture):
     ("truncated_vertices", r"vertices/right/\d+\.npy: not a readable \.npy file"),
     ("no_annots", r"frames.txt: not found \(run get_annots.py first\)"),
 ])
-def test_bad_inputs_name_the_file(capture, case, message):
-    sel = selector(capture, "0051_dinosaur")
+def test_bad_inputs_name_the_file(helpers, capture, case, message):
+    sel = helpers.selector(capture, "0051_dinosaur")
     if case != "no_annots":
         frames = annots.run(sel, progress=False).frames
         layout = sel.layout
@@ -214,6 +214,6 @@ def test_bad_inputs_name_the_file(capture, case, message):
 
 
 @pytest.mark.parametrize("voxel,padding", [(0.0, 0.05), (-0.01, 0.05), (0.025, -1.0)])
-def test_invalid_grid_options(capture, voxel, padding):
+def test_invalid_grid_options(helpers, capture, voxel, padding):
     with pytest.raises(InputError, match="--voxel-size|--padding"):
-        blend_weights.run(selector(capture, "0051_dinosaur"), BlendWeightOptions(voxel_size=voxel, padding=padding))
+        blend_weights.run(helpers.selector(capture, "0051_dinosaur"), BlendWeightOptions(voxel_size=voxel, padding=padding))

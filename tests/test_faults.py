@@ -3,7 +3,6 @@ process, Ctrl-C, two runs on one sequence, a full disk; check_seq without option
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import shutil
 import signal
@@ -15,14 +14,19 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from interhand_prep import blend_weights, render_mesh
-from interhand_prep.errors import InputError
-from interhand_prep.manifest import Manifest
-from interhand_prep.options import RenderOptions, SequenceSelector
-from interhand_prep.synthetic_capture import CaptureSpec, SequenceSpec, generate_capture
+from interhand_prep.cli import run_script
+from interhand_prep.core.errors import InputError
+from interhand_prep.core.manifest import Manifest
+from interhand_prep.core.options import RenderOptions
+from interhand_prep.core.selection import SequenceSelector
+from interhand_prep.stages import prepare_blend_weights as blend_weights
+from interhand_prep.stages import render_mesh
+from interhand_prep.synthetic.capture import CaptureSpec, SequenceSpec, generate_capture
 
-from conftest import REPO, gl_platform_or_skip
-from test_reruns import ONE, TWO, output_files, run_all, selector, state
+pytestmark = pytest.mark.slow  # whole commands in subprocesses
+
+REPO = Path(__file__).resolve().parents[1]
+ONE, TWO = "0051_dinosaur", "0266_dh_pray"
 
 FRAMES = 12
 KEPT_CAMERAS = 3
@@ -30,7 +34,7 @@ SLOW_RENDER = """
 import os, time
 delay = float(os.environ.get("SLOW_RENDER_SECONDS", "0"))
 if delay:
-    import interhand_prep.rendering as rendering
+    import interhand_prep.core.gl_renderer as rendering
     original = rendering.HandViewRenderer.render
 
     def slow(self, cam_id):
@@ -76,9 +80,13 @@ def render_cmd(data: Path, platform: str, *extra: str) -> list[str]:
             "--render-workers", "2", "--quiet", *extra]
 
 
+def selector(root: Path, seq: str = TWO, **kw) -> SequenceSelector:
+    return SequenceSelector(capture=0, seq=seq, basedir=root / "IH", mano_dir=root / "mano", **kw)
+
+
 def prepared(data: Path) -> SequenceSelector:
     """The two-hand sequence with get_annots and the grids done (render left to the test)."""
-    from interhand_prep import annots
+    from interhand_prep.stages import get_annots as annots
 
     sel = selector(data, hand_type="both")
     annots.run(sel, progress=False)
@@ -149,8 +157,8 @@ def assert_masks_complete(root: Path) -> None:
 # Faults during render
 
 
-def test_killing_the_main_process_takes_its_workers_along(data, capture):
-    platform = gl_platform_or_skip()
+def test_killing_the_main_process_takes_its_workers_along(gl_platform, data, capture):
+    platform = gl_platform
     sel = prepared(data)
     proc = subprocess.Popen(render_cmd(data, platform), env=slow_env(capture), start_new_session=True,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -171,8 +179,8 @@ def test_killing_the_main_process_takes_its_workers_along(data, capture):
     assert not (sel.layout.root / ".lock").exists() and not list(sel.layout.root.rglob("*.tmp"))
 
 
-def test_ctrl_c_stops_render_within_two_seconds(data, capture, tmp_path):
-    platform = gl_platform_or_skip()
+def test_ctrl_c_stops_render_within_two_seconds(helpers, gl_platform, data, capture, tmp_path):
+    platform = gl_platform
     sel = prepared(data)
     proc = subprocess.Popen(render_cmd(data, platform), env=slow_env(capture), start_new_session=True,
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
@@ -189,14 +197,14 @@ def test_ctrl_c_stops_render_within_two_seconds(data, capture, tmp_path):
     # the rerun completes it with the bytes of an uninterrupted run
     assert subprocess.run(render_cmd(data, platform), capture_output=True).returncode == 0
     reference = selector(data, hand_type="both", out_root=tmp_path / "ref")
-    run_all(reference)
-    ours = {k: v for k, v in output_files(sel.layout.root).items() if k.startswith(("mask", "depth"))}
-    ref = {k: v for k, v in output_files(reference.layout.root).items() if k.startswith(("mask", "depth"))}
+    helpers.run_stages(reference)
+    ours = {k: v for k, v in helpers.output_files(sel.layout.root).items() if k.startswith(("mask", "depth"))}
+    ref = {k: v for k, v in helpers.output_files(reference.layout.root).items() if k.startswith(("mask", "depth"))}
     assert ours == ref
 
 
-def test_a_refused_run_leaves_the_running_ones_files_alone(data, capture):
-    platform = gl_platform_or_skip()
+def test_a_refused_run_leaves_the_running_ones_files_alone(gl_platform, data, capture):
+    platform = gl_platform
     first = subprocess.Popen(process_cmd(data, TWO, "--backend", platform), env=slow_env(capture),
                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
     root = selector(data).layout.root
@@ -222,15 +230,8 @@ def test_a_refused_run_leaves_the_running_ones_files_alone(data, capture):
 # Disk space
 
 
-def _load_script(name: str):
-    spec = importlib.util.spec_from_file_location(name.replace(".py", ""), REPO / name)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def test_a_full_disk_is_one_line_naming_the_file(data, monkeypatch, capsys):
-    from interhand_prep import fileio
+    from interhand_prep.core import fileio
 
     real = fileio._temporary_beside
 
@@ -240,9 +241,8 @@ def test_a_full_disk_is_one_line_naming_the_file(data, monkeypatch, capsys):
         return os.open("/dev/full", os.O_WRONLY), tmp  # every write: ENOSPC
 
     monkeypatch.setattr(fileio, "_temporary_beside", full_disk)
-    script = _load_script("get_annots.py")
     argv = ["--capture", "0", "--seq", TWO, "--basedir", str(data / "IH"), "--mano-dir", str(data / "mano"), "--quiet"]
-    status = script.run_main(script.build_parser(), script.main, argv)
+    status = run_script("get-annots", argv)
     err = capsys.readouterr().err.strip()
     assert status == 2
     assert err.count("\n") == 0 and err.startswith("get_annots.py: error: ")
@@ -265,8 +265,8 @@ def test_too_little_free_space_stops_before_any_work(data, monkeypatch):
 # process.sh mistakes
 
 
-def test_a_misspelt_sequence_stops_and_creates_nothing(data):
-    before = state(data)
+def test_a_misspelt_sequence_stops_and_creates_nothing(helpers, data):
+    before = helpers.state(data)
     proc = subprocess.run(process_cmd(data, "0266_dh_pary"), capture_output=True, text=True,
                           env=dict(os.environ, PYTHON=sys.executable))
     assert proc.returncode == 2 and proc.stdout == ""
@@ -275,14 +275,14 @@ def test_a_misspelt_sequence_stops_and_creates_nothing(data):
     wrong_capture = subprocess.run(process_cmd(data, TWO)[:3] + ["1"] + process_cmd(data, TWO)[4:], capture_output=True,
                                    text=True, env=dict(os.environ, PYTHON=sys.executable))
     assert wrong_capture.returncode == 2 and "Capture1: no such capture; closest: Capture0" in wrong_capture.stderr
-    assert state(data) == before and not (data / "logs").exists()
+    assert helpers.state(data) == before and not (data / "logs").exists()
 
 
-def test_relative_paths_are_the_callers(data):
+def test_relative_paths_are_the_callers(gl_platform, data):
     caller = data / "elsewhere"
     caller.mkdir()
     cmd = ["bash", str(REPO / "process.sh"), "--capture", "0", ONE, "--basedir", "../IH", "--mano-dir", "../mano",
-           "--out-root", "out", "--logs", "logs", "--quiet", "--backend", gl_platform_or_skip()]
+           "--out-root", "out", "--logs", "logs", "--quiet", "--backend", gl_platform]
     proc = subprocess.run(cmd, cwd=caller, capture_output=True, text=True, env=dict(os.environ, PYTHON=sys.executable))
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert (caller / "out" / "train" / "Capture0" / ONE / "annots.npy").is_file()
@@ -290,8 +290,8 @@ def test_relative_paths_are_the_callers(data):
     assert not (REPO / "out").exists() and not (REPO / "IH").exists()
 
 
-def test_hand_type_auto_over_a_capture(data):
-    proc = subprocess.run(process_cmd(data, "--all", "--backend", gl_platform_or_skip(), "--hand-type", "auto"),
+def test_hand_type_auto_over_a_capture(gl_platform, data):
+    proc = subprocess.run(process_cmd(data, "--all", "--backend", gl_platform, "--hand-type", "auto"),
                           capture_output=True, text=True, env=dict(os.environ, PYTHON=sys.executable))
     assert proc.returncode == 0, proc.stdout + proc.stderr
     hands = {seq: Manifest.read(selector(data, seq).layout.root).stage("get_annots")["result"]["hands"] for seq in (ONE, TWO)}
@@ -300,7 +300,7 @@ def test_hand_type_auto_over_a_capture(data):
     assert not (selector(data, ONE).layout.root / "lbs" / "left").exists()
     assert (selector(data, TWO).layout.root / "lbs" / "left" / "tbw.npy").is_file()
     # and --hand-type both over the same capture still fails, clearly, on the one-hand sequence
-    both = subprocess.run(process_cmd(data, "--all", "--backend", gl_platform_or_skip(), "--overwrite"),
+    both = subprocess.run(process_cmd(data, "--all", "--backend", gl_platform, "--overwrite"),
                           capture_output=True, text=True, env=dict(os.environ, PYTHON=sys.executable))
     assert both.returncode == 1 and "no MANO for the left hand" in both.stdout
 
@@ -309,9 +309,9 @@ def test_hand_type_auto_over_a_capture(data):
 # check_seq
 
 
-def test_check_seq_needs_only_the_sequence(data):
+def test_check_seq_needs_only_the_sequence(helpers, data):
     sel = selector(data, hand_type="both")
-    run_all(sel)
+    helpers.run_stages(sel)
 
     def check() -> subprocess.CompletedProcess:
         return subprocess.run([sys.executable, str(REPO / "check_seq.py"), "--basedir", str(data / "IH"),
@@ -340,7 +340,7 @@ def test_stale_locks_are_recognised(tmp_path):
     import json as json_module
     import socket
 
-    from interhand_prep.fileio import STALE_LOCK_SECONDS, SequenceLock
+    from interhand_prep.core.locking import STALE_LOCK_SECONDS, SequenceLock
 
     lock_file = tmp_path / ".lock"
     lock_file.write_text(json_module.dumps({"host": socket.gethostname(), "pid": 999999, "since": "yesterday"}))

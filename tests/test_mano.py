@@ -8,8 +8,9 @@ import shutil
 import numpy as np
 import pytest
 
-from interhand_prep import mano, synthetic_hand
-from interhand_prep.errors import InputError
+from interhand_prep.core import mano
+from interhand_prep.core.errors import InputError
+from interhand_prep.synthetic import hand as synthetic_hand
 
 
 class _Stub:
@@ -75,7 +76,7 @@ def test_left_shapedirs_defect_is_fixed_once(fixtures_dir, tmp_path, caplog):
     assert np.abs(left_x - right_x).max() < 1e-3 * np.abs(right_x).max()
 
     mano._load_cached.cache_clear()  # a fresh process, as a run starts
-    with caplog.at_level("INFO", logger="interhand_prep.mano"):
+    with caplog.at_level("INFO", logger="interhand_prep.core.mano"):
         left = mano.load_mano_model(source, "left")
         mano.load_mano_model(source, "left")  # cached: checked and logged once
     assert left.left_fix is True

@@ -9,12 +9,14 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from interhand_prep import annots, rendering, render_mesh
-from interhand_prep.options import RenderOptions, SequenceSelector
-from interhand_prep.layout import SequenceLayout
-from interhand_prep.synthetic_capture import CaptureSpec, SequenceSpec, generate_capture
-
-from conftest import gl_platform_or_skip
+from interhand_prep.core import gl_renderer as rendering
+from interhand_prep.core import pyrender_adapter
+from interhand_prep.core.layout import SequenceLayout
+from interhand_prep.core.options import RenderOptions
+from interhand_prep.core.selection import SequenceSelector
+from interhand_prep.stages import get_annots as annots
+from interhand_prep.stages import render_mesh
+from interhand_prep.synthetic.capture import CaptureSpec, SequenceSpec, generate_capture
 
 
 SEQ = "0266_dh_pray"
@@ -22,9 +24,9 @@ TILE = 8
 
 
 @pytest.fixture(scope="module")
-def rendered(tmp_path_factory):
+def rendered(tmp_path_factory, gl_platform):
     """A small two-hand capture (1/4-size images, hands occluding each other), annotated and rendered."""
-    platform = gl_platform_or_skip()
+    platform = gl_platform
     root = tmp_path_factory.mktemp("render")
     spec = CaptureSpec(capture=0, seed=11, camera_ids=["400002", "400016", "400029", "410214", "410219", "400412"],
                        sequences=[SequenceSpec(SEQ, "both", 3)], default_cases=False, image_scale=0.25)
@@ -50,7 +52,7 @@ def ray_cast(layout: SequenceLayout, mano_dir, cam: str, frame: int, width: int,
     K, R, T = cams.K[c], cams.R[c], cams.T[c] / 1000.0
     origin = -R.T @ T
     tris, labels = [], []
-    from interhand_prep.mano import load_mano_model
+    from interhand_prep.core.mano import load_mano_model
 
     for hand, label in (("left", 100), ("right", 200)):
         v = np.load(layout.vertices(hand, frame)).astype(np.float64)
@@ -159,7 +161,7 @@ def test_no_hand_in_view_gives_an_empty_mask(rendered):
     T = turn @ cams.T[0]
     away = rendering.ViewCamera("away", cams.K[0], R, T, 84, 128)
     front = rendering.ViewCamera("front", cams.K[0], cams.R[0], cams.T[0], 84, 128)
-    from interhand_prep.mano import load_mano_model
+    from interhand_prep.core.mano import load_mano_model
 
     meshes = {h: (np.load(layout.vertices(h, frame)), load_mano_model(sel.mano_dir, h).faces) for h in ("left", "right")}
     with rendering.HandViewRenderer([away, front]) as renderer:
@@ -205,6 +207,12 @@ def test_all_cameras_workers_and_resume(rendered, tmp_path):
     for path, data in before.items():
         assert path.read_bytes() == data and path.stat().st_mtime_ns == stamps[path]  # same bytes: not rewritten
     assert not list(layout.root.rglob("*.tmp"))
+
+
+def test_the_pyrender_internals_we_use_are_still_there():
+    """The renderer drives pyrender below its public API (pyrender_adapter): an upgrade that
+    changes any of it must fail here, loudly, not render wrong masks."""
+    assert pyrender_adapter.problems() == []
 
 
 def test_camera_pose_is_the_inverse_extrinsics_with_the_axis_flip():

@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import hashlib
+import dataclasses
 import json
 import os
-import shutil
 import stat
 import subprocess
 import sys
@@ -14,63 +13,23 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from interhand_prep import annots, mano, pipeline
-from interhand_prep.manifest import MANIFEST_NAME, Manifest
-from interhand_prep.options import AnnotsOptions, BlendWeightOptions, RenderOptions, SequenceSelector
-from interhand_prep.pipeline import StageOptions
-from interhand_prep.synthetic_capture import CaptureSpec, SequenceSpec, generate_capture
-from interhand_prep.synthetic_hand import _mirror_pose
+from interhand_prep.core import mano
+from interhand_prep.core.dataset import InterHandDataset
+from interhand_prep.core.manifest import MANIFEST_NAME, Manifest
+from interhand_prep.core.options import AnnotsOptions, BlendWeightOptions, RenderOptions
+from interhand_prep.core.selection import SequenceSelector
+from interhand_prep.stages import get_annots as annots
+from interhand_prep.stages import pipeline
+from interhand_prep.stages.pipeline import StageOptions
+from interhand_prep.synthetic.hand import _mirror_pose
 
-from conftest import REPO, gl_platform_or_skip
-
+REPO = Path(__file__).resolve().parents[1]
 ONE, TWO = "0051_dinosaur", "0266_dh_pray"
-CAMERAS = ["400002", "400016", "410214", "400412"]  # two portrait RGB, one portrait mono, one landscape
-
-
-@pytest.fixture(scope="module")
-def tiny(tmp_path_factory):
-    """A right-hand and a two-hand sequence, 4 cameras x 6 frames at 1/4 size, one null left hand."""
-    root = tmp_path_factory.mktemp("tiny")
-    spec = CaptureSpec(capture=0, seed=8, camera_ids=CAMERAS, image_scale=0.25, default_cases=False,
-                       sequences=[SequenceSpec(ONE, "right", 6), SequenceSpec(TWO, "both", 6)],
-                       null_mano={TWO: {2: ["left"]}})
-    generate_capture(root / "IH", root / "mano", spec)
-    return root
 
 
 @pytest.fixture
-def data(tiny, tmp_path):
-    shutil.copytree(tiny / "IH", tmp_path / "IH")
-    shutil.copytree(tiny / "mano", tmp_path / "mano")
-    return tmp_path
-
-
-def selector(root: Path, seq: str = TWO, **kw) -> SequenceSelector:
-    return SequenceSelector(capture=0, seq=seq, basedir=root / "IH", mano_dir=root / "mano", **kw)
-
-
-def run_all(sel: SequenceSelector, opts: StageOptions | None = None) -> pipeline.SequenceReport:
-    platform = gl_platform_or_skip()
-    opts = opts or StageOptions()
-    opts = StageOptions(opts.annots, opts.lbs, RenderOptions(**{**opts.render.__dict__, "backend": platform,
-                                                                "render_workers": 1}))
-    report = pipeline.run_sequence(sel, opts, log=lambda m: None)
-    assert report.ok, report.stages
-    return report
-
-
-def output_files(root: Path) -> dict[str, bytes]:
-    """Every output file of a sequence folder by relative path (the images and manifest aside)."""
-    out = {}
-    for dirpath, dirnames, filenames in os.walk(root):
-        rel_dir = Path(dirpath).relative_to(root)
-        if rel_dir == Path("."):
-            dirnames[:] = [d for d in dirnames if not d.startswith("cam")]
-        for name in filenames:
-            if rel_dir == Path(".") and name == MANIFEST_NAME:
-                continue
-            out[str(rel_dir / name)] = (Path(dirpath) / name).read_bytes()
-    return out
+def data(tiny):
+    return tiny
 
 
 VOLATILE = {"annotations", "images", "links_to",  # identities of the copied dataset, and where it is
@@ -85,23 +44,12 @@ def manifest_content(root: Path) -> dict:
             for stage, record in data["stages"].items()}
 
 
-def assert_same_outputs(ours: Path, fresh: Path) -> None:
-    a, b = output_files(ours), output_files(fresh)
+def assert_same_outputs(helpers, ours: Path, fresh: Path) -> None:
+    a, b = helpers.output_files(ours), helpers.output_files(fresh)
     assert sorted(a) == sorted(b), set(a) ^ set(b)
     different = [k for k in a if a[k] != b[k]]
     assert not different, different[:5]
     assert manifest_content(ours) == manifest_content(fresh)
-
-
-def state(root: Path) -> dict[str, tuple]:
-    """Bytes, modification time and mode of every file under `root`, hidden ones included."""
-    out = {}
-    for dirpath, dirnames, filenames in os.walk(root):
-        for name in filenames:
-            path = Path(dirpath) / name
-            st = path.lstat()
-            out[str(path.relative_to(root))] = (hashlib.md5(path.read_bytes()).hexdigest(), st.st_mtime_ns, st.st_mode)
-    return out
 
 
 def mtimes(paths) -> dict:
@@ -113,29 +61,31 @@ def mtimes(paths) -> dict:
 
 
 @pytest.fixture(scope="module")
-def fresh_runs(tiny, tmp_path_factory):
+def fresh_runs(tiny_root, tmp_path_factory, gl_platform):
     """One fresh run per hand type of the two-hand sequence, each in its own --out-root."""
     out = {}
+    render = RenderOptions(backend=gl_platform, render_workers=1)
     for hand_type in ("right", "left", "both"):
         root = tmp_path_factory.mktemp(f"fresh_{hand_type}")
-        sel = selector(tiny, hand_type=hand_type, out_root=root)
-        run_all(sel)
+        sel = SequenceSelector(capture=0, seq=TWO, basedir=tiny_root / "IH", mano_dir=tiny_root / "mano",
+                               hand_type=hand_type, out_root=root)
+        assert pipeline.run_sequence(sel, StageOptions(render=render), log=lambda m: None).ok
         out[hand_type] = sel.layout.root
     return out
 
 
 @pytest.mark.parametrize("first,second", [("right", "both"), ("both", "right"), ("left", "both"), ("both", "left"),
                                           ("right", "left"), ("left", "right")])
-def test_changing_the_hand_type_gives_a_fresh_runs_outputs(data, fresh_runs, first, second):
+def test_changing_the_hand_type_gives_a_fresh_runs_outputs(helpers, data, fresh_runs, first, second):
     out = data / "out"
-    run_all(selector(data, hand_type=first, out_root=out))
-    layout = selector(data, hand_type=first, out_root=out).layout
+    helpers.run_stages(helpers.selector(data, hand_type=first, out_root=out))
+    layout = helpers.selector(data, hand_type=first, out_root=out).layout
     kept = set(layout.read_frames())
     masks_before = mtimes(layout.existing_view_files("mask"))
     grids_before = mtimes(p for h in set(first.split()) & {"right", "left"} for p in
                           layout.existing_frame_files("bweights", h).values())
-    run_all(selector(data, hand_type=second, out_root=out))
-    assert_same_outputs(layout.root, fresh_runs[second])
+    helpers.run_stages(helpers.selector(data, hand_type=second, out_root=out))
+    assert_same_outputs(helpers, layout.root, fresh_runs[second])
     # only what changed was redone: views and grids of frames kept by both runs are not rewritten
     still = set(layout.read_frames()) & kept
     for path, stamp in masks_before.items():
@@ -147,7 +97,7 @@ def test_changing_the_hand_type_gives_a_fresh_runs_outputs(data, fresh_runs, fir
 
 
 @pytest.mark.parametrize("change", ["voxel", "depth_png16", "depth_none", "keep_landscape", "surface_weights"])
-def test_changing_an_option_gives_a_fresh_runs_outputs(data, tmp_path, change):
+def test_changing_an_option_gives_a_fresh_runs_outputs(helpers, data, tmp_path, change):
     before = StageOptions()
     after = {
         "voxel": StageOptions(lbs=BlendWeightOptions(voxel_size=0.05)),
@@ -156,30 +106,30 @@ def test_changing_an_option_gives_a_fresh_runs_outputs(data, tmp_path, change):
         "keep_landscape": StageOptions(annots=AnnotsOptions(keep_landscape=True)),
         "surface_weights": StageOptions(lbs=BlendWeightOptions(surface_weights=True)),
     }[change]
-    sel = selector(data, hand_type="both", out_root=data / "out")
-    run_all(sel, before)
+    sel = helpers.selector(data, hand_type="both", out_root=data / "out")
+    helpers.run_stages(sel, before)
     masks = mtimes(sel.layout.existing_view_files("mask"))
     grids = mtimes((sel.layout.root / "lbs").rglob("*.npy"))
-    run_all(sel, after)
-    fresh = selector(data, hand_type="both", out_root=tmp_path / "fresh")
-    run_all(fresh, after)
-    assert_same_outputs(sel.layout.root, fresh.layout.root)
+    helpers.run_stages(sel, after)
+    fresh = helpers.selector(data, hand_type="both", out_root=tmp_path / "fresh")
+    helpers.run_stages(fresh, after)
+    assert_same_outputs(helpers, sel.layout.root, fresh.layout.root)
     if change in ("voxel", "surface_weights", "depth_png16", "depth_none"):
         assert mtimes(sel.layout.existing_view_files("mask")) == masks  # masks did not change: untouched
     if change.startswith("depth"):
         assert mtimes((sel.layout.root / "lbs").rglob("*.npy")) == grids  # the grids were not redone
 
 
-def test_the_left_hand_is_the_mirror_of_the_right(data):
+def test_the_left_hand_is_the_mirror_of_the_right(helpers, data):
     """With the left file's defect carrying official-like noise, the left mesh of mirrored
     parameters is the right mesh mirrored (unfixed, it is off by millimetres)."""
-    sel = selector(data, hand_type="both")
+    sel = helpers.selector(data, hand_type="both")
     result = annots.run(sel, progress=False)
     layout = sel.layout
     right, left = mano.load_mano_model(data / "mano", "right"), mano.load_mano_model(data / "mano", "left")
     record = Manifest.read(layout.root).stage("get_annots")
     assert record["result"]["left_fix_applied"] is True
-    cache = annots.InterHandDataset(data / "IH", "train").capture_mano(0)
+    cache = InterHandDataset(data / "IH", "train").capture_mano(0)
     pose, shape, trans = cache.arrays(result.frames, "left")
     mirrored = mano.forward(right, np.concatenate([_mirror_pose(pose[:, :3]), _mirror_pose(pose[:, 3:])], 1), shape,
                             trans * [-1, 1, 1]).vertices * [-1, 1, 1]
@@ -198,15 +148,16 @@ def _script(name: str, data: Path, *extra: str, seq: str = TWO) -> subprocess.Co
     return subprocess.run(cmd, capture_output=True, text=True, stdin=subprocess.DEVNULL)
 
 
-def test_a_rerun_touches_nothing(data):
-    platform = gl_platform_or_skip()
+@pytest.mark.slow
+def test_a_rerun_touches_nothing(helpers, gl_platform, data):
+    platform = gl_platform
     process = ["bash", str(REPO / "process.sh"), TWO, "--capture", "0", "--basedir", str(data / "IH"),
                "--mano-dir", str(data / "mano"), "--hand-type", "both", "--backend", platform,
                "--logs", str(data / "logs"), "--quiet"]
     env = dict(os.environ, PYTHON=sys.executable)
     assert subprocess.run(process, capture_output=True, env=env).returncode == 0
-    seq_dir = selector(data).layout.root
-    before = state(seq_dir)
+    seq_dir = helpers.selector(data).layout.root
+    before = helpers.state(seq_dir)
     assert not (seq_dir / ".lock").exists() and (seq_dir / MANIFEST_NAME).is_file()
     again = subprocess.run(process, capture_output=True, text=True, env=env)
     assert again.returncode == 0 and again.stdout.count("skipped") == 3
@@ -217,15 +168,15 @@ def test_a_rerun_touches_nothing(data):
         assert proc.returncode == 0, proc.stderr
         if name != "check_seq.py":
             assert "up to date" in proc.stdout and "nothing to do" in proc.stdout
-    assert state(seq_dir) == before
+    assert helpers.state(seq_dir) == before
 
 
 @pytest.mark.parametrize("damage", ["missing", "not json", "foreign", "older format", "edited"])
-def test_a_bad_manifest_is_reported_and_makes_stages_stale(data, damage):
-    sel = selector(data, hand_type="both")
-    run_all(sel)
+def test_a_bad_manifest_is_reported_and_makes_stages_stale(helpers, data, damage):
+    sel = helpers.selector(data, hand_type="both")
+    helpers.run_stages(sel)
     path = sel.layout.manifest
-    outputs = output_files(sel.layout.root)
+    outputs = helpers.output_files(sel.layout.root)
     content = json.loads(path.read_text())
     if damage == "missing":
         path.unlink()
@@ -246,15 +197,15 @@ def test_a_bad_manifest_is_reported_and_makes_stages_stale(data, damage):
     assert expected in manifest.problem
     result = annots.run(sel, progress=False)
     assert not result.skipped and expected in result.reason
-    run_all(sel)
-    assert output_files(sel.layout.root) == outputs  # redone, the same bytes
+    helpers.run_stages(sel)
+    assert helpers.output_files(sel.layout.root) == outputs  # redone, the same bytes
     assert Manifest.read(sel.layout.root).problem is None
 
 
-def test_an_interrupted_stage_is_not_recorded_as_done(data, monkeypatch):
-    sel = selector(data, hand_type="both")
-    run_all(sel)
-    from interhand_prep import blend_weights
+def test_an_interrupted_stage_is_not_recorded_as_done(helpers, data, monkeypatch):
+    sel = helpers.selector(data, hand_type="both")
+    helpers.run_stages(sel)
+    from interhand_prep.stages import prepare_blend_weights as blend_weights
 
     def broken(*args, **kwargs):
         raise OSError(28, "No space left on device", "somewhere")
@@ -272,9 +223,10 @@ def test_an_interrupted_stage_is_not_recorded_as_done(data, monkeypatch):
 # Permissions
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("umask,file_mode,dir_mode", [(0o022, 0o644, 0o755), (0o027, 0o640, 0o750)])
-def test_outputs_follow_the_umask(data, umask, file_mode, dir_mode):
-    platform = gl_platform_or_skip()
+def test_outputs_follow_the_umask(gl_platform, data, umask, file_mode, dir_mode):
+    platform = gl_platform
     cmd = ["bash", str(REPO / "process.sh"), TWO, "--capture", "0", "--basedir", str(data / "IH"), "--mano-dir",
            str(data / "mano"), "--hand-type", "both", "--backend", platform, "--logs", str(data / "logs"),
            "--out-root", str(data / "out"), "--quiet"]

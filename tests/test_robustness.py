@@ -12,11 +12,18 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from interhand_prep import annotation_cache
-from interhand_prep.check import check_sequence
-from interhand_prep.dataset import AnnotationFiles, image_name
+from interhand_prep.core import annotation_cache
+from interhand_prep.core.dataset import AnnotationFiles, image_name
+from interhand_prep.stages.check_seq import check_sequence
 
-from conftest import REPO, frames_of, gl_platform_or_skip
+REPO = Path(__file__).resolve().parents[1]
+# the small capture's two-hand sequence: 8 frames from 46 (the right-hand one has 1-8, then 37 apart)
+TWO_HAND_FRAMES = list(range(46, 54))
+
+
+def frames_of(seq: str) -> list[int]:
+    assert seq == "0266_dh_pray"
+    return TWO_HAND_FRAMES
 
 ANN = "IH/annotations/train"
 
@@ -79,6 +86,7 @@ BAD_INPUTS = {
 }
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("case", list(BAD_INPUTS))
 def test_bad_input_is_one_clear_line_and_nothing_is_written(capture, case):
     damage, message = BAD_INPUTS[case]
@@ -152,7 +160,7 @@ def test_concurrent_runs_build_the_cache_once(capture):
 def test_a_second_run_on_the_same_sequence_is_refused(capture):
     seq_dir = capture / "IH/images/train/Capture0/0266_dh_pray"
     holder = subprocess.Popen([sys.executable, "-c", (
-        "import sys, time; sys.path.insert(0, sys.argv[2]); from interhand_prep.fileio import sequence_lock\n"
+        "import sys, time; sys.path.insert(0, sys.argv[2]); from interhand_prep.core.locking import sequence_lock\n"
         "with sequence_lock(sys.argv[1]):\n    print('held', flush=True); time.sleep(30)"), str(seq_dir), str(REPO)],
         stdout=subprocess.PIPE, text=True)
     try:
@@ -168,10 +176,9 @@ def test_a_second_run_on_the_same_sequence_is_refused(capture):
     assert get_annots(capture).returncode == 0
 
 
-def test_check_seq_passes_and_then_names_each_problem(capture):
-    gl_platform_or_skip()
-    from interhand_prep import pipeline
-    from interhand_prep.options import SequenceSelector
+def test_check_seq_passes_and_then_names_each_problem(capture, gl_platform):
+    from interhand_prep.stages import pipeline
+    from interhand_prep.core.selection import SequenceSelector
 
     sel = SequenceSelector(capture=0, seq="0266_dh_pray", basedir=capture / "IH", mano_dir=capture / "mano",
                            hand_type="both")

@@ -6,7 +6,6 @@ from __future__ import annotations
 import io
 import os
 import pickle
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -15,14 +14,19 @@ import numpy as np
 import pytest
 import scipy.io
 
-from interhand_prep import annots, mano, merge, safe_pickle
-from interhand_prep.errors import InputError
-from interhand_prep.layout import SequenceLayout
+from interhand_prep.core import mano, safe_pickle
+from interhand_prep.core.errors import InputError
+from interhand_prep.core.layout import SequenceLayout
+from interhand_prep.core.selection import SequenceSelector
+from interhand_prep.stages import get_annots as annots
+from interhand_prep.stages import merge_seq as merge
 
-from interhand_prep.synthetic_capture import CaptureSpec, SequenceSpec, generate_capture
+REPO = Path(__file__).resolve().parents[1]
+TWO = "0266_dh_pray"
 
-from conftest import REPO
-from test_reruns import CAMERAS, ONE, TWO, selector
+
+def selector(root: Path, seq: str = TWO, **kw) -> SequenceSelector:
+    return SequenceSelector(capture=0, seq=seq, basedir=root / "IH", mano_dir=root / "mano", **kw)
 
 
 class Payload:
@@ -48,22 +52,11 @@ def payloads(marker: Path) -> dict[str, tuple[Payload, str]]:
 PAYLOADS = ["builtins.eval", "os.system", "a numpy function", "a scipy function"]
 
 
-@pytest.fixture(scope="module")
-def tiny(tmp_path_factory):
-    root = tmp_path_factory.mktemp("untrusted")
-    spec = CaptureSpec(capture=0, seed=8, camera_ids=CAMERAS, image_scale=0.25, default_cases=False,
-                       sequences=[SequenceSpec(ONE, "right", 3), SequenceSpec(TWO, "both", 3)])
-    generate_capture(root / "IH", root / "mano", spec)
-    return root
-
-
 @pytest.fixture
-def data(tiny, tmp_path):
-    """A private copy with the two-hand sequence through get_annots."""
-    shutil.copytree(tiny / "IH", tmp_path / "IH")
-    shutil.copytree(tiny / "mano", tmp_path / "mano")
-    annots.run(selector(tmp_path, hand_type="both"), progress=False)
-    return tmp_path
+def data(tiny):
+    """The tiny capture with the two-hand sequence through get_annots."""
+    annots.run(selector(tiny, hand_type="both"), progress=False)
+    return tiny
 
 
 def run_script(name: str, *args: str, cwd: Path) -> subprocess.CompletedProcess:
@@ -93,6 +86,7 @@ def test_a_malicious_mano_file_is_refused_before_it_runs(data, kind):
     assert_refused(proc, data / "mano" / "MANO_LEFT.pkl", name, marker)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kind", PAYLOADS)
 def test_a_malicious_npy_is_refused_before_it_runs(data, kind):
     marker = data / "marker"
@@ -124,7 +118,7 @@ def test_what_the_tools_write_round_trips(data):
     layout = selector(data).layout
     value = {"a": np.arange(6, dtype=np.float32).reshape(2, 3), "b": [1, 2.5, "x", None, True], "c": {"d": (1, 2)},
              "e": np.float64(3.5), "f": np.array(["s", "t"]), "g": {1, 2}}
-    from interhand_prep.fileio import npy_bytes
+    from interhand_prep.core.fileio import npy_bytes
 
     data_bytes = npy_bytes(value)
     back = safe_pickle.read_npy(data_bytes, "value.npy")

@@ -15,22 +15,25 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from interhand_prep import annots, merge
-from interhand_prep.options import AnnotsOptions, SequenceSelector
-from interhand_prep.errors import InputError
-from interhand_prep.gifs import OVERLAY_COLORS, make_capture_gifs
-from interhand_prep.layout import SequenceLayout
-from interhand_prep.synthetic_capture import CaptureSpec, SequenceSpec, generate_capture
+from interhand_prep.core.errors import InputError
+from interhand_prep.core.layout import SequenceLayout
+from interhand_prep.core.options import AnnotsOptions
+from interhand_prep.core.selection import SequenceSelector
+from interhand_prep.stages import get_annots as annots
+from interhand_prep.stages import merge_seq as merge
+from interhand_prep.stages.gif import OVERLAY_COLORS, make_capture_gifs
+from interhand_prep.synthetic.capture import CaptureSpec, SequenceSpec, generate_capture
 
-from conftest import REPO, assert_processed_sequence, gl_platform_or_skip
+pytestmark = pytest.mark.slow  # whole commands in subprocesses
+
+REPO = Path(__file__).resolve().parents[1]
 
 SEQS = ["0051_dinosaur", "0266_dh_pray"]
 
 
 @pytest.fixture(scope="module")
-def small_capture(tmp_path_factory):
+def small_capture(tmp_path_factory, gl_platform):
     """Two both-hand sequences of 5 cameras x 6 frames at 1/2 image size."""
-    gl_platform_or_skip()
     root = tmp_path_factory.mktemp("workflow")
     spec = CaptureSpec(capture=0, seed=5, camera_ids=["400002", "400016", "410214", "410219", "400412"],
                        sequences=[SequenceSpec(SEQS[0], "both", 6), SequenceSpec(SEQS[1], "both", 6)],
@@ -56,12 +59,12 @@ def layout(work: Path, seq: str) -> SequenceLayout:
     return SequenceLayout.for_sequence(work / "IH", "train", 0, seq)
 
 
-def test_parallel_run_logs_table_and_resume(work):
+def test_parallel_run_logs_table_and_resume(helpers, work):
     proc = process(work, "--jobs", "2", "--all")
     assert proc.returncode == 0, proc.stdout + proc.stderr
     for seq in SEQS:
         assert (work / "logs" / f"train_Capture0_{seq}.log").is_file()
-        assert_processed_sequence(layout(work, seq).root, ("right", "left"), work / "mano")
+        helpers.assert_processed_sequence(layout(work, seq).root, ("right", "left"), work / "mano")
     table = proc.stdout[proc.stdout.index("\nsequence "):]
     assert all(f"{seq}" in table for seq in SEQS) and table.count(" ok") == 2
     assert "done" in table and "FAILED" not in table
@@ -82,7 +85,7 @@ def test_parallel_run_logs_table_and_resume(work):
     assert "[lbs] up to date" in log and "[render] up to date" in log
 
 
-def test_one_failing_sequence_does_not_stop_the_others(work):
+def test_one_failing_sequence_does_not_stop_the_others(helpers, work):
     # remove the MANO annotation of one sequence's frames: its get_annots fails, the other runs
     path = work / "IH/annotations/train/InterHand2.6M_train_MANO_NeuralAnnot.json"
     data = json.loads(path.read_text())
@@ -94,7 +97,7 @@ def test_one_failing_sequence_does_not_stop_the_others(work):
     assert proc.returncode != 0
     assert "FAILED" in proc.stdout and " ok" in proc.stdout
     assert "no frame left" in proc.stdout
-    assert_processed_sequence(layout(work, SEQS[1]).root, ("right", "left"), work / "mano")
+    helpers.assert_processed_sequence(layout(work, SEQS[1]).root, ("right", "left"), work / "mano")
     assert "no frame left" in (work / "logs" / f"train_Capture0_{SEQS[0]}.log").read_text()
 
 
@@ -140,11 +143,11 @@ def test_resume_after_a_kill_gives_identical_outputs(work, small_capture, tmp_pa
     assert not list(ours.root.rglob("*.tmp"))
 
 
-def test_merge_loads_like_a_single_sequence(work):
+def test_merge_loads_like_a_single_sequence(helpers, work):
     assert process(work, "--all").returncode == 0
     dest = merge.merge_sequences(work / "IH", [SEQS[0], f"Capture0/{SEQS[1]}"], "various")
     assert dest == work / "IH/merge/various"
-    assert_processed_sequence(dest, ("right", "left"), work / "mano")
+    helpers.assert_processed_sequence(dest, ("right", "left"), work / "mano")
     frames = [f for s in SEQS for f in layout(work, s).read_frames()]
     assert SequenceLayout(dest).read_frames() == sorted(frames)
     assert (dest / "seqs.txt").read_text().split() == [f"train/Capture0/{s}" for s in SEQS]
@@ -160,7 +163,7 @@ def test_merge_loads_like_a_single_sequence(work):
     assert refused.returncode == 2 and "pass --force" in refused.stderr
     forced = subprocess.run(cmd + ["--force"], capture_output=True, text=True, stdin=subprocess.DEVNULL)
     assert forced.returncode == 0, forced.stderr
-    assert_processed_sequence(dest, ("right", "left"), work / "mano")
+    helpers.assert_processed_sequence(dest, ("right", "left"), work / "mano")
     assert not list((work / "IH/merge").glob(".*"))
 
 

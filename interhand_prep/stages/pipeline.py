@@ -2,7 +2,7 @@
 
 Each stage decides for itself, from the manifest, whether it has anything to do, and the log says
 why it ran (the option or input that changed) or that it was up to date. `python -m
-interhand_prep.pipeline` runs one sequence (process.sh starts one such process per sequence).
+interhand_prep.stages.pipeline` runs one sequence (process.sh starts one such process per sequence).
 """
 
 from __future__ import annotations
@@ -14,11 +14,11 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from .cli import run_main, stage_parser
-from .errors import InputError
-from .fileio import write_text
-from .options import AnnotsOptions, BlendWeightOptions, RenderOptions, SequenceSelector, from_args, \
-    selector_from_args, to_argv
+from ..cli import run_main, stage_parser
+from ..core.errors import InputError
+from ..core.fileio import write_text
+from ..core.options import AnnotsOptions, BlendWeightOptions, RenderOptions, from_args, to_argv
+from ..core.selection import SequenceSelector, selector_from_args
 
 STAGES = ("annots", "lbs", "render", "check")
 
@@ -75,13 +75,13 @@ class SequenceReport:
 def run_sequence(sel: SequenceSelector, opts: StageOptions = StageOptions(), progress: bool = False,
                  log=print) -> SequenceReport:
     """Run the stages in order; a failing stage stops the later ones (reported, not raised)."""
-    from . import annots, blend_weights, render_mesh
-    from .check import check_sequence
+    from . import get_annots, prepare_blend_weights, render_mesh
+    from .check_seq import check_sequence
 
     report = SequenceReport(sequence=sel.name)
     runners = {
-        "annots": lambda: annots.run(sel, opts.annots, progress=progress),
-        "lbs": lambda: blend_weights.run(sel, opts.lbs, progress=progress),
+        "annots": lambda: get_annots.run(sel, opts.annots, progress=progress),
+        "lbs": lambda: prepare_blend_weights.run(sel, opts.lbs, progress=progress),
         "render": lambda: render_mesh.run(sel, opts.render, progress=progress),
     }
     for stage in STAGES:
@@ -124,7 +124,7 @@ def run_sequence(sel: SequenceSelector, opts: StageOptions = StageOptions(), pro
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = stage_parser("interhand_prep.pipeline", "All stages of one sequence.", AnnotsOptions,
+    parser = stage_parser("interhand_prep.stages.pipeline", "All stages of one sequence.", AnnotsOptions,
                           BlendWeightOptions, RenderOptions)
     parser.add_argument("--report", type=Path, help="write the JSON report here")
     return parser

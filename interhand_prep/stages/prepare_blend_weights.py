@@ -25,14 +25,17 @@ from pathlib import Path
 
 import numpy as np
 
-from . import skinning
-from .annots import mano_files, processed_hands
-from .errors import InputError
-from .fileio import check_free_space, die_with_parent, remove_files, save_npy, sequence_lock
-from .layout import LBS_SHARED_FILES, SequenceLayout, write_grid
-from .manifest import Manifest, file_digest, file_sha256, stage_record
-from .mano import ManoModel, load_mano_model, model_filename, shaped_joints
-from .options import HANDS, BlendWeightOptions, SequenceSelector, recipe as options_recipe
+from ..core import skinning
+from .get_annots import mano_files, processed_hands
+from ..core.errors import InputError
+from ..core.fileio import check_free_space, remove_files, save_npy
+from ..core.locking import die_with_parent, sequence_lock
+from ..core.layout import LBS_SHARED_FILES, SequenceLayout, write_grid
+from ..core.manifest import Manifest, file_digest, file_sha256, stage_record
+from ..core.mano import ManoModel, load_mano_model, model_filename, shaped_joints
+from ..core.constants import HANDS
+from ..core.options import BlendWeightOptions, from_args, recipe as options_recipe
+from ..core.selection import SequenceSelector, selector_from_args
 
 STAGE = "prepare_blend_weights"
 # Below this many grid points in total, worker processes cost more than they save.
@@ -275,3 +278,9 @@ def _run(sel: SequenceSelector, opts: BlendWeightOptions, plan: _Plan, result: B
             save_npy(layout.lbs_file(hand, name), array)
     result.removed = remove_files(plan.stale_files, layout.root)
 
+
+def main(args) -> int:
+    """prepare-blend-weights / prepare_blend_weights.py"""
+    result = run(selector_from_args(args), from_args(BlendWeightOptions, args), progress=not args.quiet)
+    print(result.summary())
+    return 0

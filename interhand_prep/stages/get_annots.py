@@ -17,14 +17,17 @@ from pathlib import Path
 
 import numpy as np
 
-from . import dataset
-from .dataset import InterHandDataset, SequenceImages, probe_image
-from .errors import InputError
-from .fileio import remove_files, sequence_lock
-from .layout import SequenceLayout
-from .manifest import Manifest, file_identity, file_sha256, stage_record
-from .mano import canonical_params, easymocap_params, forward, load_mano_model, model_filename
-from .options import HANDS, AnnotsOptions, SequenceSelector, recipe as options_recipe
+from ..core import dataset
+from ..core.dataset import InterHandDataset, SequenceImages, probe_image
+from ..core.errors import InputError
+from ..core.fileio import remove_files
+from ..core.locking import sequence_lock
+from ..core.layout import SequenceLayout
+from ..core.manifest import Manifest, file_identity, file_sha256, stage_record
+from ..core.mano import canonical_params, easymocap_params, forward, load_mano_model, model_filename
+from ..core.constants import HANDS
+from ..core.options import AnnotsOptions, from_args, recipe as options_recipe
+from ..core.selection import SequenceSelector, selector_from_args
 
 STAGE = "get_annots"
 log = logging.getLogger(__name__)
@@ -344,7 +347,7 @@ def _link_cameras(layout: SequenceLayout, images: SequenceImages) -> int:
     made = 0
     for cam in images.cameras:
         link = layout.camera_dir(cam)
-        target = Path(os.path.relpath((images.folder / f"cam{cam}").resolve(), layout.root.resolve()))
+        target = Path(os.path.relpath(images.camera_folder(cam).resolve(), layout.root.resolve()))
         if link.is_symlink() and Path(os.readlink(link)) == target:
             continue
         if link.exists() and not link.is_symlink():
@@ -359,3 +362,10 @@ def _link_cameras(layout: SequenceLayout, images: SequenceImages) -> int:
     for path in stale:
         path.unlink()
     return made
+
+
+def main(args) -> int:
+    """get-annots / get_annots.py"""
+    result = run(selector_from_args(args), from_args(AnnotsOptions, args), progress=not args.quiet)
+    print(result.summary())
+    return 0

@@ -14,14 +14,14 @@ from pathlib import Path
 
 import numpy as np
 
-from . import skinning
-from .errors import InputError
-from .fileio import load_npy
-from .layout import LBS_SHARED_FILES, PARAM_KEYS, SequenceLayout, decode_depth, decode_mask
-from .manifest import Manifest, file_sha256
-from .mano import ManoModel, forward, load_mano_model, model_filename
-from .options import DEFAULT_PADDING, DEFAULT_VOXEL_SIZE
-from .safe_pickle import UnsafePickleError, read_npy
+from ..core import skinning
+from ..core.errors import InputError
+from ..core.fileio import load_npy
+from ..core.layout import LBS_SHARED_FILES, PARAM_KEYS, SequenceLayout, decode_depth, decode_mask
+from ..core.manifest import Manifest, file_sha256
+from ..core.mano import ManoModel, forward, load_mano_model, model_filename
+from ..core.options import DEFAULT_PADDING, DEFAULT_VOXEL_SIZE
+from ..core.safe_pickle import UnsafePickleError, read_npy
 
 PARAMS_TOLERANCE_M = 1e-4     # float32 storage of params and vertices
 MIN_VERTICES_IN_VIEW = 20     # a hand with this many vertices inside the image must show in its mask
@@ -254,3 +254,14 @@ def _check_views(report, layout, cams, frames, cameras, sizes, hand_vertices, de
                     report.add("empty mask where the hand is in view", str(mpath))
     report.counts["views"] = views
 
+
+def main(args) -> int:
+    """check-seq / check_seq.py: a folder, or --capture and --seq (with --split, --basedir, --out-root)."""
+    path = args.path
+    if path is None:
+        if args.capture is None or not args.seq:
+            raise InputError("give a sequence folder, or --capture and --seq")
+        path = SequenceLayout.for_sequence(args.basedir, args.split, args.capture, args.seq, args.out_root).root
+    report = check_sequence(path, args.mano_dir, args.voxel_size, args.padding, args.depth_format)
+    print(report.summary())
+    return 0 if report.ok else 1

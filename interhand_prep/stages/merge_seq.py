@@ -8,19 +8,17 @@ It loads exactly like a single processed sequence. Nothing is written when a che
 
 from __future__ import annotations
 
-import os
 import re
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from .errors import InputError
-from .fileio import write_bytes
-from .layout import LBS_SHARED_FILES, SequenceLayout
-from .manifest import Manifest
-from .options import SPLITS
+from ..core.errors import InputError
+from ..core.fileio import folder_swap, relative_symlink, write_bytes
+from ..core.layout import LBS_SHARED_FILES, SequenceLayout, merge_dir
+from ..core.manifest import Manifest
+from ..core.constants import SPLITS
 
 _CAPTURE_RE = re.compile(r"^Capture(\d+)$")
 CAMERA_TOLERANCE = 1e-6
@@ -48,12 +46,6 @@ def parse_entry(entry: str, split: str, capture: int) -> tuple[str, int, str]:
         if match and (len(parts) == 2 or parts[0] in SPLITS):
             return (parts[0] if len(parts) == 3 else split), int(match.group(1)), parts[-1]
     raise InputError(f"cannot read sequence entry {entry!r}: use seq, Capture<N>/seq or <split>/Capture<N>/seq")
-
-
-def merge_root(basedir: Path, out_root: Path | None, new_name: str) -> Path:
-    if not new_name or "/" in new_name or new_name.startswith("."):
-        raise InputError(f"--new-name {new_name!r} must be a plain folder name")
-    return Path(out_root or basedir) / "merge" / new_name
 
 
 def _hands(layout: SequenceLayout) -> list[str]:
@@ -104,14 +96,9 @@ def _options(layout: SequenceLayout, stage: str) -> dict | None:
     return recipe.get("options") if isinstance(recipe, dict) else None
 
 
-def _link(target: Path, link: Path) -> None:
-    link.parent.mkdir(parents=True, exist_ok=True)
-    os.symlink(os.path.relpath(target, link.parent), link)
-
-
 def _link_if_present(target: Path, link: Path) -> None:
     if target.is_file():
-        _link(target, link)
+        relative_symlink(target, link)
 
 
 def build_merge(sources: list[Source], dest: Path) -> None:
@@ -133,13 +120,13 @@ def build_merge(sources: list[Source], dest: Path) -> None:
             ims[frame] = expected
         for frame in frames:
             for cam in cams:
-                _link(src.image(cam, frame), out.image(cam, frame))
+                relative_symlink(src.image(cam, frame), out.image(cam, frame))
                 _link_if_present(src.mask(cam, frame), out.mask(cam, frame))
                 for fmt in ("npy", "png16"):
                     _link_if_present(src.depth(cam, frame, fmt), out.depth(cam, frame, fmt))
             for hand in hands:
-                _link(src.params(hand, frame), out.params(hand, frame))
-                _link(src.vertices(hand, frame), out.vertices(hand, frame))
+                relative_symlink(src.params(hand, frame), out.params(hand, frame))
+                relative_symlink(src.vertices(hand, frame), out.vertices(hand, frame))
                 _link_if_present(src.bweights(hand, frame), out.bweights(hand, frame))
                 _link_if_present(src.bs(hand, frame), out.bs(hand, frame))
     for hand in hands:
@@ -163,22 +150,21 @@ def merge_sequences(basedir: Path, entries: list[str], new_name: str, split: str
     for entry in entries:
         sp, cap, seq = parse_entry(entry, split, capture)
         sources.append(Source(sp, cap, seq, SequenceLayout.for_sequence(basedir, sp, cap, seq, out_root)))
-    dest = merge_root(basedir, out_root, new_name)
+    dest = merge_dir(out_root or basedir, new_name)
+    if new_name.startswith("."):
+        raise InputError(f"--new-name {new_name!r} must not start with a dot")
     if dest.exists() and not force:
         raise InputError(f"{dest} exists; pass --force to replace it")
     check_sources(sources)
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dest.parent / f".{new_name}.tmp-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    try:
+    with folder_swap(dest) as tmp:  # --force: the old merge (links only) is replaced whole
         build_merge(sources, tmp)
-        if dest.exists():  # --force: swap in the new merge, then drop the old one (links only)
-            trash = dest.parent / f".{new_name}.old-{os.getpid()}"
-            os.replace(dest, trash)
-            os.replace(tmp, dest)
-            shutil.rmtree(trash)
-        else:
-            os.replace(tmp, dest)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
     return dest
+
+
+def main(args) -> int:
+    """merge-seq / merge_seq.py"""
+    dest = merge_sequences(args.basedir, args.seq, args.new_name, split=args.split, capture=args.capture,
+                           out_root=args.out_root, force=args.force)
+    layout = SequenceLayout(dest)
+    print(f"{dest}: {len(args.seq)} sequences, {len(layout.read_frames())} frames, {len(layout.read_cams())} cameras")
+    return 0

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from . import pyrender_adapter
 from .errors import InputError
 from .layout import MASK_LABELS
 from .options import BACKENDS
@@ -79,35 +80,6 @@ def select_platform(backend: str) -> str:
 _imported_platform: str | None = None
 
 
-def _stable_context_ids() -> None:
-    """Make PyOpenGL's current-context id stable (the pointer's address), once per process.
-
-    pyrender keys its shader-program cache on OpenGL.contextdata.getContext(). Under OSMesa,
-    PyOpenGL returns a new ctypes pointer object on every call, hashed by identity, so pyrender
-    compiled and linked a new shader program for every draw: memory grew by ~0.2 MB per draw and
-    each view took ~50% longer. With the address as the id there is one program per context.
-    """
-    import ctypes
-
-    import OpenGL.contextdata as contextdata
-
-    if getattr(contextdata.getContext, "_stable", False):
-        return
-    original = contextdata.getContext
-
-    def getContext(context=None):
-        handle = original(context)
-        if isinstance(handle, int):
-            return handle
-        try:
-            return ctypes.cast(handle, ctypes.c_void_p).value or handle
-        except (TypeError, ctypes.ArgumentError):
-            return handle
-
-    getContext._stable = True
-    contextdata.getContext = getContext
-
-
 def can_render_here(platform: str) -> bool:
     """Whether this process can render on `platform` (PyOpenGL fixes its platform at import)."""
     if "pyrender" not in sys.modules:
@@ -154,7 +126,7 @@ class HandViewRenderer:
         import pyrender
 
         _imported_platform = platform
-        _stable_context_ids()
+        pyrender_adapter.stable_context_ids()
 
         self._pyrender = pyrender
         self._flags = pyrender.RenderFlags.SEG
@@ -211,33 +183,11 @@ class HandViewRenderer:
         scene = entry["scene"]
         scene.main_camera_node = entry["nodes"][cam_id]
         seg = {node: (MASK_LABELS[hand],) * 3 for hand, node in entry["hands"].items()}
-        self._activate(size)
-        offscreen = self._offscreen
-        if offscreen._platform.supports_framebuffers():
-            color, depth = offscreen._renderer.render(scene, self._flags | self._pyrender.RenderFlags.OFFSCREEN, seg)
-        else:
-            offscreen._renderer.render(scene, self._flags, seg)
-            depth = offscreen._renderer.read_depth_buf()
-            color = offscreen._renderer.read_color_buf()
+        if size != self._size:  # made current once per image size, not per view
+            pyrender_adapter.activate(self._offscreen, size)
+            self._size = size
+        color, depth = pyrender_adapter.draw(self._offscreen, scene, self._flags, seg, size)
         return np.ascontiguousarray(color[..., 0]), depth
-
-    def _activate(self, size: tuple[int, int]) -> None:
-        """Make the context current at `size` (width, height), resizing the renderer if needed.
-
-        OffscreenRenderer.render makes its context current (twice) on every call; here it is made
-        current once per image size, and pyrender's renderer is driven as OffscreenRenderer.render
-        drives it (pyrender2 0.2.2).
-        """
-        if size == self._size:
-            return
-        offscreen = self._offscreen
-        offscreen.viewport_width, offscreen.viewport_height = size
-        if not offscreen._platform.supports_framebuffers():  # OSMesa: its buffer has a fixed size
-            offscreen.delete()
-            offscreen._create()
-        offscreen._platform.make_current()
-        offscreen._renderer.viewport_width, offscreen._renderer.viewport_height = size
-        self._size = size
 
     def close(self) -> None:
         if self._offscreen is not None:

@@ -23,11 +23,11 @@ import numpy as np
 from scipy.spatial.transform import Rotation
 
 from . import safe_pickle
+from .constants import HANDS
 from .errors import InputError
 
 log = logging.getLogger(__name__)
 
-HANDS = ("right", "left")
 NUM_JOINTS = 16
 # parents of the 16 MANO joints: wrist, then index, middle, pinky, ring, thumb (three each)
 PARENTS = np.array([-1, 0, 1, 2, 0, 4, 5, 0, 7, 8, 0, 10, 11, 0, 13, 14], dtype=np.int64)

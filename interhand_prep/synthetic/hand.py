@@ -20,14 +20,14 @@ import contextlib
 import pickle
 import sys
 import types
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import scipy.sparse
 
-from .fileio import write_bytes
-from .mano import PARENTS, model_filename
+from ..core.fileio import write_bytes
+from ..core.mano import PARENTS, model_filename
 
 # Topology constants, chosen so the counts equal the official model's (see `_count_check`).
 WRIST_RING = 16          # vertices of the open wrist boundary
@@ -204,12 +204,44 @@ def _rotate(v: np.ndarray, axis: np.ndarray, angle: float) -> np.ndarray:
     return Rotation.from_rotvec(axis / np.linalg.norm(axis) * angle).apply(v)
 
 
+@dataclass
+class _Palm:
+    """The wrist and palm surface with a hole per finger: vertex ids of its rings and holes."""
+
+    wrist_rings: list[list[int]]
+    palm_rings: list[list[int]]
+    hole_loops: dict[str, list[int]]
+    removed_vertices: set[int]  # the hole centres, dropped at the end
+    top: float
+
+
+@dataclass
+class _Rigging:
+    """Per vertex skinning memberships, per joint regressor rows, fingertips and flexion axes."""
+
+    weights_of: dict = field(default_factory=dict)
+    regress: dict = field(default_factory=dict)
+    tips: dict = field(default_factory=dict)
+    flexion_axes: np.ndarray = field(default_factory=lambda: np.zeros((16, 3)))
+
+
 def build_right_hand() -> HandModelArrays:
     """Construct the synthetic right hand (deterministic)."""
     mesh = _MeshBuilder()
-    loop = _grid_boundary()
+    palm = _build_palm(mesh)
+    rig = _Rigging()
+    for name in FINGERS:
+        _grow_finger(mesh, palm, name, rig)
+    wrist = palm.wrist_rings[0] + palm.wrist_rings[1]
+    rig.regress[0] = {k: 1.0 / len(wrist) for k in wrist}
+    model = _assemble(mesh, palm.removed_vertices, rig)
+    _count_check(model)
+    return model
 
-    # wrist rings (the lowest one stays open: the wrist boundary)
+
+def _build_palm(mesh: _MeshBuilder) -> _Palm:
+    """Wrist rings (the lowest stays open), palm rings and the cap grid, with the finger holes cut."""
+    loop = _grid_boundary()
     wrist_rings = []
     for y in WRIST_RINGS_Y:
         theta = 2 * np.pi * np.arange(WRIST_RING) / WRIST_RING
@@ -247,100 +279,91 @@ def build_right_hand() -> HandModelArrays:
     hole_loops["thumb"] = _hole_loop([wall_quads.pop(q) for q in thumb_hole])
     for q in list(wall_quads.values()) + list(cap_quads.values()):
         mesh.quad(*q)
+    return _Palm(wrist_rings, palm_rings, hole_loops, removed_vertices, top)
 
-    # fingers
-    joints = np.zeros((16, 3))
-    weights_of: dict[int, dict[int, float]] = {}
-    regress: dict[int, dict[int, float]] = {}
-    tips = {}
-    flexion_axes = np.zeros((16, 3))
-    palmar = np.array([0.0, 0.0, -1.0])
-    for name in FINGERS:
-        ring = hole_loops[name]
-        hole_center = np.mean([mesh.points[k] for k in ring], axis=0)
-        if name == "thumb":
-            axis = THUMB_DIRECTION / np.linalg.norm(THUMB_DIRECTION)
-            b1, b2, b3 = THUMB_BONES
-            stations = np.concatenate([b1 * np.array([0.35, 0.7, 1.0]), b1 + b2 * np.array([1 / 3, 2 / 3, 1.0]),
-                                       b1 + b2 + b3 * np.array([0.25, 0.5, 0.72, 0.88, 0.96])])
-            r0, r1 = THUMB_RADII
-            center = hole_center
-            curl = np.array([0.6, 0.0, -0.8])
-        else:
-            axis = _rotate(np.array([0.0, 1.0, 0.0]), np.array([0.0, 0.0, -1.0]), FINGER_SPLAY[name])
-            b1, b2, b3 = FINGER_BONES[name]
-            stations = np.concatenate([b1 * np.array([0.25, 0.5, 0.75, 1.0]), b1 + b2 * np.array([1 / 3, 2 / 3, 1.0]),
-                                       b1 + b2 + b3 * np.array([0.2, 0.4, 0.6, 0.8, 0.93])])
-            r0, r1 = FINGER_RADII[name]
-            center = hole_center * np.array([1, 0, 1]) + np.array([0, top, 0])
-            curl = palmar
-        length = b1 + b2 + b3
-        radii = _tube_radii(stations, length, r0, r1)
-        rings, tip = _tube(mesh, ring, center, axis, stations, radii, length)
-        tips[name] = tip
-        j1, j2, j3 = FINGER_JOINTS[name]
-        # joint regressor: the centroid of the ring that sits at each joint
-        station_index = {j2: int(np.argmin(np.abs(stations - b1))) + 1, j3: int(np.argmin(np.abs(stations - b1 - b2))) + 1}
-        for j, r in station_index.items():
-            regress[j] = {k: 1.0 / len(rings[r]) for k in rings[r]}
-        if name == "thumb":  # the CMC joint sits inside the palm, between the hole and the palm axis
-            mid_ring = [k for k in palm_rings[2] if k not in removed_vertices]
-            row = {k: 0.6 / len(ring) for k in ring}
-            for k in mid_ring:
-                row[k] = row.get(k, 0.0) + 0.4 / len(mid_ring)
-            regress[j1] = row
-            boundaries = (0.0, b1, b1 + b2)
-        else:
-            regress[j1] = {k: 1.0 / len(ring) for k in ring}
-            boundaries = (0.0, b1, b1 + b2)
-        # skinning weights: a smooth partition of unity along the finger axis
-        finger_vertices = sorted({k for r in rings for k in r} | {tip})
-        t = np.array([(mesh.points[k] - center) @ axis for k in finger_vertices])
-        steps = [_smoothstep(t - b) for b in boundaries]
-        memberships = {0: 1 - steps[0], j1: steps[0] - steps[1], j2: steps[1] - steps[2], j3: steps[2]}
-        for idx, k in enumerate(finger_vertices):
-            weights_of[k] = {j: float(m[idx]) for j, m in memberships.items() if m[idx] > 0}
-        flex = np.cross(axis, curl / np.linalg.norm(curl))
-        flexion_axes[[j1, j2, j3]] = flex / np.linalg.norm(flex)
-    wrist = wrist_rings[0] + wrist_rings[1]
-    regress[0] = {k: 1.0 / len(wrist) for k in wrist}
 
-    # drop the hole centres and renumber
+def _grow_finger(mesh: _MeshBuilder, palm: _Palm, name: str, rig: _Rigging) -> None:
+    """Grow one finger (or the thumb) from its hole, and rig it: regressor rows, weights, axes."""
+    ring = palm.hole_loops[name]
+    hole_center = np.mean([mesh.points[k] for k in ring], axis=0)
+    if name == "thumb":
+        axis = THUMB_DIRECTION / np.linalg.norm(THUMB_DIRECTION)
+        b1, b2, b3 = THUMB_BONES
+        stations = np.concatenate([b1 * np.array([0.35, 0.7, 1.0]), b1 + b2 * np.array([1 / 3, 2 / 3, 1.0]),
+                                   b1 + b2 + b3 * np.array([0.25, 0.5, 0.72, 0.88, 0.96])])
+        r0, r1 = THUMB_RADII
+        center = hole_center
+        curl = np.array([0.6, 0.0, -0.8])
+    else:
+        axis = _rotate(np.array([0.0, 1.0, 0.0]), np.array([0.0, 0.0, -1.0]), FINGER_SPLAY[name])
+        b1, b2, b3 = FINGER_BONES[name]
+        stations = np.concatenate([b1 * np.array([0.25, 0.5, 0.75, 1.0]), b1 + b2 * np.array([1 / 3, 2 / 3, 1.0]),
+                                   b1 + b2 + b3 * np.array([0.2, 0.4, 0.6, 0.8, 0.93])])
+        r0, r1 = FINGER_RADII[name]
+        center = hole_center * np.array([1, 0, 1]) + np.array([0, palm.top, 0])
+        curl = np.array([0.0, 0.0, -1.0])  # towards the palmar side
+    length = b1 + b2 + b3
+    radii = _tube_radii(stations, length, r0, r1)
+    rings, tip = _tube(mesh, ring, center, axis, stations, radii, length)
+    rig.tips[name] = tip
+    j1, j2, j3 = FINGER_JOINTS[name]
+    # joint regressor: the centroid of the ring that sits at each joint
+    station_index = {j2: int(np.argmin(np.abs(stations - b1))) + 1, j3: int(np.argmin(np.abs(stations - b1 - b2))) + 1}
+    for j, r in station_index.items():
+        rig.regress[j] = {k: 1.0 / len(rings[r]) for k in rings[r]}
+    if name == "thumb":  # the CMC joint sits inside the palm, between the hole and the palm axis
+        mid_ring = [k for k in palm.palm_rings[2] if k not in palm.removed_vertices]
+        row = {k: 0.6 / len(ring) for k in ring}
+        for k in mid_ring:
+            row[k] = row.get(k, 0.0) + 0.4 / len(mid_ring)
+        rig.regress[j1] = row
+    else:
+        rig.regress[j1] = {k: 1.0 / len(ring) for k in ring}
+    # skinning weights: a smooth partition of unity along the finger axis
+    finger_vertices = sorted({k for r in rings for k in r} | {tip})
+    t = np.array([(mesh.points[k] - center) @ axis for k in finger_vertices])
+    steps = [_smoothstep(t - b) for b in (0.0, b1, b1 + b2)]
+    memberships = {0: 1 - steps[0], j1: steps[0] - steps[1], j2: steps[1] - steps[2], j3: steps[2]}
+    for idx, k in enumerate(finger_vertices):
+        rig.weights_of[k] = {j: float(m[idx]) for j, m in memberships.items() if m[idx] > 0}
+    flex = np.cross(axis, curl / np.linalg.norm(curl))
+    rig.flexion_axes[[j1, j2, j3]] = flex / np.linalg.norm(flex)
+
+
+def _assemble(mesh: _MeshBuilder, removed_vertices: set[int], rig: _Rigging) -> HandModelArrays:
+    """Drop the hole centres, renumber, and build the model arrays (with blend shapes and mean pose)."""
     points = np.array(mesh.points)
     keep = np.array([k not in removed_vertices for k in range(len(points))])
     new_index = np.cumsum(keep) - 1
     faces = new_index[np.array(mesh.faces)]
     v_template = points[keep]
     V = len(v_template)
-    remap = lambda d: {int(new_index[k]): w for k, w in d.items()}
     weights = np.zeros((V, 16))
     weights[:, 0] = 1.0
-    for k, w in weights_of.items():
+    for k, w in rig.weights_of.items():
         weights[new_index[k]] = 0.0
         for j, value in w.items():
             weights[new_index[k], j] = value
     J_regressor = np.zeros((16, V))
-    for j, row in regress.items():
-        for k, w in remap(row).items():
-            J_regressor[j, k] = w
+    for j, row in rig.regress.items():
+        for k, w in row.items():
+            J_regressor[j, int(new_index[k])] = w
     joints = J_regressor @ v_template
-    tip_vertices = {name: int(new_index[k]) for name, k in tips.items()}
 
     hands_mean = np.zeros((15, 3))
     for name in FINGERS:
         for j, angle in zip(FINGER_JOINTS[name], MEAN_FLEXION[name]):
-            hands_mean[j - 1] = angle * flexion_axes[j]
+            hands_mean[j - 1] = angle * rig.flexion_axes[j]
     rng = np.random.default_rng(48)
     normals = _vertex_normals(v_template, faces)
     pattern = rng.normal(size=(15, 9))
     pattern /= np.linalg.norm(pattern, axis=1, keepdims=True)
     posedirs = 0.003 * np.einsum("vj,vc,jk->vcjk", weights[:, 1:], normals, pattern).reshape(V, 3, 135)
     shapedirs = _shape_directions(v_template, weights, joints, rng)
-    model = HandModelArrays(v_template=v_template, faces=faces, weights=weights, J_regressor=J_regressor,
-                            shapedirs=shapedirs, posedirs=posedirs, hands_mean=hands_mean.ravel(),
-                            tip_vertices=tip_vertices, flexion_axes=flexion_axes[1:])
-    _count_check(model)
-    return model
+    return HandModelArrays(v_template=v_template, faces=faces, weights=weights, J_regressor=J_regressor,
+                           shapedirs=shapedirs, posedirs=posedirs, hands_mean=hands_mean.ravel(),
+                           tip_vertices={name: int(new_index[k]) for name, k in rig.tips.items()},
+                           flexion_axes=rig.flexion_axes[1:])
 
 
 def _vertex_normals(vertices: np.ndarray, faces: np.ndarray) -> np.ndarray:

@@ -25,10 +25,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from . import __version__
+from .. import __version__
 from .fileio import write_text
+from .layout import MANIFEST_NAME
 
-MANIFEST_NAME = "prep.json"
 FORMAT = "interhand-prep manifest"
 FORMAT_VERSION = 1
 STAGE_NAMES = ("get_annots", "prepare_blend_weights", "render_mesh")

@@ -17,11 +17,10 @@ from pathlib import Path
 from typing import Iterable
 
 import numpy as np
-from PIL import Image
 
 from .cameras import CameraSet
 from .errors import InputError
-from .options import SPLITS
+from .constants import SPLITS
 
 PACKAGED_CAMERA_TABLE = Path(__file__).parent / "resources" / "cameras.csv"
 _IMAGE_RE = re.compile(r"^image(\d+)\.jpg$")
@@ -30,6 +29,32 @@ _CAMERA_RE = re.compile(r"^cam(\d+)$")
 BLACK_MAX_LEVEL = 10
 # A camera is monochrome when the channels of its DCT-scaled decode differ by at most this.
 MONO_MAX_CHANNEL_DIFFERENCE = 3
+
+
+def capture_folder(basedir: str | Path, split: str, capture: int) -> Path:
+    """<basedir>/images/<split>/Capture<N>"""
+    return split_images_folder(basedir, split) / f"Capture{capture}"
+
+
+def sequence_folder(basedir: str | Path, split: str, capture: int, seq: str) -> Path:
+    """<basedir>/images/<split>/Capture<N>/<seq>"""
+    return capture_folder(basedir, split, capture) / seq
+
+
+def image_path(basedir: str | Path, split: str, capture: int, seq: str, cam: str, frame: int) -> Path:
+    """<basedir>/images/<split>/Capture<N>/<seq>/cam<id>/image<frame>.jpg"""
+    return sequence_folder(basedir, split, capture, seq) / f"cam{cam}" / image_name(frame)
+
+
+def annotations_folder(basedir: str | Path, split: str | None = None) -> Path:
+    """<basedir>/annotations (skeleton.txt, subject.txt), or its <split> folder of JSON files."""
+    folder = Path(basedir) / "annotations"
+    return folder / split if split else folder
+
+
+def split_images_folder(basedir: str | Path, split: str) -> Path:
+    """<basedir>/images/<split>, holding the Capture<N> folders."""
+    return Path(basedir) / "images" / split
 
 
 def image_name(frame: int) -> str:
@@ -84,6 +109,8 @@ class ImageProbe:
 def _draft(path: Path, mode: str) -> tuple[tuple[int, int], np.ndarray]:
     """Decode a JPEG at 1/8 scale (DC coefficients only): full size and the small image."""
     try:
+        from PIL import Image  # here, not at import: --help of every command stays light
+
         with Image.open(path) as im:
             size = im.size
             im.draft(mode, (max(1, size[0] // 8), max(1, size[1] // 8)))
@@ -128,15 +155,18 @@ class SequenceImages:
         """Every frame that has an image in some camera, sorted."""
         return sorted(set().union(*(f.keys() for f in self.cameras.values())))
 
+    def camera_folder(self, cam: str) -> Path:
+        return self.folder / f"cam{cam}"
+
     def path(self, cam: str, frame: int) -> Path:
-        return self.folder / f"cam{cam}" / self.cameras[cam][frame]
+        return self.camera_folder(cam) / self.cameras[cam][frame]
 
 
 class AnnotationFiles:
     """Paths of the split-level annotation files."""
 
     def __init__(self, basedir: str | Path, split: str):
-        folder = Path(basedir) / "annotations" / split
+        folder = annotations_folder(basedir, split)
         prefix = f"InterHand2.6M_{split}"
         self.camera = folder / f"{prefix}_camera.json"
         self.mano = folder / f"{prefix}_MANO_NeuralAnnot.json"
@@ -157,7 +187,7 @@ class InterHandDataset:
             raise InputError(f"{self.basedir}: dataset folder not found (pass --basedir)")
 
     def capture_dir(self, capture: int) -> Path:
-        path = self.basedir / "images" / self.split / f"Capture{capture}"
+        path = capture_folder(self.basedir, self.split, capture)
         if not path.is_dir():
             parent = path.parent
             found = sorted(p.name for p in parent.glob("Capture*")) if parent.is_dir() else []

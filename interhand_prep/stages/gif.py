@@ -8,18 +8,14 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from .errors import InputError
-from .fileio import write_bytes
-from .layout import SequenceLayout
+from ..core.errors import InputError
+from ..core.fileio import write_bytes
+from ..core.layout import SequenceLayout, gif_path, output_capture_dir, processed_sequences
 
 DEFAULT_CAMERA = "400002"
 # tint colours (RGB) per mask label, blended at OVERLAY_ALPHA
 OVERLAY_COLORS = {100: (40, 120, 255), 200: (255, 60, 40)}  # left blue, right red
 OVERLAY_ALPHA = 0.5
-
-
-def gif_path(root: Path, split: str, capture: int, seq: str, cam: str) -> Path:
-    return Path(root) / "gif" / split / f"Capture{capture}" / seq / f"cam{cam}.gif"
 
 
 def overlay_mask(image: np.ndarray, mask: np.ndarray) -> np.ndarray:
@@ -61,13 +57,6 @@ def write_gif(path: Path, images: list[np.ndarray], fps: float) -> None:
     write_bytes(path, buf.getvalue())
 
 
-def processed_sequences(root: Path) -> list[str]:
-    """Sequence folders under a capture folder that get_annots.py has finished."""
-    if not root.is_dir():
-        raise InputError(f"{root}: capture folder not found")
-    return sorted(p.name for p in root.iterdir() if (p / "annots.npy").is_file())
-
-
 def make_capture_gifs(basedir: Path, split: str, capture: int, out_root: Path | None = None, cam: str | None = None,
                       fps: float = 30.0, stride: int = 1, max_width: int | None = None, overlay: bool = False,
                       seqs: list[str] | None = None, progress: bool = True) -> list[Path]:
@@ -80,7 +69,9 @@ def make_capture_gifs(basedir: Path, split: str, capture: int, out_root: Path | 
 
     if fps <= 0 or stride < 1:
         raise InputError(f"--fps must be positive and --stride at least 1 (got {fps}, {stride})")
-    capture_root = SequenceLayout.for_sequence(basedir, split, capture, "_", out_root).root.parent
+    capture_root = output_capture_dir(basedir, split, capture, out_root)
+    if not capture_root.is_dir():
+        raise InputError(f"{capture_root}: capture folder not found")
     seqs = seqs or processed_sequences(capture_root)
     if not seqs:
         raise InputError(f"{capture_root}: no processed sequence (run get_annots.py first)")
@@ -96,3 +87,14 @@ def make_capture_gifs(basedir: Path, split: str, capture: int, out_root: Path | 
         write_gif(path, images, fps)
         written.append(path)
     return written
+
+
+def main(args) -> int:
+    """gif / gif.py"""
+    paths = make_capture_gifs(args.basedir, args.split, args.capture, out_root=args.out_root, cam=args.cam, fps=args.fps,
+                              stride=args.stride, max_width=args.max_width, overlay=args.overlay, seqs=args.seq,
+                              progress=not args.quiet)
+    print(f"{len(paths)} GIF(s):")
+    for path in paths:
+        print(f"  {path}")
+    return 0

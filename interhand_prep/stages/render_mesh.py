@@ -23,16 +23,19 @@ from dataclasses import dataclass, field
 import numpy as np
 from PIL import Image
 
-from . import rendering
-from .annots import processed_hands
-from .cameras import CameraSet
-from .dataset import InterHandDataset
-from .errors import InputError
-from .fileio import check_free_space, die_with_parent, remove_files, sequence_lock
-from .layout import SequenceLayout
-from .manifest import Manifest, digest, stage_record
-from .mano import HANDS, forward, load_mano_model
-from .options import RenderOptions, SequenceSelector, recipe as options_recipe
+from ..core import gl_renderer
+from .get_annots import processed_hands
+from ..core.cameras import CameraSet
+from ..core.dataset import InterHandDataset
+from ..core.errors import InputError
+from ..core.fileio import check_free_space, remove_files
+from ..core.locking import die_with_parent, sequence_lock
+from ..core.layout import SequenceLayout
+from ..core.manifest import Manifest, digest, stage_record
+from ..core.constants import HANDS
+from ..core.mano import forward, load_mano_model
+from ..core.options import RenderOptions, from_args, recipe as options_recipe
+from ..core.selection import SequenceSelector, selector_from_args
 
 STAGE = "render_mesh"
 FRAMES_PER_TASK = 2
@@ -77,7 +80,7 @@ def _image_size(path) -> tuple[int, int]:
         raise InputError(f"{path}: unreadable image ({exc})") from None
 
 
-def view_cameras(sel: SequenceSelector, layout: SequenceLayout, all_cameras: bool) -> list[rendering.ViewCamera]:
+def view_cameras(sel: SequenceSelector, layout: SequenceLayout, all_cameras: bool) -> list[gl_renderer.ViewCamera]:
     """The cameras to render with their image sizes (one image header per camera)."""
     kept = layout.read_cameras()
     cams = kept
@@ -97,7 +100,7 @@ def view_cameras(sel: SequenceSelector, layout: SequenceLayout, all_cameras: boo
         if first is None:
             raise InputError(f"{folder}: no images to take camera {cam}'s image size from")
         width, height = _image_size(first)
-        out.append(rendering.ViewCamera(cam, cams.K[c], cams.R[c], cams.T[c].reshape(3), width, height))
+        out.append(gl_renderer.ViewCamera(cam, cams.K[c], cams.R[c], cams.T[c].reshape(3), width, height))
     return out
 
 
@@ -132,7 +135,7 @@ def _frame_digest(meshes: dict[str, np.ndarray]) -> str:
     return digest(*(part for hand in sorted(meshes) for part in (hand.encode(), np.ascontiguousarray(meshes[hand]).tobytes())))
 
 
-def _camera_digest(cam: rendering.ViewCamera) -> str:
+def _camera_digest(cam: gl_renderer.ViewCamera) -> str:
     return digest(cam.K.astype(np.float64).tobytes(), cam.R.astype(np.float64).tobytes(),
                   np.asarray(cam.T, dtype=np.float64).tobytes(), f"{cam.width}x{cam.height}".encode())
 
@@ -154,13 +157,13 @@ def _init_worker(parent: int, lock, platform: str, cameras, faces, layout_root: 
 def _render_task(size: tuple[int, int], frames: list[int], meshes: dict, views: dict[int, list[str]]) -> int:
     w = _worker
     if w["renderer"] is None:
-        w["renderer"] = rendering.HandViewRenderer(w["cameras"])
+        w["renderer"] = gl_renderer.HandViewRenderer(w["cameras"])
     return render_views(w["renderer"], w["layout"], size, frames, meshes, views, w["faces"], w["depth_format"])
 
 
-def render_views(renderer: rendering.HandViewRenderer, layout: SequenceLayout, size: tuple[int, int],
+def render_views(renderer: gl_renderer.HandViewRenderer, layout: SequenceLayout, size: tuple[int, int],
                  frames: list[int], meshes: dict, views: dict[int, list[str]], faces: dict, depth_format: str) -> int:
-    """Render and write the views {frame: [camera ids]} of one image size; writes overlap rendering."""
+    """Render and write the views {frame: [camera ids]} of one image size; writes overlap gl_renderer."""
     done = 0
     with ThreadPoolExecutor(max_workers=2) as writer:
         pending = []
@@ -177,7 +180,7 @@ def render_views(renderer: rendering.HandViewRenderer, layout: SequenceLayout, s
     return done
 
 
-def _tasks(cameras: list[rendering.ViewCamera], todo: dict[int, set[str]]) -> list[tuple]:
+def _tasks(cameras: list[gl_renderer.ViewCamera], todo: dict[int, set[str]]) -> list[tuple]:
     """(size, frames, {frame: cams}) in chunks of a few frames, one image size per task, sizes in turn."""
     sizes: dict[tuple[int, int], list[str]] = {}
     for cam in cameras:
@@ -198,7 +201,7 @@ def _tasks(cameras: list[rendering.ViewCamera], todo: dict[int, set[str]]) -> li
 @dataclass
 class _Plan:
     frames: list[int]
-    cameras: list[rendering.ViewCamera]
+    cameras: list[gl_renderer.ViewCamera]
     meshes: dict
     faces: dict
     recipe: dict
@@ -287,7 +290,7 @@ def run(sel: SequenceSelector, opts: RenderOptions | None = None, progress: bool
         manifest = Manifest.read(layout.root)
         manifest.drop(STAGE)
         if plan.views:
-            result.backend = rendering.select_platform(opts.backend)
+            result.backend = gl_renderer.select_platform(opts.backend)
             _render(plan, opts, result, lock, layout, progress)
         result.removed = remove_files(plan.stale_files, layout.root)
         manifest.record(STAGE, {**stage_record(plan.recipe, {"all_cameras": opts.all_cameras,
@@ -306,8 +309,8 @@ def _render(plan: _Plan, opts: RenderOptions, result: RenderResult, lock, layout
     workers = max(1, min(opts.render_workers or os.cpu_count() or 1, len(tasks)))
     bar = tqdm(total=plan.views, desc=f"{layout.root.name} views", unit="view", disable=not progress, leave=False)
     try:
-        if workers == 1 and rendering.can_render_here(result.backend):
-            with rendering.HandViewRenderer(plan.cameras) as renderer:
+        if workers == 1 and gl_renderer.can_render_here(result.backend):
+            with gl_renderer.HandViewRenderer(plan.cameras) as renderer:
                 for size, frames, views in tasks:
                     n = render_views(renderer, layout, size, frames, {f: plan.meshes[f] for f in frames}, views,
                                      plan.faces, opts.depth_format)
@@ -333,3 +336,10 @@ def _render(plan: _Plan, opts: RenderOptions, result: RenderResult, lock, layout
                 raise
     finally:
         bar.close()
+
+
+def main(args) -> int:
+    """render-mesh / render_mesh.py"""
+    result = run(selector_from_args(args), from_args(RenderOptions, args), progress=not args.quiet)
+    print(result.summary())
+    return 0

@@ -1,6 +1,6 @@
 """process.sh: run every stage over many sequences, in parallel, resumably; and the demo.
 
-Each sequence runs in its own process (`python -m interhand_prep.pipeline`) logging to
+Each sequence runs in its own process (`python -m interhand_prep.stages.pipeline`) logging to
 logs/<split>_Capture<N>_<seq>.log, so one failing sequence never stops the others. Under a Slurm
 job array (SLURM_ARRAY_TASK_ID set) only that entry of the sequence list is processed.
 """
@@ -17,14 +17,13 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from .cli import add_runtime_flags, run_main
-from .dataset import InterHandDataset
-from .errors import InputError
-from .fileio import FILE_MODE
-from .options import AnnotsOptions, BlendWeightOptions, RenderOptions, SequenceSelector, add_selector_options, \
-    add_to_parser, selector_from_args
+from ..core.dataset import InterHandDataset, capture_folder, split_images_folder
+from ..core.errors import InputError
+from ..core.fileio import FILE_MODE
+from ..core.layout import log_path
+from ..core.selection import SequenceSelector, selector_from_args
 from .pipeline import STAGES, SequenceReport, StageOptions, StageReport
-from .synthetic_capture import CaptureSpec, SequenceSpec, generate_capture
+from ..synthetic.capture import CaptureSpec, SequenceSpec, generate_capture
 
 DEMO_SPEC = CaptureSpec(capture=0, split="train", num_cameras=16, seed=0, sequences=[
     SequenceSpec("0051_dinosaur", "right", 24), SequenceSpec("0266_dh_pray", "both", 24)])
@@ -33,7 +32,7 @@ PACKAGE_PARENT = Path(__file__).resolve().parents[1]
 
 def ensure_demo_data(basedir: Path, mano_dir: Path, progress: bool = True) -> bool:
     """Generate the synthetic model and capture unless the capture folder exists. True if made."""
-    if (basedir / "images" / DEMO_SPEC.split / f"Capture{DEMO_SPEC.capture}").is_dir():
+    if capture_folder(basedir, DEMO_SPEC.split, DEMO_SPEC.capture).is_dir():
         return False
     print(f"generating a synthetic capture in {basedir} (model: {mano_dir}) ...", flush=True)
     generate_capture(basedir, mano_dir, DEMO_SPEC, progress=progress)
@@ -55,9 +54,9 @@ def select_sequences(args) -> list[str]:
     try:
         existing = ds.sequences(args.capture)
     except InputError:
-        captures = sorted(p.name for p in (ds.basedir / "images" / args.split).glob("Capture*"))
+        captures = sorted(p.name for p in split_images_folder(ds.basedir, args.split).glob("Capture*"))
         close = difflib.get_close_matches(f"Capture{args.capture}", captures, n=3, cutoff=0.5)
-        raise InputError(f"{ds.basedir / 'images' / args.split / f'Capture{args.capture}'}: no such capture"
+        raise InputError(f"{capture_folder(ds.basedir, args.split, args.capture)}: no such capture"
                          + (f"; closest: {', '.join(close)}" if close else
                             f"; {args.split} has {', '.join(captures) or 'no captures'}")) from None
     if args.all:
@@ -86,10 +85,6 @@ def select_sequences(args) -> list[str]:
     return seqs
 
 
-def log_path(logs: Path, split: str, capture: int, seq: str) -> Path:
-    return logs / f"{split}_Capture{capture}_{seq}.log"
-
-
 def _claim_log(path: Path) -> int | None:
     """Open a sequence's log for this run: locked, then emptied. None if another run writes it."""
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, FILE_MODE)
@@ -115,7 +110,7 @@ def run_one(args, sel: SequenceSelector, opts: StageOptions) -> SequenceReport:
         return report
     report_file = log.with_suffix(".json")
     report_file.unlink(missing_ok=True)
-    cmd = [sys.executable, "-m", "interhand_prep.pipeline", *sel.to_argv(), *opts.to_argv(),
+    cmd = [sys.executable, "-m", "interhand_prep.stages.pipeline", *sel.to_argv(), *opts.to_argv(),
            "--report", str(report_file), "--quiet"] + (["--debug"] if args.debug else [])
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(PACKAGE_PARENT), os.environ.get("PYTHONPATH")])))
     try:
@@ -143,22 +138,6 @@ def format_table(rows: list[tuple[str, SequenceReport]]) -> str:
         lines.append(f"{seq:<28} {report.frames:>6} {report.cameras:>4}  " + "  ".join(f"{c:<14}" for c in cells)
                      + f"  {status}")
     return "\n".join(lines)
-
-
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="process.sh", description="Run all stages over sequences of a capture.")
-    parser.add_argument("seqs", nargs="*", help="sequence names")
-    parser.add_argument("--all", action="store_true", help="every sequence of the capture")
-    parser.add_argument("--list", type=Path, help="a file with one sequence name per line")
-    parser.add_argument("--jobs", type=int, default=1, help="sequences processed in parallel (default: 1)")
-    parser.add_argument("--logs", type=Path, default=Path("logs"), help="log folder (default: logs)")
-    parser.add_argument("--demo", action="store_true",
-                        help="generate a synthetic capture under data/ if absent, process all of it, make GIFs")
-    add_selector_options(parser, with_sequence=False, capture_default=0)
-    for record in (AnnotsOptions, BlendWeightOptions, RenderOptions):
-        add_to_parser(parser, record, group_title=f"{record.__doc__.split(':')[0]} options")
-    add_runtime_flags(parser)
-    return parser
 
 
 def _absolute(path: Path | None) -> Path | None:
@@ -199,7 +178,7 @@ def main(args) -> int:
                 print(f"{seq} [{stage}]: {entry.detail}")
     failed = [seq for seq, report in rows if not report.ok]
     if args.demo and not failed:
-        from .gifs import make_capture_gifs
+        from .gif import make_capture_gifs
 
         gifs = make_capture_gifs(args.basedir, args.split, args.capture, out_root=args.out_root, overlay=True,
                                  progress=not args.quiet)
@@ -208,6 +187,3 @@ def main(args) -> int:
               f"  {gifs[0].parent.parent}/  ({len(gifs)} GIFs, masks tinted over the images)")
     return 1 if failed else 0
 
-
-if __name__ == "__main__":
-    sys.exit(run_main(build_parser(), main))

@@ -14,8 +14,11 @@ A processed sequence folder (the output contract the trainers read):
     depth/cam<id>/image<frame>.npy   depth maps (render_mesh.py), or .png with --depth-format png16
     prep.json                        the provenance manifest (see manifest.py)
 
-Names read back from files (camera ids, frame ids) are checked to be plain numbers, so a crafted
-cams.txt cannot point a path outside the folder.
+Outside the sequence folders: GIF previews (<root>/gif/...), merged sequences (<root>/merge/<name>)
+and process.sh's logs, where <root> is --out-root or the dataset root.
+
+Names read back from files (camera ids, frame ids) are checked to be plain numbers, and names from
+the command line to be plain names, so no crafted name points a path outside its folder.
 """
 
 from __future__ import annotations
@@ -29,12 +32,13 @@ from typing import Iterable
 import numpy as np
 
 from .cameras import CameraSet
-from .dataset import image_name
+from .dataset import capture_folder, image_name
 from .errors import InputError
 from .fileio import load_npy, npy_bytes, write_bytes, write_text
-from .options import HANDS
+from .constants import HANDS
 
 PARAM_KEYS = {"poses": 48, "Rh": 3, "Th": 3, "shapes": 10}
+MANIFEST_NAME = "prep.json"
 LBS_SHARED_FILES = ("faces", "parents", "weights", "joints", "tvertices", "tbw")
 # mask labels: where the nearest surface is the left or the right hand; 0 is background
 MASK_LABELS = {"left": 100, "right": 200}
@@ -46,8 +50,29 @@ _IMAGE_FILE_RE = re.compile(r"^image(\d+)\.(jpg|png|npy)$")
 _CAMERA_DIR_RE = re.compile(r"^cam(\d+)$")
 
 
-def sequence_input_dir(basedir: str | Path, split: str, capture: int, seq: str) -> Path:
-    return Path(basedir) / "images" / split / f"Capture{capture}" / seq
+def output_capture_dir(basedir: str | Path, split: str, capture: int, out_root: str | Path | None) -> Path:
+    """Where the processed sequences of a capture are: its image folder, or under --out-root."""
+    return capture_folder(basedir, split, capture) if out_root is None else Path(out_root) / split / f"Capture{capture}"
+
+
+def processed_sequences(capture_dir: Path) -> list[str]:
+    """The sequence folders of a capture that get_annots has finished, sorted."""
+    return sorted(p.name for p in capture_dir.iterdir() if (p / "annots.npy").is_file()) if capture_dir.is_dir() else []
+
+
+def gif_path(root: str | Path, split: str, capture: int, seq: str, cam: str) -> Path:
+    """<root>/gif/<split>/Capture<N>/<seq>/cam<id>.gif (root: --out-root, else the dataset root)"""
+    return Path(root) / "gif" / split / f"Capture{capture}" / check_name(seq, "sequence") / f"cam{_camera_id(cam, 'gif')}.gif"
+
+
+def merge_dir(root: str | Path, name: str) -> Path:
+    """<root>/merge/<name> (root: --out-root, else the dataset root)"""
+    return Path(root) / "merge" / check_name(name, "--new-name")
+
+
+def log_path(logs: str | Path, split: str, capture: int, seq: str) -> Path:
+    """process.sh's log of one sequence; its JSON report has the same name with .json."""
+    return Path(logs) / f"{split}_Capture{capture}_{check_name(seq, 'sequence')}.log"
 
 
 def check_name(value: str, what: str) -> str:
@@ -123,10 +148,7 @@ class SequenceLayout:
     def for_sequence(cls, basedir: str | Path, split: str, capture: int, seq: str,
                      out_root: str | Path | None = None) -> "SequenceLayout":
         """The sequence's image folder itself, or <out_root>/<split>/Capture<N>/<seq>."""
-        check_name(seq, "sequence")
-        if out_root is None:
-            return cls(sequence_input_dir(basedir, split, capture, seq))
-        return cls(Path(out_root) / split / f"Capture{capture}" / seq)
+        return cls(output_capture_dir(basedir, split, capture, out_root) / check_name(seq, "sequence"))
 
     # -- paths --------------------------------------------------------------------------------
     @property
@@ -148,7 +170,7 @@ class SequenceLayout:
 
     @property
     def manifest(self) -> Path:
-        return self.root / "prep.json"
+        return self.root / MANIFEST_NAME
 
     def camera_dir(self, cam: str) -> Path:
         return self.root / f"cam{_camera_id(cam, self.root)}"

@@ -21,11 +21,12 @@ import numpy as np
 import orjson
 from PIL import Image
 
-from . import dataset
-from .cameras import CameraSet, look_at_rotation
-from .fileio import write_bytes, write_text
-from .mano import HANDS, axis_angle_to_matrix, forward, load_mano_model
-from .synthetic_hand import finger_flexion_pose, write_synthetic_mano
+from ..core import dataset
+from ..core.cameras import CameraSet, look_at_rotation
+from ..core.fileio import write_bytes, write_text
+from ..core.constants import HANDS
+from ..core.mano import axis_angle_to_matrix, forward, load_mano_model
+from .hand import finger_flexion_pose, write_synthetic_mano
 
 PORTRAIT_SIZE = (334, 512)  # (width, height)
 DOME_CENTER_MM = np.array([0.0, -30.0, 1000.0])
@@ -230,6 +231,55 @@ def _fill_default_cases(spec: CaptureSpec, ids: list[str], rgb: dict[str, bool])
         spec.cameras_without_images = [ids[1]]
 
 
+@dataclass
+class _Rig:
+    """The capture's cameras: ids, flags, CameraSet, camera.json record, image sizes (w, h)."""
+
+    ids: list[str]
+    portrait: dict[str, bool]
+    rgb: dict[str, bool]
+    cameras: CameraSet
+    record: dict
+    sizes: list[tuple[int, int]]
+
+
+@dataclass
+class _Hands:
+    """Per hand: the loaded model, its shape, surface samples for splatting, fingertip vertices."""
+
+    models: dict
+    betas: dict
+    samples: dict
+    tips: dict
+
+
+@dataclass
+class _Records:
+    """The annotation files being built: MANO and joint_3d entries by frame, COCO images and boxes."""
+
+    mano: dict = field(default_factory=dict)
+    joints: dict = field(default_factory=dict)
+    images: list = field(default_factory=list)
+    annotations: list = field(default_factory=list)
+
+
+def _make_rig(spec: CaptureSpec, rng: np.random.Generator) -> _Rig:
+    table = dataset.read_camera_table(dataset.PACKAGED_CAMERA_TABLE)
+    ids = [str(i) for i in spec.camera_ids] if spec.camera_ids else choose_cameras(spec.num_cameras, rng)
+    portrait = {i: table[i].portrait for i in ids}
+    cameras, record = dome_cameras(ids, portrait, rng, spec.portrait_size)
+    sizes = [spec.portrait_size if portrait[i] else spec.portrait_size[::-1] for i in ids]
+    return _Rig(ids, portrait, {i: table[i].rgb for i in ids}, cameras, record, sizes)
+
+
+def _make_hands(mano_dir: Path, rng: np.random.Generator) -> _Hands:
+    models = {hand: load_mano_model(mano_dir, hand) for hand in HANDS}
+    betas = {hand: rng.normal(scale=0.6, size=10) for hand in HANDS}
+    samples = {hand: _surface_samples(models[hand].faces, models[hand].v_template, SPLATS_PER_HAND, rng)
+               for hand in HANDS}
+    return _Hands(models, betas, samples, {hand: fingertip_vertices(models[hand]) for hand in HANDS})
+
+
 def generate_capture(basedir: str | Path, mano_dir: str | Path, spec: CaptureSpec | None = None,
                      progress: bool = False) -> CaptureManifest:
     """Generate the capture of `spec` under `basedir`, with the MANO model of `mano_dir`.
@@ -241,104 +291,100 @@ def generate_capture(basedir: str | Path, mano_dir: str | Path, spec: CaptureSpe
     basedir, mano_dir = Path(basedir), Path(mano_dir)
     write_synthetic_mano(mano_dir)
     rng = np.random.default_rng(spec.seed)
-    table = dataset.read_camera_table(dataset.PACKAGED_CAMERA_TABLE)
-    ids = [str(i) for i in spec.camera_ids] if spec.camera_ids else choose_cameras(spec.num_cameras, rng)
-    portrait = {i: table[i].portrait for i in ids}
-    rgb = {i: table[i].rgb for i in ids}
-    cameras, camera_record = dome_cameras(ids, portrait, rng, spec.portrait_size)
+    rig = _make_rig(spec, rng)
     if spec.default_cases:
-        _fill_default_cases(spec, ids, rgb)
-    sizes = [spec.portrait_size if portrait[i] else spec.portrait_size[::-1] for i in ids]
-
-    models = {hand: load_mano_model(mano_dir, hand) for hand in HANDS}
-    betas = {hand: rng.normal(scale=0.6, size=10) for hand in HANDS}
-    samples = {hand: _surface_samples(models[hand].faces, models[hand].v_template, SPLATS_PER_HAND, rng)
-               for hand in HANDS}
-    tips = {hand: fingertip_vertices(models[hand]) for hand in HANDS}
-
-    mano_json, joints_json, images_json, annots_json = {}, {}, [], []
+        _fill_default_cases(spec, rig.ids, rig.rgb)
+    hands = _make_hands(mano_dir, rng)
+    records = _Records()
     frames: dict[str, list[int]] = {}
     next_frame = 1
-    image_dir = basedir / "images" / spec.split / f"Capture{spec.capture}"
-    iterator = spec.sequences
+    sequences = spec.sequences
     if progress:
         from tqdm import tqdm
 
-        iterator = tqdm(spec.sequences, desc="synthetic sequences", unit="seq")
-    for seq in iterator:
-        frame_ids = list(range(next_frame, next_frame + seq.num_frames))
+        sequences = tqdm(spec.sequences, desc="synthetic sequences", unit="seq")
+    for seq in sequences:
+        frames[seq.name] = list(range(next_frame, next_frame + seq.num_frames))
         next_frame += seq.num_frames + 37
-        frames[seq.name] = frame_ids
-        motion = hand_motion(seq.hands, seq.num_frames, rng, betas)
-        posed = {hand: forward(models[hand], *params) for hand, params in motion.items()}
-        black = spec.black.get(seq.name, {})
-        null = spec.null_mano.get(seq.name, {})
-        missing = spec.missing_images.get(seq.name, {})
-        for offset, frame in enumerate(frame_ids):
-            present = [h for h in posed if h not in null.get(offset, [])]
-            entry = {}
-            for hand in HANDS:
-                if hand in present:
-                    pose, shape, trans = (a[offset] for a in motion[hand])
-                    entry[hand] = {"pose": pose.tolist(), "shape": shape.tolist(), "trans": trans.tolist()}
-                else:
-                    entry[hand] = None
-            mano_json[str(frame)] = entry
-            world_joints = np.zeros((42, 3))
-            valid = np.zeros(42, bool)
-            for hand in present:
-                keypoints = interhand_keypoints(posed[hand].joints[offset], posed[hand].vertices[offset], tips[hand])
-                sl = slice(0, 21) if hand == "right" else slice(21, 42)
-                world_joints[sl], valid[sl] = keypoints * 1000.0, True
-            hand_type = "interacting" if len(present) == 2 else (present[0] if present else "right")
-            joints_json[str(frame)] = {"world_coord": world_joints.tolist(), "joint_valid": valid[:, None].tolist(),
-                                       "hand_type": hand_type, "hand_type_valid": bool(present), "seq": seq.name}
-            # Every hand with a mesh is drawn, also when its MANO entry is withheld (as when the
-            # annotation fails on a real frame).
-            points, colors = [], []
-            for hand in posed:
-                face_ids, bary = samples[hand]
-                verts = posed[hand].vertices[offset]
-                faces = models[hand].faces
-                tri = verts[faces[face_ids]]
-                points.append(np.einsum("pk,pkd->pd", bary, tri) * 1000.0)
-                face_normals = np.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0])
-                face_normals /= np.linalg.norm(face_normals, axis=1, keepdims=True)
-                colors.append((face_normals, np.broadcast_to(SKIN[hand], face_normals.shape)))
-            pts = np.concatenate(points)
-            normals = np.concatenate([c[0] for c in colors])
-            base = np.concatenate([c[1] for c in colors])
-            images = _shade_and_render(pts, normals, base, cameras, sizes)
-            pixels, _ = cameras.project(world_joints[valid]) if valid.any() else (None, None)
-            for c, cam in enumerate(ids):
-                if cam in spec.cameras_without_images or cam in missing.get(offset, []):
-                    continue
-                image = images[c]
-                if cam in black.get(offset, []):
-                    image = np.full_like(image, BLACK_LEVEL)
-                if not rgb[cam]:
-                    gray = np.asarray(Image.fromarray(image).convert("L"))
-                    image = np.repeat(gray[..., None], 3, axis=2)
-                name = f"cam{cam}/{dataset.image_name(frame)}"
-                write_bytes(image_dir / seq.name / name, _jpeg(image, spec.jpeg_quality))
-                image_id = len(images_json)
-                w, h = sizes[c]
-                images_json.append({"id": image_id, "file_name": f"Capture{spec.capture}/{seq.name}/{name}",
-                                    "width": w, "height": h, "capture": spec.capture, "subject": spec.capture,
-                                    "seq_name": seq.name, "camera": cam, "frame_idx": frame})
-                bbox = [0.0, 0.0, 0.0, 0.0]
-                if pixels is not None:
-                    lo, hi = pixels[c].min(0), pixels[c].max(0)
-                    margin = 0.25 * (hi - lo) + 5.0
-                    bbox = [float(lo[0] - margin[0]), float(lo[1] - margin[1]),
-                            float(hi[0] - lo[0] + 2 * margin[0]), float(hi[1] - lo[1] + 2 * margin[1])]
-                annots_json.append({"id": image_id, "image_id": image_id, "bbox": bbox,
-                                    "joint_valid": valid[:, None].astype(int).tolist(), "hand_type": hand_type,
-                                    "hand_type_valid": int(bool(present))})
+        _generate_sequence(basedir, spec, seq, frames[seq.name], rig, hands, rng, records)
+    _write_annotations(basedir, spec, rig.record, records)
+    return CaptureManifest(spec=spec, basedir=basedir, mano_dir=mano_dir, cameras=rig.cameras, portrait=rig.portrait,
+                           rgb=rig.rgb, frames=frames)
 
-    _write_annotations(basedir, spec, camera_record, mano_json, joints_json, images_json, annots_json)
-    return CaptureManifest(spec=spec, basedir=basedir, mano_dir=mano_dir, cameras=cameras, portrait=portrait,
-                           rgb=rgb, frames=frames)
+
+def _generate_sequence(basedir: Path, spec: CaptureSpec, seq: SequenceSpec, frame_ids: list[int], rig: _Rig,
+                       hands: _Hands, rng: np.random.Generator, records: _Records) -> None:
+    """One sequence's annotations and images."""
+    motion = hand_motion(seq.hands, seq.num_frames, rng, hands.betas)
+    posed = {hand: forward(hands.models[hand], *params) for hand, params in motion.items()}
+    null = spec.null_mano.get(seq.name, {})
+    for offset, frame in enumerate(frame_ids):
+        present = [h for h in posed if h not in null.get(offset, [])]
+        records.mano[str(frame)] = {hand: ({"pose": motion[hand][0][offset].tolist(),
+                                            "shape": motion[hand][1][offset].tolist(),
+                                            "trans": motion[hand][2][offset].tolist()} if hand in present else None)
+                                    for hand in HANDS}
+        world_joints = np.zeros((42, 3))
+        valid = np.zeros(42, bool)
+        for hand in present:
+            keypoints = interhand_keypoints(posed[hand].joints[offset], posed[hand].vertices[offset], hands.tips[hand])
+            sl = slice(0, 21) if hand == "right" else slice(21, 42)
+            world_joints[sl], valid[sl] = keypoints * 1000.0, True
+        hand_type = "interacting" if len(present) == 2 else (present[0] if present else "right")
+        records.joints[str(frame)] = {"world_coord": world_joints.tolist(), "joint_valid": valid[:, None].tolist(),
+                                      "hand_type": hand_type, "hand_type_valid": bool(present), "seq": seq.name}
+        # Every hand with a mesh is drawn, also when its MANO entry is withheld (as when the
+        # annotation fails on a real frame).
+        images = _frame_images({hand: out.vertices[offset] for hand, out in posed.items()}, hands, rig)
+        pixels = rig.cameras.project(world_joints[valid])[0] if valid.any() else None
+        _write_frame_images(basedir, spec, seq, frame, offset, images, rig, pixels,
+                            {"joint_valid": valid[:, None].astype(int).tolist(), "hand_type": hand_type,
+                             "hand_type_valid": int(bool(present))}, records)
+
+
+def _frame_images(vertices: dict[str, np.ndarray], hands: _Hands, rig: _Rig) -> list[np.ndarray]:
+    """One HxWx3 image per camera of the hands posed as `vertices` ({hand: Vx3 metres})."""
+    points, normals, base = [], [], []
+    for hand, verts in vertices.items():
+        face_ids, bary = hands.samples[hand]
+        tri = verts[hands.models[hand].faces[face_ids]]
+        points.append(np.einsum("pk,pkd->pd", bary, tri) * 1000.0)
+        face_normals = np.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0])
+        face_normals /= np.linalg.norm(face_normals, axis=1, keepdims=True)
+        normals.append(face_normals)
+        base.append(np.broadcast_to(SKIN[hand], face_normals.shape))
+    return _shade_and_render(np.concatenate(points), np.concatenate(normals), np.concatenate(base), rig.cameras,
+                             rig.sizes)
+
+
+def _write_frame_images(basedir: Path, spec: CaptureSpec, seq: SequenceSpec, frame: int, offset: int,
+                        images: list[np.ndarray], rig: _Rig, pixels: np.ndarray | None, annotation: dict,
+                        records: _Records) -> None:
+    """The frame's JPEG per camera (black, monochrome or missing as the spec says), with its
+    COCO image record and hand box (from the projected joints)."""
+    black = spec.black.get(seq.name, {}).get(offset, [])
+    missing = spec.missing_images.get(seq.name, {}).get(offset, [])
+    for c, cam in enumerate(rig.ids):
+        if cam in spec.cameras_without_images or cam in missing:
+            continue
+        image = np.full_like(images[c], BLACK_LEVEL) if cam in black else images[c]
+        if not rig.rgb[cam]:
+            gray = np.asarray(Image.fromarray(image).convert("L"))
+            image = np.repeat(gray[..., None], 3, axis=2)
+        path = dataset.image_path(basedir, spec.split, spec.capture, seq.name, cam, frame)
+        write_bytes(path, _jpeg(image, spec.jpeg_quality))
+        image_id = len(records.images)
+        w, h = rig.sizes[c]
+        records.images.append({"id": image_id, "file_name": "/".join(path.parts[-4:]), "width": w, "height": h,
+                               "capture": spec.capture, "subject": spec.capture, "seq_name": seq.name, "camera": cam,
+                               "frame_idx": frame})
+        bbox = [0.0, 0.0, 0.0, 0.0]
+        if pixels is not None:
+            lo, hi = pixels[c].min(0), pixels[c].max(0)
+            margin = 0.25 * (hi - lo) + 5.0
+            bbox = [float(lo[0] - margin[0]), float(lo[1] - margin[1]),
+                    float(hi[0] - lo[0] + 2 * margin[0]), float(hi[1] - lo[1] + 2 * margin[1])]
+        records.annotations.append({"id": image_id, "image_id": image_id, "bbox": bbox, **annotation})
 
 
 def _shade_and_render(points, normals, base, cameras: CameraSet, sizes) -> list[np.ndarray]:
@@ -403,26 +449,26 @@ def _merge_json(path: Path, capture: int, record) -> None:
     write_bytes(path, orjson.dumps(data))
 
 
-def _write_annotations(basedir: Path, spec: CaptureSpec, camera_record, mano_json, joints_json, images_json,
-                       annots_json) -> None:
+def _write_annotations(basedir: Path, spec: CaptureSpec, camera_record: dict, records: _Records) -> None:
     files = dataset.AnnotationFiles(basedir, spec.split)
     _merge_json(files.camera, spec.capture, camera_record)
-    _merge_json(files.mano, spec.capture, mano_json)
-    _merge_json(files.joint_3d, spec.capture, joints_json)
+    _merge_json(files.mano, spec.capture, records.mano)
+    _merge_json(files.joint_3d, spec.capture, records.joints)
     coco = orjson.loads(files.data.read_bytes()) if files.data.exists() else {"images": [], "annotations": []}
     coco["images"] = [im for im in coco["images"] if im["capture"] != spec.capture]
     kept = {im["id"] for im in coco["images"]}
     coco["annotations"] = [a for a in coco["annotations"] if a["image_id"] in kept]
     offset = max(kept, default=-1) + 1
-    for im, an in zip(images_json, annots_json):
+    for im, an in zip(records.images, records.annotations):
         im["id"] += offset
         an["id"] += offset
         an["image_id"] += offset
-    coco["images"] += images_json
-    coco["annotations"] += annots_json
+    coco["images"] += records.images
+    coco["annotations"] += records.annotations
     write_bytes(files.data, orjson.dumps(coco))
-    write_text(basedir / "annotations" / "skeleton.txt", skeleton_text())
-    subjects = basedir / "annotations" / "subject.txt"
+    annotations = dataset.annotations_folder(basedir)
+    write_text(annotations / "skeleton.txt", skeleton_text())
+    subjects = annotations / "subject.txt"
     lines = subjects.read_text().splitlines() if subjects.exists() else ["# capture subject"]
     line = f"Capture{spec.capture} {spec.capture}"
     if line not in lines:

@@ -22,13 +22,13 @@ from pathlib import Path
 
 import numpy as np
 
+from .constants import HANDS
 from .errors import InputError
 from .fileio import atomic_path, write_text
 
 CACHE_VERSION = 1
 MANO_FIELDS = {"pose": 48, "shape": 10, "trans": 3}
 MANO_WIDTH = sum(MANO_FIELDS.values())
-HANDS = ("right", "left")
 # status of a hand's entry in a frame
 NULL, OK, MALFORMED = 0, 1, 2
 builds = 0  # caches built by this process (tests check that concurrent runs build once)

@@ -1,0 +1,78 @@
+"""The command line as users meet it: every command's --help, the installed wheel, and the
+top-level scripts as thin wrappers of the same commands."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import sysconfig
+from pathlib import Path
+
+import pytest
+
+from interhand_prep import cli
+
+REPO = Path(__file__).resolve().parents[1]
+HEAVY = ("torch", "smplx", "scipy", "pyrender", "OpenGL", "PIL", "point_cloud_utils", "tqdm")
+
+
+@pytest.mark.parametrize("command", [c.name for c in cli.COMMANDS])
+def test_every_command_has_help_on_every_option(command, capsys):
+    with pytest.raises(SystemExit) as stop:
+        cli.run_command(command, ["--help"])
+    assert stop.value.code == 0
+    text = capsys.readouterr().out
+    assert cli.BY_NAME[command].summary.split(" (")[0].rstrip(".") in " ".join(text.split())
+    parser = cli.BY_NAME[command].parser(f"interhand-prep {command}", cli.BY_NAME[command].summary)
+    for action in parser._actions:
+        assert action.help, f"{command}: {action.option_strings or action.dest} has no help"
+    assert callable(cli._runner(cli.BY_NAME[command]))  # the function it runs exists
+
+
+def test_help_imports_nothing_heavy():
+    code = ("import sys\nfrom interhand_prep import cli\n"
+            "for name in [c.name for c in cli.COMMANDS]:\n"
+            "    try:\n        cli.run_command(name, ['--help'])\n    except SystemExit:\n        pass\n"
+            f"print(sorted(m for m in {HEAVY!r} if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO).stdout
+    assert out.strip().splitlines()[-1] == "[]"
+
+
+def test_the_command_lists_its_subcommands(capsys):
+    assert cli.main(["--help"]) == 0
+    text = capsys.readouterr().out
+    for command in cli.COMMANDS:
+        assert f"  {command.name} " in text
+    assert cli.main(["get-annot"]) == 2
+    assert "did you mean get-annots" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_the_wheel_installs_and_runs_outside_the_checkout(tmp_path, tiny):
+    """pip-installed into a fresh venv (the dependencies borrowed from this one), the console
+    command runs from any folder, without activating the venv, and takes nothing from the checkout."""
+    dist, venv = tmp_path / "dist", tmp_path / "venv"
+    build = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w",
+                            str(dist), str(REPO)], capture_output=True, text=True)
+    assert build.returncode == 0, build.stderr
+    wheel, = dist.glob("interhand_prep-*.whl")
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
+    site = Path(subprocess.run([str(venv / "bin" / "python"), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+                               capture_output=True, text=True, check=True).stdout.strip())
+    (site / "dependencies.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
+    install = subprocess.run([sys.executable, "-m", "pip", "--python", str(venv / "bin" / "python"), "install",
+                              "--no-deps", "-q", str(wheel)], capture_output=True, text=True)
+    assert install.returncode == 0, install.stderr
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
+    where = subprocess.run([str(venv / "bin" / "python"), "-c", "import interhand_prep.core.dataset as d; "
+                            "print(d.__file__); print(d.PACKAGED_CAMERA_TABLE.is_file())"],
+                           capture_output=True, text=True, cwd=elsewhere, env=env)
+    assert where.stdout.split() == [str(site / "interhand_prep" / "core" / "dataset.py"), "True"], where.stderr
+    run = subprocess.run([str(venv / "bin" / "interhand-prep"), "get-annots", "--capture", "0", "--seq", "0266_dh_pray",
+                          "--basedir", str(tiny / "IH"), "--mano-dir", str(tiny / "mano"), "--hand-type", "both",
+                          "--out-root", "out", "--quiet"], capture_output=True, text=True, cwd=elsewhere, env=env)
+    assert run.returncode == 0, run.stderr
+    assert (elsewhere / "out" / "train" / "Capture0" / "0266_dh_pray" / "annots.npy").is_file()
