@@ -19,7 +19,7 @@ from typing import Callable, Sequence
 
 from .core.constants import DEFAULT_BASEDIR, SPLITS
 from .core.errors import InputError
-from .core.options import (DEPTH_FORMATS, AnnotsOptions, BlendWeightOptions, RenderOptions, add_to_parser,
+from .core.options import (DEFAULT_PADDING, DEFAULT_VOXEL_SIZE, DEPTH_FORMATS, AnnotsOptions, BlendWeightOptions, RenderOptions, add_to_parser,
                            non_negative_float, non_negative_int, positive_float)
 from .core.selection import add_selector_options
 
@@ -102,9 +102,9 @@ def check_seq_parser(prog: str, summary: str) -> argparse.ArgumentParser:
     parser.add_argument("--mano-dir", "--mano_dir", dest="mano_dir", type=Path, default=None, metavar="DIR",
                         help="MANO model folder (default: the files recorded in the manifest)")
     parser.add_argument("--voxel-size", "--voxel_size", dest="voxel_size", type=positive_float, default=None,
-                        metavar="M", help="grid spacing in metres (default: as recorded, else 0.025)")
+                        metavar="M", help=f"grid spacing in metres (default: as recorded, else {DEFAULT_VOXEL_SIZE})")
     parser.add_argument("--padding", type=non_negative_float, default=None, metavar="M",
-                        help="grid margin in metres (default: as recorded, else 0.05)")
+                        help=f"grid margin in metres (default: as recorded, else {DEFAULT_PADDING})")
     parser.add_argument("--depth-format", "--depth_format", dest="depth_format", default=None, choices=DEPTH_FORMATS,
                         help="depth files to expect (default: as recorded, else npy)")
     parser.add_argument("--debug", action="store_true", help="show tracebacks for input errors")
