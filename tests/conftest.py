@@ -46,6 +46,12 @@ SMALL_SPEC = dict(
 TINY_CAMERAS = ["400002", "400016", "410214", "400412"]  # two portrait RGB, one portrait mono, one landscape
 
 
+def pytest_configure(config):
+    # the GL platform verdicts of this session (its subprocesses too) go to a cache of its own
+    os.environ["XDG_CACHE_HOME"] = str(Path(config.rootpath if hasattr(config, "rootpath") else REPO) / ".pytest_cache"
+                                       / "xdg")
+
+
 def pytest_collection_modifyitems(items):
     for item in items:  # every test that renders needs an OpenGL platform
         if "gl_platform" in getattr(item, "fixturenames", ()):
@@ -119,9 +125,9 @@ def tiny(tiny_root, tmp_path) -> Path:
 @pytest.fixture(scope="session")
 def gl_platform() -> str:
     """A working offscreen OpenGL platform, or skip (fail under CI, which installs Mesa)."""
-    from interhand_prep.core import gl_renderer
+    from interhand_prep.core import gl_platform
 
-    reasons = {p: gl_renderer.probe_platform(p) for p in ("egl", "osmesa")}
+    reasons = {p: gl_platform.verdict(p)[0] for p in ("egl", "osmesa")}
     working = [p for p, r in reasons.items() if r is None]
     if not working:
         message = f"no OpenGL platform: {reasons}"

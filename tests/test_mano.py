@@ -224,3 +224,19 @@ def test_fingers_bend_where_their_joints_are(tmp_path):
     assert out.vertices[1, tips["index"], 2] < out.vertices[0, tips["index"], 2] - 0.02
     # the wrist joint does not move when only fingers bend
     np.testing.assert_allclose(out.joints[1, 0], out.joints[0, 0], atol=1e-12)
+
+
+def test_a_model_saved_with_current_scipy_loads_without_scipy(fixtures_dir, tmp_path):
+    """The sparse J_regressor is rebuilt by a stand-in from its compressed columns, whichever scipy
+    wrote it (the official files: scipy.sparse.csc; a re-saved model: scipy.sparse._csc)."""
+    import scipy.sparse
+
+    raw = plain_copy(read_raw(fixtures_dir / "mano_chumpy_format" / "MANO_RIGHT.pkl"))
+    regressor = raw["J_regressor"].copy()
+    regressor[3, 5] = 0.25  # not only the fixture's pattern
+    for protocol in (2, 4):
+        with open(tmp_path / "MANO_RIGHT.pkl", "wb") as f:
+            pickle.dump(dict(raw, J_regressor=scipy.sparse.csc_matrix(regressor)), f, protocol=protocol)
+        mano._load_cached.cache_clear()
+        model = mano.load_mano_model(tmp_path, "right")
+        np.testing.assert_array_equal(model.J_regressor, regressor)

@@ -5,10 +5,13 @@ Skipped when no OpenGL platform works here (CI installs Mesa, so there they run)
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pytest
 from PIL import Image
 
+from interhand_prep.core import gl_platform as gl_platform_module
 from interhand_prep.core import gl_renderer as rendering
 from interhand_prep.core import pyrender_adapter
 from interhand_prep.core.layout import SequenceLayout
@@ -230,7 +233,7 @@ def test_camera_pose_is_the_inverse_extrinsics_with_the_axis_flip():
 
 def test_egl_and_osmesa_agree(rendered, tmp_path):
     sel, _, _ = rendered
-    reasons = {p: rendering.probe_platform(p) for p in ("egl", "osmesa")}
+    reasons = {p: gl_platform_module.verdict(p)[0] for p in ("egl", "osmesa")}
     if any(reasons.values()):
         pytest.skip(f"needs both platforms: {reasons}")
     outputs = {}
@@ -248,3 +251,25 @@ def test_egl_and_osmesa_agree(rendered, tmp_path):
             np.testing.assert_array_equal(*masks)
             depths = [np.load(layout.depth(cam, frame, "npy")) for layout in outputs.values()]
             np.testing.assert_allclose(*depths, atol=1e-4)  # depth-buffer quantisation differs (~20 um)
+
+
+def test_the_platform_is_decided_without_probing_twice(tmp_path, monkeypatch, gl_platform):
+    """auto: OSMesa without an NVIDIA GPU, EGL with one; a probe runs once per machine and
+    library version, later runs (other processes) read the cached verdict."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    monkeypatch.setenv("PYOPENGL_PLATFORM", os.environ.get("PYOPENGL_PLATFORM", gl_platform))
+    monkeypatch.setenv("LP_NUM_THREADS", os.environ.get("LP_NUM_THREADS", "0"))
+    monkeypatch.setattr(gl_platform_module, "nvidia_gpu_present", lambda: False)
+    gl_platform_module.probe_platform.cache_clear()
+    before = gl_platform_module.probes
+    first = gl_platform_module.select_platform("auto")
+    assert first.platform == "osmesa" and "no NVIDIA GPU" in first.reason and "cached" not in first.reason
+    assert gl_platform_module.probes == before + 1
+    gl_platform_module.probe_platform.cache_clear()  # as in a new process
+    again = gl_platform_module.select_platform("auto")
+    assert again.platform == "osmesa" and "verdict cached" in again.reason
+    assert gl_platform_module.probes == before + 1
+    assert (tmp_path / "interhand_prep" / "gl-platforms.json").is_file()
+    monkeypatch.setattr(gl_platform_module, "nvidia_gpu_present", lambda: True)
+    with_gpu = gl_platform_module.select_platform("auto")
+    assert with_gpu.platform == "egl" and "NVIDIA GPU is present" in with_gpu.reason

@@ -210,7 +210,7 @@ def test_an_interrupted_stage_is_not_recorded_as_done(helpers, data, monkeypatch
     def broken(*args, **kwargs):
         raise OSError(28, "No space left on device", "somewhere")
 
-    monkeypatch.setattr(blend_weights, "write_frame_grids", broken)
+    monkeypatch.setattr(blend_weights, "frame_grids_of", broken)
     with pytest.raises(OSError):
         blend_weights.run(sel, BlendWeightOptions(voxel_size=0.04), progress=False)
     assert Manifest.read(sel.layout.root).stage("prepare_blend_weights") is None

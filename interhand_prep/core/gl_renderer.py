@@ -1,7 +1,14 @@
 """Offscreen rendering of hand masks and depth maps with pyrender (EGL or OSMesa).
 
-This is the only module that picks the OpenGL platform: `select_platform` sets PYOPENGL_PLATFORM
-before pyrender is first imported, and pyrender is imported lazily inside `HandViewRenderer`.
+The OpenGL platform is chosen by `gl_platform.select_platform`, which sets PYOPENGL_PLATFORM before
+pyrender is first imported; pyrender is imported lazily inside `HandViewRenderer`, and driven
+below its public API only through `pyrender_adapter`.
+
+With OSMesa (software rendering), each view is drawn only over the bounding box of the hands'
+projected vertices (plus a margin), with the principal point shifted by the box's corner, and
+pasted into the full-size outputs: a fraction of the pixels to rasterise and read back. A
+triangle's pixels lie inside the box of its vertices (every vertex is in front of the camera;
+otherwise the whole image is drawn), so the result is that of a full-size render.
 
 Outputs per view (H x W of that camera's images):
     mask   uint8 (H, W): 0 background, 100 where the nearest surface is the left hand, 200 right
@@ -11,10 +18,8 @@ Pixels are sampled at their centres (multisampling off), the InterHand2.6M / Ope
 
 from __future__ import annotations
 
-import functools
 import logging
 import os
-import subprocess
 import sys
 from dataclasses import dataclass
 
@@ -23,59 +28,13 @@ import numpy as np
 from . import pyrender_adapter
 from .errors import InputError
 from .layout import MASK_LABELS
-from .options import BACKENDS
+from .cameras import CameraSet
 
 log = logging.getLogger(__name__)
 
 Z_NEAR, Z_FAR = 0.01, 20.0  # metres; a 24-bit depth buffer then resolves ~6 micrometres at 1 m
 # OpenCV camera (x right, y down, z forward) to OpenGL camera (x right, y up, z backward)
 OPENCV_TO_OPENGL = np.diag([1.0, -1.0, -1.0, 1.0])
-
-_PROBE = """
-import os, sys
-os.environ["PYOPENGL_PLATFORM"] = sys.argv[1]
-import pyrender
-r = pyrender.OffscreenRenderer(8, 8)
-r.delete()
-"""
-
-
-@functools.lru_cache(maxsize=None)
-def probe_platform(platform: str) -> str | None:
-    """Try to create an offscreen context on `platform` in a subprocess; None if it works, else why
-    (once per process)."""
-    env = dict(os.environ, PYOPENGL_PLATFORM=platform)
-    try:
-        proc = subprocess.run([sys.executable, "-c", _PROBE, platform], env=env, capture_output=True, text=True, timeout=60)
-    except subprocess.TimeoutExpired:
-        return "timed out creating a context"
-    if proc.returncode == 0:
-        return None
-    lines = [line for line in proc.stderr.strip().splitlines() if line.strip()]
-    return lines[-1] if lines else f"exit status {proc.returncode}"
-
-
-def select_platform(backend: str) -> str:
-    """Resolve `backend` ('auto', 'egl', 'osmesa') to a working platform and set PYOPENGL_PLATFORM.
-
-    auto: EGL when an EGL device works (NVIDIA, or Mesa's software device), else OSMesa.
-    Worker processes started afterwards inherit the choice; this process can render only if it
-    has not imported pyrender for another platform (see `can_render_here`).
-    """
-    if backend not in BACKENDS:
-        raise InputError(f"unknown backend {backend!r}; expected one of {', '.join(BACKENDS)}")
-    candidates = ("egl", "osmesa") if backend == "auto" else (backend,)
-    reasons = {}
-    for platform in candidates:
-        reason = probe_platform(platform)
-        if reason is None:
-            os.environ["PYOPENGL_PLATFORM"] = platform
-            return platform
-        reasons[platform] = reason
-    detail = "; ".join(f"{p}: {r}" for p, r in reasons.items())
-    raise InputError(f"no OpenGL platform for offscreen rendering ({detail}); install the system libraries "
-                     "(Debian: apt-get install libegl1 libegl-mesa0 libgl1-mesa-dri libosmesa6) or pick --backend")
-
 
 _imported_platform: str | None = None
 
@@ -108,6 +67,22 @@ class ViewCamera:
     height: int
 
 
+CROP_MARGIN = 2  # pixels around the projected vertices' box
+
+
+def crop_boxes(cameras: CameraSet, sizes: np.ndarray, vertices_m: np.ndarray) -> np.ndarray:
+    """Pixel boxes to draw: cameras (C), sizes Cx2 (w, h), vertices Px3 world metres
+    -> Cx4 int (x0, y0, x1, y1), the whole image where a vertex is not in front of the camera,
+    an empty box (x1 <= x0) where no vertex projects into the image's neighbourhood."""
+    pixels, depth = cameras.project(np.asarray(vertices_m, dtype=np.float64) * 1000.0)
+    lo = np.floor(pixels.min(axis=1)) - CROP_MARGIN
+    hi = np.ceil(pixels.max(axis=1)) + 1 + CROP_MARGIN
+    boxes = np.concatenate([np.maximum(lo, 0), np.minimum(hi, sizes)], axis=1)
+    behind = (depth <= Z_NEAR * 1000.0).any(axis=1)
+    boxes[behind] = np.concatenate([np.zeros((int(behind.sum()), 2)), sizes[behind]], axis=1)
+    return boxes.astype(np.int64)
+
+
 class HandViewRenderer:
     """Renders mask and depth of the current hand meshes from many cameras.
 
@@ -131,19 +106,27 @@ class HandViewRenderer:
         self._pyrender = pyrender
         self._flags = pyrender.RenderFlags.SEG
         self._by_size: dict[tuple[int, int], dict] = {}
-        self._renderer = None
         self.cameras = {c.cam_id: c for c in cameras}
         for cam in cameras:
             size = (cam.width, cam.height)
             if size not in self._by_size:
-                self._by_size[size] = {"scene": pyrender.Scene(bg_color=(0, 0, 0, 0)), "nodes": {}, "hands": {}}
+                self._by_size[size] = {"scene": pyrender.Scene(bg_color=(0, 0, 0, 0)), "nodes": {}, "hands": {},
+                                       "ids": [], "boxes": {}}
             entry = self._by_size[size]
             K = cam.K
             # pyrender puts pixel centres at +0.5, OpenCV at integers
             intrinsics = pyrender.IntrinsicsCamera(K[0, 0], K[1, 1], K[0, 2] + 0.5, K[1, 2] + 0.5, znear=Z_NEAR, zfar=Z_FAR)
             entry["nodes"][cam.cam_id] = entry["scene"].add(intrinsics, pose=camera_pose_opengl(cam.R, cam.T))
+            entry["ids"].append(cam.cam_id)
+        for size, entry in self._by_size.items():
+            group = [self.cameras[c] for c in entry["ids"]]
+            entry["rig"] = CameraSet([c.cam_id for c in group], np.stack([c.K for c in group]),
+                                     np.stack([c.R for c in group]), np.stack([np.asarray(c.T).reshape(3) for c in group]))
         first = next(iter(self._by_size))
         self._offscreen = pyrender.OffscreenRenderer(*first)
+        # OSMesa draws into a fixed buffer, so a smaller viewport costs nothing to set up; EGL's
+        # framebuffers would be reallocated for every new viewport size: it draws whole images
+        self.crops = not pyrender_adapter.uses_framebuffers(self._offscreen)
         self._size = None
 
     @property
@@ -174,20 +157,38 @@ class HandViewRenderer:
             primitive = pyrender.Primitive(positions=np.asarray(vertices, dtype=np.float32),
                                            indices=both_sides, mode=pyrender.GLTF.TRIANGLES)
             entry["hands"][hand] = scene.add(pyrender.Mesh([primitive]))
+        if meshes and self.crops:
+            vertices = np.concatenate([np.asarray(v, dtype=np.float64) for v, _ in meshes.values()])
+            sizes = np.tile(np.array(size, dtype=np.float64), (len(entry["ids"]), 1))
+            entry["boxes"] = dict(zip(entry["ids"], crop_boxes(entry["rig"], sizes, vertices)))
+        else:
+            entry["boxes"] = {}
 
     def render(self, cam_id: str) -> tuple[np.ndarray, np.ndarray]:
         """-> mask uint8 (H, W) with MASK_LABELS, depth float32 (H, W) metres (0 = no hand)."""
         cam = self.cameras[cam_id]
         size = (cam.width, cam.height)
         entry = self._by_size[size]
+        box = entry["boxes"].get(cam_id)
+        if not entry["hands"] or (box is not None and (box[2] <= box[0] or box[3] <= box[1])):
+            return np.zeros((cam.height, cam.width), np.uint8), np.zeros((cam.height, cam.width), np.float32)
         scene = entry["scene"]
-        scene.main_camera_node = entry["nodes"][cam_id]
-        seg = {node: (MASK_LABELS[hand],) * 3 for hand, node in entry["hands"].items()}
+        node = entry["nodes"][cam_id]
+        scene.main_camera_node = node
+        seg = {n: (MASK_LABELS[hand],) * 3 for hand, n in entry["hands"].items()}
         if size != self._size:  # made current once per image size, not per view
             pyrender_adapter.activate(self._offscreen, size)
             self._size = size
-        color, depth = pyrender_adapter.draw(self._offscreen, scene, self._flags, seg, size)
-        return np.ascontiguousarray(color[..., 0]), depth
+        x0, y0, x1, y1 = box if box is not None else (0, 0, cam.width, cam.height)
+        node.camera.cx, node.camera.cy = cam.K[0, 2] + 0.5 - x0, cam.K[1, 2] + 0.5 - y0
+        color, depth = pyrender_adapter.draw(self._offscreen, scene, self._flags, seg, (int(x1 - x0), int(y1 - y0)))
+        if (x0, y0, x1, y1) == (0, 0, cam.width, cam.height):
+            return np.ascontiguousarray(color[..., 0]), depth
+        mask = np.zeros((cam.height, cam.width), np.uint8)
+        full_depth = np.zeros((cam.height, cam.width), np.float32)
+        mask[y0:y1, x0:x1] = color[..., 0]
+        full_depth[y0:y1, x0:x1] = depth
+        return mask, full_depth
 
     def close(self) -> None:
         if self._offscreen is not None:

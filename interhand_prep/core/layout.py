@@ -23,9 +23,10 @@ the command line to be plain names, so no crafted name points a path outside its
 
 from __future__ import annotations
 
-import io
 import os
 import re
+import struct
+import zlib
 from pathlib import Path
 from typing import Iterable
 
@@ -92,13 +93,31 @@ def _camera_id(cam: str, source) -> str:
 # Codecs of the image-like outputs
 
 
+def encode_png(image: np.ndarray, compress_level: int = 1) -> bytes:
+    """A single-channel uint8 or uint16 (H, W) image as a PNG file (no filtering, zlib level 1).
+
+    Written here rather than with Pillow, which encodes 16-bit images about 2x slower (2.0 against
+    0.9 ms for a 334 x 512 depth map, measured); Pillow (and every PNG reader) decodes it.
+    """
+    image = np.asarray(image)
+    if image.ndim != 2 or image.dtype not in (np.uint8, np.uint16):
+        raise ValueError(f"expected a (H, W) uint8 or uint16 image, got {image.dtype} {image.shape}")
+    height, width = image.shape
+    depth_bits = 8 * image.dtype.itemsize
+    rows = np.zeros((height, 1 + width * image.dtype.itemsize), np.uint8)  # each row: filter byte 0, then pixels
+    rows[:, 1:] = image.astype(image.dtype.newbyteorder(">"), copy=False).view(np.uint8).reshape(height, -1)
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+
+    header = struct.pack(">IIBBBBB", width, height, depth_bits, 0, 0, 0, 0)  # greyscale, no interlace
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(rows.tobytes(), compress_level))
+            + chunk(b"IEND", b""))
+
+
 def encode_mask(mask: np.ndarray) -> bytes:
     """uint8 (H, W) labels -> single-channel PNG."""
-    from PIL import Image
-
-    buf = io.BytesIO()
-    Image.fromarray(np.ascontiguousarray(mask, dtype=np.uint8), mode="L").save(buf, format="PNG", compress_level=1)
-    return buf.getvalue()
+    return encode_png(np.ascontiguousarray(mask, dtype=np.uint8))
 
 
 def decode_mask(path: Path) -> np.ndarray:
@@ -116,12 +135,7 @@ def encode_depth(depth: np.ndarray, depth_format: str) -> bytes:
     if depth_format == "npy":
         return npy_bytes(np.ascontiguousarray(depth, dtype=np.float32)[..., None])
     if depth_format == "png16":
-        from PIL import Image
-
-        scaled = np.clip(np.rint(depth * PNG16_UNITS_PER_METRE), 0, 65535).astype(np.uint16)
-        buf = io.BytesIO()
-        Image.fromarray(scaled).save(buf, format="PNG", compress_level=1)
-        return buf.getvalue()
+        return encode_png(np.clip(np.rint(depth * PNG16_UNITS_PER_METRE), 0, 65535).astype(np.uint16))
     raise ValueError(f"no depth encoding {depth_format!r}")
 
 

@@ -1,9 +1,10 @@
 """MANO hand model: chumpy-free loading of the official pickles, and the batched forward pass.
 
 The official MANO_RIGHT.pkl / MANO_LEFT.pkl are Python-2 pickles whose `shapedirs` is a chumpy
-object. chumpy cannot be installed on current Python and numpy, so the unpickler maps the two
-chumpy classes the files use to inert stand-ins and reads their arrays (`Select` over `Ch`). Only
-the exact globals an official file needs may be loaded from it (see `safe_pickle`).
+object and whose `J_regressor` is a scipy csc_matrix. chumpy cannot be installed on current Python
+and numpy, so the unpickler maps the two chumpy classes and csc_matrix to inert stand-ins and
+reads their arrays (`Select` over `Ch`; the compressed columns). Only the exact globals an
+official file needs may be loaded from it (see `safe_pickle`).
 
 The forward pass is MANO's linear blend skinning (as smplx's `lbs`, use_pca=False,
 flat_hand_mean=False: the 45 finger parameters of InterHand2.6M are relative to `hands_mean`),
@@ -20,7 +21,6 @@ from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
-from scipy.spatial.transform import Rotation
 
 from . import safe_pickle
 from .constants import HANDS
@@ -75,22 +75,40 @@ class ChumpySelect(_ChumpyStandIn):
     kind = "Select"
 
 
-def _mano_globals() -> dict:
-    import scipy.sparse
+class SparseColumns:
+    """Stand-in for scipy.sparse's csc_matrix (the official J_regressor): its pickled state is
+    data, indices, indptr and _shape; `toarray` builds the dense matrix with numpy. Reading it
+    needs no scipy import, and no scipy object is built from a file's state."""
 
-    table = {**safe_pickle.numpy_globals(), **safe_pickle.builtin_globals((ChumpyCh, ChumpySelect,
-                                                                            scipy.sparse.csc_matrix))}
+    def __setstate__(self, state):
+        if not isinstance(state, dict):
+            raise TypeError(f"csc_matrix state is a {type(state).__name__}")
+        self.__dict__.update(state)
+
+    def toarray(self) -> np.ndarray:
+        data, indices, indptr = (np.asarray(self.__dict__[k]) for k in ("data", "indices", "indptr"))
+        rows, cols = (int(n) for n in self.__dict__.get("_shape", self.__dict__.get("shape")))
+        counts = np.diff(indptr)
+        if len(counts) != cols or counts.min(initial=0) < 0 or len(data) != indptr[-1] or len(indices) != len(data):
+            raise ValueError("inconsistent compressed-column arrays")
+        dense = np.zeros((rows, cols), dtype=np.float64)
+        np.add.at(dense, (indices, np.repeat(np.arange(cols), counts)), data)
+        return dense
+
+
+def _mano_globals() -> dict:
+    table = {**safe_pickle.numpy_globals(), **safe_pickle.builtin_globals((ChumpyCh, ChumpySelect, SparseColumns))}
     table[("chumpy.ch", "Ch")] = ChumpyCh
     table[("chumpy.reordering", "Select")] = ChumpySelect
     for module in ("scipy.sparse.csc", "scipy.sparse._csc", "scipy.sparse"):  # old and new scipy paths
-        table[(module, "csc_matrix")] = scipy.sparse.csc_matrix
+        table[(module, "csc_matrix")] = SparseColumns
     return table
 
 
 def _as_array(value) -> np.ndarray:
     if isinstance(value, _ChumpyStandIn):
         return value.value()
-    if hasattr(value, "toarray"):  # scipy sparse (the J_regressor)
+    if isinstance(value, SparseColumns):  # the J_regressor
         return value.toarray()
     return np.asarray(value)
 
@@ -277,8 +295,16 @@ class ManoOutput:
 
 
 def axis_angle_to_matrix(rvec: np.ndarray) -> np.ndarray:
-    """rvec : Nx3 axis-angle (radians)  ->  Nx3x3 rotation matrices (Rodrigues)."""
-    return Rotation.from_rotvec(np.asarray(rvec, dtype=np.float64).reshape(-1, 3)).as_matrix()
+    """rvec : Nx3 axis-angle (radians)  ->  Nx3x3 rotation matrices (Rodrigues' formula,
+    R = I + sin(t) K + (1 - cos(t)) K^2 with K the cross-product matrix of the unit axis)."""
+    rvec = np.asarray(rvec, dtype=np.float64).reshape(-1, 3)
+    angle = np.linalg.norm(rvec, axis=1)
+    axis = rvec / np.where(angle > 0, angle, 1.0)[:, None]
+    x, y, z = axis.T
+    zero = np.zeros_like(x)
+    K = np.stack([zero, -z, y, z, zero, -x, -y, x, zero], axis=1).reshape(-1, 3, 3)
+    sin, cos = np.sin(angle)[:, None, None], np.cos(angle)[:, None, None]
+    return np.eye(3) + sin * K + (1.0 - cos) * np.einsum("nij,njk->nik", K, K)
 
 
 def rigid_transforms(rotations: np.ndarray, rest_joints: np.ndarray, parents: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -1,7 +1,7 @@
 """Skinning-weight and blend-shape grids, as pure functions over arrays (metres).
 
 Closest points on the triangle mesh come from point-cloud-utils (libigl's AABB tree, float64,
-exact), nearest vertices from scipy's cKDTree. Each frame is queried on its own: the result of a
+exact), nearest vertices from its k-d tree (nanoflann). Each frame is queried on its own: the result of a
 frame never depends on which other frames are processed with it, so a rerun that redoes some
 frames writes the same bytes as a fresh run.
 """
@@ -11,8 +11,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-import point_cloud_utils as pcu
-from scipy.spatial import cKDTree
 
 from .mano import ManoModel, axis_angle_to_matrix, rigid_transforms, shaped_joints
 
@@ -51,6 +49,8 @@ class ClosestSurface:
 
 def closest_surface(points: np.ndarray, vertices: np.ndarray, faces: np.ndarray) -> ClosestSurface:
     """Closest points on the mesh (vertices Vx3, faces Fx3) of `points` (Px3); distances in the input unit."""
+    import point_cloud_utils as pcu  # here: a stage with nothing to do never pays for the import
+
     distance, face, bary = pcu.closest_points_on_mesh(np.ascontiguousarray(points, dtype=np.float64),
                                                       np.ascontiguousarray(vertices, dtype=np.float64),
                                                       np.ascontiguousarray(faces, dtype=np.int64))
@@ -59,7 +59,11 @@ def closest_surface(points: np.ndarray, vertices: np.ndarray, faces: np.ndarray)
 
 def nearest_vertex(points: np.ndarray, vertices: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Nearest vertex (Vx3) of every point (Px3) -> (distance P, vertex index P)."""
-    return cKDTree(vertices).query(points)
+    import point_cloud_utils as pcu  # nanoflann's k-d tree: twice as fast as scipy's here
+
+    distance, index = pcu.k_nearest_neighbors(np.ascontiguousarray(points, dtype=np.float64),
+                                              np.ascontiguousarray(vertices, dtype=np.float64), 1)
+    return distance, index
 
 
 def surface_weight_grid(grid: np.ndarray, closest: ClosestSurface, faces: np.ndarray, weights: np.ndarray) -> np.ndarray:
@@ -84,12 +88,28 @@ def skinning_transforms(poses: np.ndarray, rest_joints: np.ndarray, parents: np.
     return rigid_transforms(rotations, np.asarray(rest_joints, dtype=np.float64), parents)[1]
 
 
+def inverse_3x3(matrices: np.ndarray) -> np.ndarray:
+    """...x3x3 -> their inverses (adjugate over determinant; the skinning matrices are near rotations)."""
+    m = matrices
+    adjugate = np.empty_like(m)
+    adjugate[..., 0, 0] = m[..., 1, 1] * m[..., 2, 2] - m[..., 1, 2] * m[..., 2, 1]
+    adjugate[..., 0, 1] = m[..., 0, 2] * m[..., 2, 1] - m[..., 0, 1] * m[..., 2, 2]
+    adjugate[..., 0, 2] = m[..., 0, 1] * m[..., 1, 2] - m[..., 0, 2] * m[..., 1, 1]
+    adjugate[..., 1, 0] = m[..., 1, 2] * m[..., 2, 0] - m[..., 1, 0] * m[..., 2, 2]
+    adjugate[..., 1, 1] = m[..., 0, 0] * m[..., 2, 2] - m[..., 0, 2] * m[..., 2, 0]
+    adjugate[..., 1, 2] = m[..., 0, 2] * m[..., 1, 0] - m[..., 0, 0] * m[..., 1, 2]
+    adjugate[..., 2, 0] = m[..., 1, 0] * m[..., 2, 1] - m[..., 1, 1] * m[..., 2, 0]
+    adjugate[..., 2, 1] = m[..., 0, 1] * m[..., 2, 0] - m[..., 0, 0] * m[..., 2, 1]
+    adjugate[..., 2, 2] = m[..., 0, 0] * m[..., 1, 1] - m[..., 0, 1] * m[..., 1, 0]
+    determinant = np.einsum("...j,...j->...", m[..., 0, :], adjugate[..., :, 0])
+    return adjugate / determinant[..., None, None]
+
+
 def inverse_skinning(posed: np.ndarray, transforms: np.ndarray, weights: np.ndarray) -> np.ndarray:
     """Undo linear blend skinning: posed NxVx3 (pose space, m), transforms NxJx4x4, weights VxJ
     -> NxVx3 unposed vertices (template plus shape and pose blend shapes)."""
-    per_vertex = np.einsum("vj,njab->nvab", weights, transforms)
-    inverse = np.linalg.inv(per_vertex)
-    return np.einsum("nvab,nvb->nva", inverse[..., :3, :3], posed) + inverse[..., :3, 3]
+    per_vertex = np.einsum("vj,njab->nvab", weights, transforms[:, :, :3, :])  # NxVx3x4: [M | t]
+    return np.einsum("nvab,nvb->nva", inverse_3x3(per_vertex[..., :3]), posed - per_vertex[..., 3])
 
 
 def pose_space_vertices(vertices: np.ndarray, Rh: np.ndarray, Th: np.ndarray) -> np.ndarray:

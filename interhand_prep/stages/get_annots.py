@@ -12,6 +12,7 @@ import logging
 import os
 import time
 from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -263,9 +264,33 @@ def _left_fix(mano_dir: Path, hands: tuple[str, ...]) -> bool | None:
     return load_mano_model(mano_dir, "left").left_fix if "left" in hands else None
 
 
+@dataclass
+class _Posed:
+    """One hand's MANO of the candidate frames: EasyMocap parameters, vertices and joints."""
+
+    params: dict[str, np.ndarray]
+    vertices: np.ndarray
+    joints: np.ndarray
+    shapes: np.ndarray
+
+    def subset(self, index: np.ndarray) -> "_Posed":
+        return _Posed({k: v[index] for k, v in self.params.items()}, self.vertices[index], self.joints[index],
+                      self.shapes[index])
+
+
+def _pose(models: dict, mano, frames: list[int]) -> dict[str, _Posed]:
+    """Every hand's entries of `frames` checked (a clear error for a bad one) and posed."""
+    posed = {}
+    for hand, model in models.items():
+        pose, shape, trans = mano.arrays(frames, hand)
+        out = forward(model, pose, shape, trans)
+        posed[hand] = _Posed(easymocap_params(pose, shape, trans, out.joints[:, 0], model.hands_mean), out.vertices,
+                             out.joints, shape)
+    return posed
+
+
 def _run(sel: SequenceSelector, opts: AnnotsOptions, ds: InterHandDataset, images: SequenceImages,
          hands: tuple[str, ...], result: AnnotsResult, progress: bool) -> None:
-    models = {hand: load_mano_model(sel.mano_dir, hand) for hand in hands}  # fail early on a bad model
     all_cameras = ds.capture_cameras(sel.capture)
     no_params = [cam for cam in images.cameras if cam not in all_cameras.ids]
     if no_params:
@@ -283,49 +308,49 @@ def _run(sel: SequenceSelector, opts: AnnotsOptions, ds: InterHandDataset, image
         raise InputError(f"{images.folder}: no camera left after filtering ({len(result.dropped_cameras)} landscape)")
 
     mano = ds.capture_mano(sel.capture)
-    frames, dropped = select_frames(images.cameras, kept_cams, mano, hands)
-    if not opts.keep_black_frames and frames:
-        rgb_cams = [c for c in kept_cams if flags[c].rgb]
-        pairs = [(f, c) for f in frames for c in rgb_cams]
-        black = dataset.black_images(images.path(c, f) for f, c in pairs)
+    candidates, dropped = select_frames(images.cameras, kept_cams, mano, hands)
+    rgb_cams = [c for c in kept_cams if flags[c].rgb] if not opts.keep_black_frames else []
+    pairs = [(f, c) for f in candidates for c in rgb_cams]
+    # The black-frame check (a DC-only decode per image, in threads) runs beside the model loading
+    # and the forward pass of every candidate frame, off the critical path.
+    with ThreadPoolExecutor(max_workers=1) as background:
+        black = background.submit(dataset.black_images, [images.path(c, f) for f, c in pairs])
+        models = {hand: load_mano_model(sel.mano_dir, hand) for hand in hands}
+        posed = _pose(models, mano, candidates) if candidates else {}
         black_frames = {}
-        for (f, c), is_black in zip(pairs, black):
+        for (f, c), is_black in zip(pairs, black.result()):
             if is_black:
                 black_frames.setdefault(f, c)
-        for f, c in black_frames.items():
-            dropped[f] = f"all black in an RGB camera (first: cam{c})"
-        frames = [f for f in frames if f not in black_frames]
+    for f, c in black_frames.items():
+        dropped[f] = f"all black in an RGB camera (first: cam{c})"
+    keep = np.array([f not in black_frames for f in candidates], dtype=bool)
+    frames = [f for f, k in zip(candidates, keep) if k]
     result.dropped_frames = dict(sorted(dropped.items()))
     if not frames:
         reasons = Counter(dropped.values()).most_common(3)
         raise InputError(f"{images.folder}: no frame left for the {'+'.join(hands)} hand(s); dropped "
                          + "; ".join(f"{n} x {r}" for r, n in reasons))
-    result.written, result.removed = _write_outputs(sel, models, all_cameras.subset(kept_cams), frames, mano,
-                                                    images, progress)
+    posed = {hand: p.subset(np.flatnonzero(keep)) for hand, p in posed.items()}
+    result.written, result.removed = _write_outputs(sel, models, posed, all_cameras.subset(kept_cams), frames, images,
+                                                    progress)
     result.cameras, result.frames = kept_cams, frames
 
 
-def _write_outputs(sel: SequenceSelector, models: dict, cameras, frames: list[int], mano, images: SequenceImages,
-                   progress: bool) -> tuple[int, int]:
+def _write_outputs(sel: SequenceSelector, models: dict, posed: dict[str, _Posed], cameras, frames: list[int],
+                   images: SequenceImages, progress: bool) -> tuple[int, int]:
     """Write every output (unchanged files are left alone); remove the ones no longer produced.
     -> (files written, files removed)."""
     from tqdm import tqdm
 
     layout = sel.layout
-    # every hand's entries are checked and posed before anything is written
-    posed = {}
-    for hand, model in models.items():
-        pose, shape, trans = mano.arrays(frames, hand)
-        out = forward(model, pose, shape, trans)
-        posed[hand] = (easymocap_params(pose, shape, trans, out.joints[:, 0], model.hands_mean), out, shape)
     written = 0
-    for hand, (params, out, shape) in posed.items():
+    for hand, hand_posed in posed.items():
         bar = tqdm(frames, desc=f"{sel.seq} {hand} params+vertices", unit="frame", disable=not progress, leave=False)
         for i, frame in enumerate(bar):
-            written += layout.write_params(layout.params(hand, frame), {k: v[i] for k, v in params.items()})
-            written += layout.write_vertices(layout.vertices(hand, frame), out.vertices[i])
-        written += layout.write_params(layout.tpose_params(hand),
-                                       canonical_params(models[hand].hands_mean, shape[0], out.joints[0, 0]))
+            written += layout.write_params(layout.params(hand, frame), {k: v[i] for k, v in hand_posed.params.items()})
+            written += layout.write_vertices(layout.vertices(hand, frame), hand_posed.vertices[i])
+        written += layout.write_params(layout.tpose_params(hand), canonical_params(
+            models[hand].hands_mean, hand_posed.shapes[0], hand_posed.joints[0, 0]))
     if sel.out_root is not None:
         written += _link_cameras(layout, images)
     written += layout.write_ids(layout.cams_txt, cameras.ids)

@@ -38,9 +38,10 @@ from ..core.options import BlendWeightOptions, from_args, recipe as options_reci
 from ..core.selection import SequenceSelector, selector_from_args
 
 STAGE = "prepare_blend_weights"
-# Below this many grid points in total, worker processes cost more than they save.
-PARALLEL_MIN_POINTS = 1_000_000
-FRAMES_PER_TASK = 4  # small tasks: Ctrl-C stops within a second, and progress is smooth
+# Below this many grid points in total (about 50 frames at the default voxel), forking workers
+# costs more than it saves.
+PARALLEL_MIN_POINTS = 50_000
+FRAMES_PER_TASK = 8  # tasks of ~50 ms: Ctrl-C stops within a second, progress is smooth
 
 
 @dataclass
@@ -81,25 +82,30 @@ def _read_frames(layout: SequenceLayout, hand: str, frames: list[int], num_verti
 
 
 # ---------------------------------------------------------------------------------------------
-# Grid work (in this process, or in forked workers)
+# Grid work: tasks of a few frames, in this process or in forked workers
 
 _worker_state: dict = {}
 
 
-def _init_worker(parent: int, model: ManoModel, layout_root: str, opts: BlendWeightOptions, hand: str) -> None:
+def _init_worker(parent: int, models: dict[str, ManoModel], layout_root: str, opts: BlendWeightOptions) -> None:
     die_with_parent(parent)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides; it stops the pool on Ctrl-C
-    _worker_state.update(model=model, layout=SequenceLayout(layout_root), opts=opts, hand=hand)
+    _worker_state.update(models=models, layout=SequenceLayout(layout_root), opts=opts)
 
 
-def _grids_task(frames: list[int], posed: np.ndarray, unposed: np.ndarray) -> int:
+def _grids_task(hand: str, frames: list[int]) -> int:
     s = _worker_state
-    return write_frame_grids(s["model"], s["layout"], s["hand"], frames, posed, unposed, s["opts"])
+    return frame_grids_of(s["models"][hand], s["layout"], hand, frames, s["opts"])
 
 
-def write_frame_grids(model: ManoModel, layout: SequenceLayout, hand: str, frames: list[int], posed: np.ndarray,
-                      unposed: np.ndarray, opts: BlendWeightOptions) -> int:
-    """Compute and write the bweights and bs grids of `frames`; writes overlap the next frame's queries."""
+def frame_grids_of(model: ManoModel, layout: SequenceLayout, hand: str, frames: list[int],
+                   opts: BlendWeightOptions) -> int:
+    """Read `frames`' params and vertices, compute their bweights and bs grids and write them
+    (writes overlap the next frame's queries). Every step is per frame: a frame's grids do not
+    depend on the frames it is computed with."""
+    vertices, params = _read_frames(layout, hand, frames, model.num_vertices)
+    posed = skinning.pose_space_vertices(vertices, params["Rh"], params["Th"])
+    unposed = skinning.unposed_vertices(model, posed, params["poses"], params["shapes"])
     with ThreadPoolExecutor(max_workers=1) as writer:
         pending = []
         for k, frame in enumerate(frames):
@@ -112,28 +118,35 @@ def write_frame_grids(model: ManoModel, layout: SequenceLayout, hand: str, frame
     return len(frames)
 
 
-def _compute(model: ManoModel, layout: SequenceLayout, hand: str, frames: list[int], posed: np.ndarray,
-             unposed: np.ndarray, opts: BlendWeightOptions, bar) -> None:
-    points = len(frames) * int(np.prod(skinning.grid_shape(posed[0], opts.voxel_size, opts.padding)))
-    workers = min(opts.lbs_workers or os.cpu_count() or 1, len(frames))
+def _compute(models: dict[str, ManoModel], layout: SequenceLayout, todo: dict[str, list[int]], opts: BlendWeightOptions,
+             bar) -> None:
+    tasks = [(hand, frames[s:s + FRAMES_PER_TASK]) for hand, frames in todo.items()
+             for s in range(0, len(frames), FRAMES_PER_TASK)]
+    points = sum(len(frames) for frames in todo.values()) * _grid_points(layout, todo, opts)
+    workers = min(opts.lbs_workers or os.cpu_count() or 1, len(tasks))
     if points < PARALLEL_MIN_POINTS or workers < 2:
-        for start in range(0, len(frames), FRAMES_PER_TASK):
-            sl = slice(start, start + FRAMES_PER_TASK)
-            bar.update(write_frame_grids(model, layout, hand, frames[sl], posed[sl], unposed[sl], opts))
+        for hand, frames in tasks:
+            bar.update(frame_grids_of(models[hand], layout, hand, frames, opts))
         return
-    # fork: the workers inherit the imports, the model and the sequence lock's descriptor (the lock
-    # lasts until the last of them is gone); they die with this process
+    # fork: the workers inherit the imports, the models and the sequence lock's descriptor (the
+    # lock lasts until the last of them is gone); they die with this process
     ctx = multiprocessing.get_context("fork")
     with ProcessPoolExecutor(workers, mp_context=ctx, initializer=_init_worker,
-                             initargs=(os.getpid(), model, str(layout.root), opts, hand)) as pool:
-        jobs = [pool.submit(_grids_task, frames[s:s + FRAMES_PER_TASK], posed[s:s + FRAMES_PER_TASK],
-                            unposed[s:s + FRAMES_PER_TASK]) for s in range(0, len(frames), FRAMES_PER_TASK)]
+                             initargs=(os.getpid(), models, str(layout.root), opts)) as pool:
+        jobs = [pool.submit(_grids_task, hand, frames) for hand, frames in tasks]
         try:
             for job in as_completed(jobs):
                 bar.update(job.result())
         except BaseException:
             pool.shutdown(wait=True, cancel_futures=True)  # running tasks finish: files stay whole
             raise
+
+
+def _grid_points(layout: SequenceLayout, todo: dict[str, list[int]], opts: BlendWeightOptions) -> int:
+    """Grid points of one frame (of the first hand with work), to size the work."""
+    hand = next(h for h, frames in todo.items() if frames)
+    vertices = layout.read_vertices(layout.vertices(hand, todo[hand][0])).astype(np.float64)
+    return int(np.prod(skinning.grid_shape(vertices, opts.voxel_size, opts.padding)))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -250,18 +263,16 @@ def _run(sel: SequenceSelector, opts: BlendWeightOptions, plan: _Plan, result: B
     from tqdm import tqdm
 
     layout = sel.layout
+    models = {hand: load_mano_model(sel.mano_dir, hand) for hand in plan.hands}
     for hand in plan.hands:
-        model = load_mano_model(sel.mano_dir, hand)
-        todo = plan.todo[hand]
-        result.skipped[hand] = len(plan.frames) - len(todo)
-        result.written[hand] = len(todo)
-        if todo:
-            vertices, params = _read_frames(layout, hand, todo, model.num_vertices)
-            posed = skinning.pose_space_vertices(vertices, params["Rh"], params["Th"])
-            unposed = skinning.unposed_vertices(model, posed, params["poses"], params["shapes"])
-            with tqdm(total=len(todo), desc=f"{sel.seq} {hand} grids", unit="frame", disable=not progress,
-                      leave=False) as bar:
-                _compute(model, layout, hand, todo, posed, unposed, opts, bar)
+        result.skipped[hand] = len(plan.frames) - len(plan.todo[hand])
+        result.written[hand] = len(plan.todo[hand])
+    todo = {hand: frames for hand, frames in plan.todo.items() if frames}
+    if todo:
+        with tqdm(total=sum(len(f) for f in todo.values()), desc=f"{sel.seq} grids", unit="frame",
+                  disable=not progress, leave=False) as bar:
+            _compute(models, layout, todo, opts, bar)
+    for hand, model in models.items():
         # the small shared files follow the first kept frame's shape: written (if changed) on every run
         _, first = _read_frames(layout, hand, plan.frames[:1], model.num_vertices)
         shared = {

@@ -13,6 +13,7 @@ second or two, keeping every finished file, and the workers die with the main pr
 
 from __future__ import annotations
 
+import logging
 import multiprocessing
 import os
 import signal
@@ -23,7 +24,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from PIL import Image
 
-from ..core import gl_renderer
+from ..core import gl_platform, gl_renderer
 from .get_annots import processed_hands
 from ..core.cameras import CameraSet
 from ..core.dataset import InterHandDataset
@@ -38,7 +39,11 @@ from ..core.options import RenderOptions, from_args, recipe as options_recipe
 from ..core.selection import SequenceSelector, selector_from_args
 
 STAGE = "render_mesh"
+log = logging.getLogger(__name__)
 FRAMES_PER_TASK = 2
+# Below this many views one process renders (writes in threads beside it): starting a worker
+# (importing pyrender, creating a context) costs about as much as rendering a thousand views.
+PARALLEL_MIN_VIEWS = 1000
 # Rough bytes per pixel on disk, to check the free space before rendering (masks compress well).
 MASK_BYTES_PER_PIXEL = 0.05
 DEPTH_BYTES_PER_PIXEL = {"npy": 4.0, "png16": 0.35, "none": 0.0}
@@ -54,6 +59,8 @@ class RenderResult:
     cameras: int = 0
     frames: int = 0
     workers: int = 1
+    steady_views: int = 0        # views rendered after the first task finished, and the time they took:
+    steady_seconds: float = 0.0  # the rate after start-up (imports, GL contexts) and planning
     reason: str = ""
     up_to_date: bool = False
     seconds: float = 0.0
@@ -63,7 +70,8 @@ class RenderResult:
         if self.up_to_date:
             return (f"{self.layout.root}: masks and depth up to date ({self.cameras} cameras x {self.frames} frames); "
                     "nothing to do")
-        rate = f" ({self.rendered / self.seconds:.0f} views/s)" if self.rendered and self.seconds else ""
+        rate = (f", rendering {self.steady_views / self.steady_seconds:.0f} views/s after start-up"
+                if self.steady_views and self.steady_seconds else "")
         hands = ", ".join(f"{h} in {n} frames" for h, n in self.hands_drawn.items())
         return (f"{self.layout.root}: masks and depth of {self.cameras} cameras x {self.frames} frames"
                 + (f"  ({self.reason})" if self.reason else "") + "\n"
@@ -163,7 +171,7 @@ def _render_task(size: tuple[int, int], frames: list[int], meshes: dict, views: 
 
 def render_views(renderer: gl_renderer.HandViewRenderer, layout: SequenceLayout, size: tuple[int, int],
                  frames: list[int], meshes: dict, views: dict[int, list[str]], faces: dict, depth_format: str) -> int:
-    """Render and write the views {frame: [camera ids]} of one image size; writes overlap gl_renderer."""
+    """Render and write the views {frame: [camera ids]} of one image size; writes overlap rendering."""
     done = 0
     with ThreadPoolExecutor(max_workers=2) as writer:
         pending = []
@@ -290,7 +298,9 @@ def run(sel: SequenceSelector, opts: RenderOptions | None = None, progress: bool
         manifest = Manifest.read(layout.root)
         manifest.drop(STAGE)
         if plan.views:
-            result.backend = gl_renderer.select_platform(opts.backend)
+            choice = gl_platform.select_platform(opts.backend)
+            result.backend = choice.platform
+            log.info("render backend %s: %s", choice.platform, choice.reason)
             _render(plan, opts, result, lock, layout, progress)
         result.removed = remove_files(plan.stale_files, layout.root)
         manifest.record(STAGE, {**stage_record(plan.recipe, {"all_cameras": opts.all_cameras,
@@ -306,16 +316,27 @@ def _render(plan: _Plan, opts: RenderOptions, result: RenderResult, lock, layout
     from tqdm import tqdm
 
     tasks = _tasks(plan.cameras, plan.todo)
-    workers = max(1, min(opts.render_workers or os.cpu_count() or 1, len(tasks)))
+    workers = opts.render_workers or (os.cpu_count() or 1 if plan.views >= PARALLEL_MIN_VIEWS else 1)
+    workers = max(1, min(workers, len(tasks)))
     bar = tqdm(total=plan.views, desc=f"{layout.root.name} views", unit="view", disable=not progress, leave=False)
+    first_done = None
+
+    def finished(n: int) -> None:
+        nonlocal first_done
+        result.rendered += n
+        bar.update(n)
+        if first_done is None:
+            first_done = (time.perf_counter(), result.rendered)
+        else:
+            result.steady_views = result.rendered - first_done[1]
+            result.steady_seconds = time.perf_counter() - first_done[0]
+
     try:
         if workers == 1 and gl_renderer.can_render_here(result.backend):
             with gl_renderer.HandViewRenderer(plan.cameras) as renderer:
                 for size, frames, views in tasks:
-                    n = render_views(renderer, layout, size, frames, {f: plan.meshes[f] for f in frames}, views,
-                                     plan.faces, opts.depth_format)
-                    result.rendered += n
-                    bar.update(n)
+                    finished(render_views(renderer, layout, size, frames, {f: plan.meshes[f] for f in frames}, views,
+                                          plan.faces, opts.depth_format))
             return
         result.workers = workers
         # spawn: a fresh process (and GL context) per worker, never a forked one; each holds a copy
@@ -328,15 +349,12 @@ def _render(plan: _Plan, opts: RenderOptions, result: RenderResult, lock, layout
                     for size, frames, views in tasks]
             try:
                 for job in as_completed(jobs):
-                    n = job.result()
-                    result.rendered += n
-                    bar.update(n)
+                    finished(job.result())
             except BaseException:
                 pool.shutdown(wait=True, cancel_futures=True)  # running tasks finish: files stay whole
                 raise
     finally:
         bar.close()
-
 
 def main(args) -> int:
     """render-mesh / render_mesh.py"""
