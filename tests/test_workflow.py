@@ -21,7 +21,9 @@ from interhand_prep.core.options import AnnotsOptions
 from interhand_prep.core.selection import SequenceSelector
 from interhand_prep.stages import get_annots as annots
 from interhand_prep.stages import merge_seq as merge
-from interhand_prep.stages.gif import OVERLAY_COLORS, make_capture_gifs
+from interhand_prep.core.constants import HAND_COLORS
+from interhand_prep.core.layout import MASK_LABELS
+from interhand_prep.stages.gif import make_capture_gifs
 from interhand_prep.synthetic.capture import CaptureSpec, SequenceSpec, generate_capture
 
 pytestmark = pytest.mark.slow  # whole commands in subprocesses
@@ -212,12 +214,16 @@ def test_gifs_have_every_frame_and_tint_the_masks(work):
         shown = np.asarray(gif.convert("RGB")).astype(int)
     image = np.asarray(Image.open(seq_layout.image("400002", frames[2])).convert("RGB")).astype(int)
     mask = np.asarray(Image.open(seq_layout.mask("400002", frames[2])))
-    for label, color in OVERLAY_COLORS.items():
-        where = mask == label
+    key = np.zeros(mask.shape, bool)
+    key[:32, :60] = True  # the legend: a swatch and the name of each hand
+    for row, hand in enumerate(("left", "right")):
+        assert np.abs(shown[9 + 14 * row, 9] - np.array(HAND_COLORS[hand])).max() < 12
+    for hand, label in MASK_LABELS.items():
+        where = (mask == label) & ~key
         assert where.sum() > 20
-        expected = 0.5 * image[where] + 0.5 * np.array(color)
+        expected = 0.5 * image[where] + 0.5 * np.array(HAND_COLORS[hand])
         assert np.abs(shown[where] - expected).mean() < 12  # GIF palette quantisation
-    outside = mask == 0
+    outside = (mask == 0) & ~key
     assert np.abs(shown[outside] - image[outside]).mean() < 6
 
 

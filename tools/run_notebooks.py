@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import re
 import sys
+import tempfile
 from pathlib import Path
 
 import nbformat
@@ -31,10 +32,21 @@ def set_parameters(book, values: dict[str, str]) -> None:
     cell.source = source
 
 
-def run(path: Path, values: dict[str, str], timeout: int = 600) -> None:
+def run(path: Path, values: dict[str, str], timeout: int = 600) -> nbformat.NotebookNode:
+    """Execute the notebook (parameters replaced) in a local kernel -> the executed notebook."""
+    from jupyter_client.manager import KernelManager
+
     book = nbformat.read(path, as_version=4)
     set_parameters(book, values)
-    NotebookClient(book, timeout=timeout, kernel_name="python3", resources={"metadata": {"path": str(REPO)}}).execute()
+    # IPC sockets in a folder of our own: no "kernel running over TCP" warning, nothing left behind
+    with tempfile.TemporaryDirectory() as sockets:
+        kernel = KernelManager(kernel_name="python3", transport="ipc", ip=str(Path(sockets) / "kernel"))
+        try:
+            NotebookClient(book, km=kernel, timeout=timeout, resources={"metadata": {"path": str(REPO)}}).execute()
+        finally:
+            if kernel.has_kernel:
+                kernel.shutdown_kernel()
+    return book
 
 
 def main() -> int:
@@ -44,8 +56,10 @@ def main() -> int:
     args = parser.parse_args()
     values = dict(item.split("=", 1) for item in args.set)
     for name in args.notebooks:
-        run(REPO / name, values)
-        print(f"{name}: executed without error")
+        book = run(REPO / name, values)
+        last = [o.get("text", "") for c in book.cells if c.cell_type == "code" for o in c.get("outputs", [])
+                if o.get("output_type") == "stream"]
+        print(f"{name}: executed without error; {last[-1].strip().splitlines()[-1] if last else 'no output'}")
     return 0
 
 

@@ -136,6 +136,14 @@ def _load(source: Path, kind: str, capture: int, build_one, what: str) -> dict[s
 # MANO_NeuralAnnot
 
 
+def frame_rows(table_frames: np.ndarray, frames) -> np.ndarray:
+    """Row of each of `frames` in the sorted `table_frames`, -1 where absent."""
+    index = np.searchsorted(table_frames, frames)
+    index = np.clip(index, 0, max(len(table_frames) - 1, 0))
+    found = (len(table_frames) > 0) & (table_frames[index] == np.asarray(frames))
+    return np.where(found, index, -1)
+
+
 @dataclass
 class CaptureMano:
     """The MANO parameters of one capture.
@@ -151,10 +159,7 @@ class CaptureMano:
     problems: dict[str, str]
 
     def rows(self, frames) -> np.ndarray:
-        index = np.searchsorted(self.frames, frames)
-        index = np.clip(index, 0, max(len(self.frames) - 1, 0))
-        found = (len(self.frames) > 0) & (self.frames[index] == np.asarray(frames))
-        return np.where(found, index, -1)
+        return frame_rows(self.frames, frames)
 
     def has(self, frames, hand: str) -> np.ndarray:
         """Whether each frame has a (non-null) entry for `hand` (malformed ones count: they fail loudly later)."""
@@ -210,6 +215,71 @@ def load_capture_mano(source: Path, capture: int) -> CaptureMano:
     return CaptureMano(source=str(source), frames=data["frames"],
                        params={h: data[f"{h}_params"] for h in HANDS}, status={h: data[f"{h}_status"] for h in HANDS},
                        problems=json.loads(str(data["problems"])))
+
+
+# ---------------------------------------------------------------------------------------------
+# joint_3d.json
+
+JOINTS_PER_HAND = 21
+HAND_JOINTS = {"right": slice(0, 21), "left": slice(21, 42)}  # rows of world_coord / joint_valid
+
+
+@dataclass
+class CaptureJoints:
+    """The annotated 3D joints of one capture (InterHand2.6M_<split>_joint_3d.json).
+
+    frames : N int64 (sorted), world : Nx42x3 float64 (world millimetres; right hand rows 0-20,
+    left 21-41), valid : Nx42 bool, status : N uint8 (OK or MALFORMED), problems : {frame: reason}.
+    """
+
+    source: str
+    frames: np.ndarray
+    world: np.ndarray
+    valid: np.ndarray
+    status: np.ndarray
+    problems: dict[str, str]
+
+    def arrays(self, frames: list[int], hand: str) -> tuple[np.ndarray, np.ndarray]:
+        """world Fx21x3 (mm) and valid Fx21 of one hand; a frame absent from the file has no valid joint.
+        A malformed entry of a requested frame is a one-line error naming the file."""
+        rows = frame_rows(self.frames, frames)
+        for frame, row in zip(frames, rows):
+            if row >= 0 and self.status[row] == MALFORMED:
+                raise InputError(f"{self.source}: frame {frame}: {self.problems[str(frame)]}")
+        world = np.full((len(frames), JOINTS_PER_HAND, 3), np.nan)
+        valid = np.zeros((len(frames), JOINTS_PER_HAND), bool)
+        present = rows >= 0
+        world[present] = self.world[rows[present], HAND_JOINTS[hand]]
+        valid[present] = self.valid[rows[present], HAND_JOINTS[hand]]
+        return world, valid & np.isfinite(world).all(axis=2)
+
+
+def _joints_capture(source: Path, capture: str, record: dict) -> dict[str, np.ndarray]:
+    frames = np.array(sorted(int(f) for f in record), dtype=np.int64)
+    world = np.full((len(frames), 42, 3), np.nan)
+    valid = np.zeros((len(frames), 42), bool)
+    status = np.full(len(frames), OK, np.uint8)
+    problems = {}
+    for row, frame in enumerate(frames):
+        entry = record[str(frame)]
+        try:
+            coords = np.asarray(entry["world_coord"], dtype=np.float64)
+            flags = np.asarray(entry["joint_valid"], dtype=np.float64)
+        except (KeyError, TypeError, ValueError) as exc:
+            status[row], problems[str(frame)] = MALFORMED, f"joint entry without numeric world_coord and joint_valid ({exc})"
+            continue
+        if coords.shape != (42, 3) or flags.shape not in ((42,), (42, 1)):  # joint_valid comes both ways
+            status[row], problems[str(frame)] = MALFORMED, (f"world_coord has shape {coords.shape} and joint_valid "
+                                                            f"{flags.shape}, expected (42, 3) and (42,) or (42, 1)")
+            continue
+        world[row], valid[row] = coords, flags.reshape(42) > 0
+    return {"frames": frames, "world": world, "valid": valid, "status": status, "problems": np.array(json.dumps(problems))}
+
+
+def load_capture_joints(source: Path, capture: int) -> CaptureJoints:
+    data = _load(Path(source), "joints", capture, _joints_capture, "joint annotations")
+    return CaptureJoints(source=str(source), frames=data["frames"], world=data["world"], valid=data["valid"],
+                         status=data["status"], problems=json.loads(str(data["problems"])))
 
 
 # ---------------------------------------------------------------------------------------------

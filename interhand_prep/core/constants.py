@@ -7,3 +7,6 @@ HANDS = ("right", "left")                        # the order in which hands are 
 HAND_TYPES = ("right", "left", "both", "auto")   # --hand-type; auto: the hands with MANO in the sequence
 DEFAULT_BASEDIR = Path("data/InterHand2.6M_30fps")
 DEFAULT_MANO_DIR = Path("data/mano")
+# Colours of the hands in every figure and preview (RGB; Okabe-Ito, told apart with colour-vision
+# deficiencies, and both far from skin tones, which red and orange are not)
+HAND_COLORS = {"right": (0, 114, 178), "left": (0, 158, 115)}

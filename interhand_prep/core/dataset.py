@@ -247,3 +247,9 @@ class InterHandDataset:
         from .annotation_cache import load_capture_mano
 
         return load_capture_mano(self.files.mano, capture)
+
+    def capture_joints(self, capture: int):
+        """The capture's annotated 3D joints (a CaptureJoints, through the per-capture cache)."""
+        from .annotation_cache import load_capture_joints
+
+        return load_capture_joints(self.files.joint_3d, capture)

@@ -40,6 +40,7 @@ from .constants import HANDS
 
 PARAM_KEYS = {"poses": 48, "Rh": 3, "Th": 3, "shapes": 10}
 MANIFEST_NAME = "prep.json"
+FIT_QUALITY_HEADER = "frame,hand,mean_error_mm,max_error_mm,valid_joints"
 LBS_SHARED_FILES = ("faces", "parents", "weights", "joints", "tvertices", "tbw")
 # mask labels: where the nearest surface is the left or the right hand; 0 is background
 MASK_LABELS = {"left": 100, "right": 200}
@@ -185,6 +186,11 @@ class SequenceLayout:
     @property
     def manifest(self) -> Path:
         return self.root / MANIFEST_NAME
+
+    @property
+    def fit_quality(self) -> Path:
+        """fit_quality.csv: the MANO fit's joint error per frame and hand (get_annots)."""
+        return self.root / "fit_quality.csv"
 
     def camera_dir(self, cam: str) -> Path:
         return self.root / f"cam{_camera_id(cam, self.root)}"
@@ -357,6 +363,32 @@ class SequenceLayout:
         if vertices.ndim != 2 or vertices.shape[1] != 3 or (num_vertices and len(vertices) != num_vertices):
             raise InputError(f"{path}: vertices have shape {vertices.shape}, expected ({num_vertices or 'V'}, 3)")
         return vertices
+
+    def write_fit_quality(self, rows: list[tuple[int, str, float, float, int]]) -> bool:
+        """(frame, hand, mean mm, max mm, valid joints) rows; empty error cells where no joint is valid."""
+        cell = lambda v: "" if not np.isfinite(v) else f"{v:.3f}"  # noqa: E731
+        lines = [FIT_QUALITY_HEADER] + [f"{f},{h},{cell(m)},{cell(x)},{int(n)}" for f, h, m, x, n in rows]
+        return write_text(self.fit_quality, "\n".join(lines) + "\n")
+
+    def read_fit_quality(self) -> list[tuple[int, str, float, float, int]]:
+        """The rows of fit_quality.csv (NaN for empty cells); a one-line error for a malformed file."""
+        path = self.fit_quality
+        if not path.is_file():
+            raise InputError(f"{path}: not found")
+        lines = path.read_text().splitlines()
+        if not lines or lines[0] != FIT_QUALITY_HEADER:
+            raise InputError(f"{path}: header is not {FIT_QUALITY_HEADER!r}")
+        rows = []
+        for number, line in enumerate(lines[1:], start=2):
+            try:
+                frame, hand, mean, worst, count = line.split(",")
+                if hand not in HANDS:
+                    raise ValueError(hand)
+                rows.append((int(frame), hand, float(mean) if mean else np.nan, float(worst) if worst else np.nan,
+                             int(count)))
+            except ValueError:
+                raise InputError(f"{path}:{number}: malformed row {line!r}") from None
+        return rows
 
     def write_view(self, cam: str, frame: int, mask: np.ndarray, depth: np.ndarray | None, depth_format: str) -> int:
         """One view's mask and depth (depth first: a mask marks the view done). -> files written."""

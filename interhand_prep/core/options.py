@@ -104,6 +104,7 @@ def _number_type(convert, accept, requirement: str):
 positive_float = _number_type(float, lambda v: v > 0, "a positive length in metres")
 non_negative_float = _number_type(float, lambda v: v >= 0, "a non-negative length in metres")
 non_negative_int = _number_type(int, lambda v: v >= 0, "0 or more")
+positive_millimetres = _number_type(float, lambda v: v > 0, "a positive number of millimetres")
 
 
 def check(condition: bool, message: str) -> None:
@@ -127,6 +128,16 @@ class AnnotsOptions:
     cameras_csv: Path | None = option(None, "--cameras-csv", "--cameras_csv", kind=Path, metavar="CSV",
                                       help="camera table (cam_ids,portrait,RGB,...) instead of reading "
                                            "orientation and colour from the images")
+    joint_regressor: Path | None = option(None, "--joint-regressor", kind=Path, metavar="NPY",
+                                          help="InterHand2.6M's J_regressor_mano_ih26m.npy, for the MANO fit error "
+                                               "per frame (default: <mano-dir>/J_regressor_mano_ih26m.npy)")
+    max_joint_error: float | None = option(None, "--max-joint-error", kind=positive_millimetres, metavar="MM",
+                                           help="drop frames whose MANO fit is off the annotated 3D joints by more "
+                                                "than MM millimetres (mean over the joints) for any hand")
+
+    def __post_init__(self):
+        check(self.max_joint_error is None or 0 < self.max_joint_error < float("inf"),
+              f"--max-joint-error must be a positive number of millimetres, got {self.max_joint_error}")
 
 
 @dataclass(frozen=True)

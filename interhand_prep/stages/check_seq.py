@@ -149,7 +149,27 @@ def check_sequence(root: Path, mano_dir: Path | None = None, voxel_size: float |
     for hand in settings.hands:
         hand_vertices[hand] = _check_hand(report, layout, hand, frames, settings)
     _check_views(report, layout, cams, frames, cameras, sizes, hand_vertices, settings.depth_format)
+    _check_fit_quality(report, layout, frames, settings.hands)
     return report
+
+
+def _check_fit_quality(report: CheckReport, layout: SequenceLayout, frames: list[int], hands: list[str]) -> None:
+    """fit_quality.csv, where get_annots wrote one: readable, a row per kept frame and hand; its
+    statistics go into the report's notes."""
+    from .get_annots import fit_summary
+
+    if not layout.fit_quality.is_file():
+        return
+    try:
+        rows = layout.read_fit_quality()
+    except InputError as exc:
+        report.add("wrong fit_quality.csv", str(exc))
+        return
+    listed = {(f, h) for f, h, *_ in rows}
+    lacking = [f"{f} {h}" for f in frames for h in hands if (f, h) not in listed]
+    if lacking:
+        report.add("fit_quality.csv lacks kept frames", f"{layout.fit_quality}: {', '.join(lacking[:5])}")
+    report.notes += [f"fit: {line}" for line in fit_summary(rows)]
 
 
 def _check_hand(report: CheckReport, layout: SequenceLayout, hand: str, frames: list[int],

@@ -21,6 +21,7 @@ import numpy as np
 from ..core import dataset
 from ..core.dataset import InterHandDataset, SequenceImages, probe_image
 from ..core.errors import InputError
+from ..core.fit_quality import REGRESSOR_NAME, error_statistics, fit_errors, load_joint_regressor, regress_joints
 from ..core.fileio import remove_files
 from ..core.locking import sequence_lock
 from ..core.layout import SequenceLayout
@@ -50,6 +51,7 @@ class AnnotsResult:
     written: int = 0
     removed: int = 0
     hand_frames: dict[str, int] = field(default_factory=dict)  # auto: frames with MANO per hand
+    fit_rows: list | None = None  # fit_quality.csv rows; None without regressor or joint annotations
     seconds: float = 0.0
 
     def summary(self) -> str:
@@ -71,8 +73,27 @@ class AnnotsResult:
         if self.hand_frames:
             hands += " (auto: " + ", ".join(f"{h} has MANO in {n} frames" for h, n in self.hand_frames.items()) + ")"
         lines.append(f"  hands:   {hands}")
+        if self.fit_rows is not None:
+            lines += [("  fit:     " if k == 0 else " " * 11) + line for k, line in enumerate(fit_summary(self.fit_rows))]
         lines.append(f"  files:   {self.written} written, {self.removed} removed;  {self.seconds:.2f} s")
         return "\n".join(lines)
+
+
+def fit_summary(rows: list[tuple], worst: int = 3) -> list[str]:
+    """Per hand: median, 95th percentile and maximum of the frames' mean joint error, and the worst frames."""
+    lines = []
+    for hand in HANDS:
+        mine = [(f, m) for f, h, m, _, _ in rows if h == hand]
+        if not mine:
+            continue
+        stats = error_statistics(np.array([m for _, m in mine], dtype=np.float64))
+        if stats is None:
+            lines.append(f"{hand}: no frame with a valid annotated joint")
+            continue
+        ranked = sorted(((m, f) for f, m in mine if np.isfinite(m)), reverse=True)[:worst]
+        lines.append(f"{hand}: mean joint error median {stats['median']:.1f} mm, 95% {stats['p95']:.1f} mm, max "
+                     f"{stats['max']:.1f} mm; worst frames " + ", ".join(f"{f} ({m:.1f})" for m, f in ranked))
+    return lines
 
 
 def frame_ranges(frames: list[int]) -> str:
@@ -150,6 +171,11 @@ def resolve_hands(sel: SequenceSelector, images: SequenceImages, mano) -> tuple[
     return hands, counts
 
 
+def regressor_path(sel: SequenceSelector, opts: AnnotsOptions) -> Path:
+    """InterHand2.6M's joint regressor: --joint-regressor, else beside the MANO model."""
+    return Path(opts.joint_regressor) if opts.joint_regressor else Path(sel.mano_dir) / REGRESSOR_NAME
+
+
 def mano_files(mano_dir: Path, hands: tuple[str, ...]) -> list[Path]:
     """The model files a run on `hands` reads (the left model is checked against the right one)."""
     names = {model_filename(h) for h in hands} | ({model_filename("right")} if "left" in hands else set())
@@ -165,8 +191,11 @@ def _recipe(sel: SequenceSelector, opts: AnnotsOptions, ds: InterHandDataset, im
             load_mano_model(path.parent, "right" if path.name == model_filename("right") else "left")  # clear error
     mano = {p.name: file_sha256(p) for p in files}
     table = opts.cameras_csv
-    options = {**options_recipe(opts), "cameras_csv": file_sha256(table) if table and Path(table).is_file() else None}
-    annotations = {"camera": file_identity(ds.files.camera), "mano": file_identity(ds.files.mano)}
+    regressor = regressor_path(sel, opts)
+    options = {**options_recipe(opts), "cameras_csv": file_sha256(table) if table and Path(table).is_file() else None,
+               "joint_regressor": file_sha256(regressor) if regressor.is_file() else None}
+    annotations = {"camera": file_identity(ds.files.camera), "mano": file_identity(ds.files.mano),
+                   "joint_3d": file_identity(ds.files.joint_3d)}
     layout = sel.layout
     links_to = os.path.relpath(images.folder.resolve(), layout.root.resolve()) if sel.out_root is not None else None
     recipe = {"hands": list(hands), "options": options, "mano": mano,
@@ -175,6 +204,7 @@ def _recipe(sel: SequenceSelector, opts: AnnotsOptions, ds: InterHandDataset, im
     inputs = {"hand_type": sel.hand_type, "basedir": str(Path(sel.basedir).resolve()),
               "mano": {p.name: {"path": str(p.resolve()), "sha256": mano[p.name]} for p in files},
               "annotations": annotations, "cameras_csv": str(Path(table).resolve()) if table else None,
+              "joint_regressor": str(regressor.resolve()) if regressor.is_file() else None,
               "images": str(images.folder.resolve())}
     return recipe, inputs
 
@@ -230,9 +260,13 @@ def run(sel: SequenceSelector, opts: AnnotsOptions | None = None, progress: bool
     def reason_to_run() -> str | None:
         if sel.overwrite:
             return "--overwrite"
-        why = Manifest.read(layout.root).stale_reason(STAGE, recipe)
+        manifest = Manifest.read(layout.root)
+        why = manifest.stale_reason(STAGE, recipe)
         if why is None and (missing := _missing_outputs(layout, hands)):
             why = f"output {missing} is missing"
+        recorded = (manifest.stage(STAGE) or {}).get("result") or {}
+        if why is None and recorded.get("fit_quality") and not layout.fit_quality.is_file():
+            why = "output fit_quality.csv is missing"
         return why
 
     result = AnnotsResult(layout=layout, hands=hands, hand_frames=counts)
@@ -255,6 +289,7 @@ def run(sel: SequenceSelector, opts: AnnotsOptions | None = None, progress: bool
         manifest.record(STAGE, stage_record(recipe, inputs, {
             "hands": list(hands), "cameras": len(result.cameras), "frames": len(result.frames),
             "dropped_frames": len(result.dropped_frames), "dropped_cameras": len(result.dropped_cameras),
+            "fit_quality": result.fit_rows is not None,
             "left_fix_applied": _left_fix(sel.mano_dir, hands)}, started))
     result.seconds = time.perf_counter() - start
     return result
@@ -324,6 +359,16 @@ def _run(sel: SequenceSelector, opts: AnnotsOptions, ds: InterHandDataset, image
     for f, c in black_frames.items():
         dropped[f] = f"all black in an RGB camera (first: cam{c})"
     keep = np.array([f not in black_frames for f in candidates], dtype=bool)
+    fit = None
+    if keep.any():
+        fit = _fit_quality(sel, opts, ds, models, {h: p.subset(np.flatnonzero(keep)) for h, p in posed.items()},
+                           [f for f, k in zip(candidates, keep) if k])
+    result.fit_rows = fit
+    if fit is not None and opts.max_joint_error is not None:
+        too_far = {f for f, _, mean, _, _ in fit if np.isfinite(mean) and mean > opts.max_joint_error}
+        for f in too_far:
+            dropped[f] = f"MANO fit off the annotated joints by more than {opts.max_joint_error:g} mm (mean)"
+        keep &= np.array([f not in too_far for f in candidates], dtype=bool)
     frames = [f for f, k in zip(candidates, keep) if k]
     result.dropped_frames = dict(sorted(dropped.items()))
     if not frames:
@@ -332,12 +377,35 @@ def _run(sel: SequenceSelector, opts: AnnotsOptions, ds: InterHandDataset, image
                          + "; ".join(f"{n} x {r}" for r, n in reasons))
     posed = {hand: p.subset(np.flatnonzero(keep)) for hand, p in posed.items()}
     result.written, result.removed = _write_outputs(sel, models, posed, all_cameras.subset(kept_cams), frames, images,
-                                                    progress)
+                                                    progress, fit)
     result.cameras, result.frames = kept_cams, frames
 
 
+def _fit_quality(sel: SequenceSelector, opts: AnnotsOptions, ds: InterHandDataset, models: dict,
+                 posed: dict[str, "_Posed"], frames: list[int]) -> list[tuple] | None:
+    """Rows (frame, hand, mean mm, max mm, valid joints) of the MANO fit's joint errors, or None
+    (with one warning line) when the regressor or the joint annotations are absent."""
+    regressor_file = regressor_path(sel, opts)
+    missing = [p for p in (regressor_file, ds.files.joint_3d) if not p.is_file()]
+    if missing:
+        message = f"{missing[0]}: not found, so no fit_quality.csv (the MANO fit's error per frame)"
+        if opts.max_joint_error is not None:
+            raise InputError(f"{missing[0]}: not found; --max-joint-error needs the joint regressor and the "
+                             "joint_3d annotations")
+        log.warning(message)
+        return None
+    joints = ds.capture_joints(sel.capture)
+    errors = {}
+    for hand, model in models.items():
+        regressor = load_joint_regressor(regressor_file, model.num_vertices)
+        annotated, valid = joints.arrays(frames, hand)
+        errors[hand] = fit_errors(regress_joints(regressor, posed[hand].vertices), annotated, valid)
+    return [(frame, hand, errors[hand].mean[i], errors[hand].max[i], errors[hand].valid_joints[i])
+            for i, frame in enumerate(frames) for hand in models]
+
+
 def _write_outputs(sel: SequenceSelector, models: dict, posed: dict[str, _Posed], cameras, frames: list[int],
-                   images: SequenceImages, progress: bool) -> tuple[int, int]:
+                   images: SequenceImages, progress: bool, fit: list | None) -> tuple[int, int]:
     """Write every output (unchanged files are left alone); remove the ones no longer produced.
     -> (files written, files removed)."""
     from tqdm import tqdm
@@ -357,7 +425,9 @@ def _write_outputs(sel: SequenceSelector, models: dict, posed: dict[str, _Posed]
     written += layout.write_ids(layout.frames_txt, frames)
     written += layout.write_annots(cameras, frames)
     keep = set(frames)
-    stale = []
+    stale = [] if fit is not None else [layout.fit_quality]
+    if fit is not None:
+        written += layout.write_fit_quality(fit)
     for hand in HANDS:
         for kind in ("params", "vertices"):
             stale += [p for f, p in layout.existing_frame_files(kind, hand).items() if hand not in models or f not in keep]

@@ -8,23 +8,35 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from ..core.constants import HAND_COLORS
 from ..core.errors import InputError
 from ..core.fileio import write_bytes
-from ..core.layout import SequenceLayout, gif_path, output_capture_dir, processed_sequences
+from ..core.layout import MASK_LABELS, SequenceLayout, gif_path, output_capture_dir, processed_sequences
 
 DEFAULT_CAMERA = "400002"
-# tint colours (RGB) per mask label, blended at OVERLAY_ALPHA
-OVERLAY_COLORS = {100: (40, 120, 255), 200: (255, 60, 40)}  # left blue, right red
-OVERLAY_ALPHA = 0.5
+OVERLAY_ALPHA = 0.5  # tint colours: HAND_COLORS, blended at this weight over the image
 
 
 def overlay_mask(image: np.ndarray, mask: np.ndarray) -> np.ndarray:
     """image HxWx3 uint8, mask HxW uint8 labels -> image with each hand's pixels tinted."""
     out = image.astype(np.float32)
-    for label, color in OVERLAY_COLORS.items():
+    for hand, label in MASK_LABELS.items():
         sel = mask == label
-        out[sel] = (1 - OVERLAY_ALPHA) * out[sel] + OVERLAY_ALPHA * np.array(color, np.float32)
+        out[sel] = (1 - OVERLAY_ALPHA) * out[sel] + OVERLAY_ALPHA * np.array(HAND_COLORS[hand], np.float32)
     return np.clip(np.rint(out), 0, 255).astype(np.uint8)
+
+
+def draw_legend(image: np.ndarray) -> np.ndarray:
+    """The hands' colours and names in the top-left corner (a small key for the tinted previews)."""
+    from PIL import ImageDraw
+
+    canvas = Image.fromarray(image)
+    draw = ImageDraw.Draw(canvas)
+    for row, hand in enumerate(("left", "right")):
+        y = 4 + 14 * row
+        draw.rectangle((4, y, 14, y + 10), fill=HAND_COLORS[hand], outline=(255, 255, 255))
+        draw.text((18, y - 1), hand, fill=(255, 255, 255), stroke_width=1, stroke_fill=(0, 0, 0))
+    return np.asarray(canvas)
 
 
 def sequence_frames_rgb(layout: SequenceLayout, cam: str, stride: int = 1, max_width: int | None = None,
@@ -46,6 +58,8 @@ def sequence_frames_rgb(layout: SequenceLayout, cam: str, stride: int = 1, max_w
         if max_width and array.shape[1] > max_width:
             height = round(array.shape[0] * max_width / array.shape[1])
             array = np.asarray(Image.fromarray(array).resize((max_width, height), Image.Resampling.BILINEAR))
+        if overlay:
+            array = draw_legend(array)
         images.append(array)
     return images
 

@@ -24,6 +24,7 @@ from PIL import Image
 from ..core import dataset
 from ..core.cameras import CameraSet, look_at_rotation
 from ..core.fileio import write_bytes, write_text
+from ..core.fit_quality import REGRESSOR_NAME, load_joint_regressor, regress_joints
 from ..core.constants import HANDS
 from ..core.mano import axis_angle_to_matrix, forward, load_mano_model
 from .hand import finger_flexion_pose, write_synthetic_mano
@@ -53,7 +54,10 @@ class CaptureSpec:
     black: {seq: {offset: [camera ids]}} RGB cameras whose image of that frame is all black;
     null_mano: {seq: {offset: [hands]}} hands whose MANO entry is null in that frame;
     missing_images: {seq: {offset: [camera ids]}} cameras lacking that frame's image;
-    cameras_without_images: camera ids in camera.json that get no image folder.
+    cameras_without_images: camera ids in camera.json that get no image folder;
+    far_off: {seq: {offset: mm}} frames whose annotated joints are this far from the MANO fit's
+    (other frames: 1.5 to 5 mm; each joint 0.5 to 1.5 times the frame's value, in a random direction);
+    invalid_joints: {seq: {offset: [joint rows 0-41]}} joints annotated as not valid.
     With `default_cases` set, each sequence of 6 or more frames gets one of each.
     """
 
@@ -68,6 +72,8 @@ class CaptureSpec:
     null_mano: dict = field(default_factory=dict)
     missing_images: dict = field(default_factory=dict)
     cameras_without_images: list[str] = field(default_factory=list)
+    far_off: dict = field(default_factory=dict)
+    invalid_joints: dict = field(default_factory=dict)
     default_cases: bool = True
     jpeg_quality: int = 90
     image_scale: float = 1.0  # < 1 for small images (tests); focal length and principal point follow
@@ -88,6 +94,9 @@ class CaptureManifest:
     portrait: dict[str, bool]
     rgb: dict[str, bool]
     frames: dict[str, list[int]]  # sequence -> frame ids
+    # sequence -> frame -> hand -> the distance (mm) by which each of its 21 annotated joints was
+    # moved off the MANO fit's joint, NaN where the joint is not valid
+    joint_errors: dict = field(default_factory=dict)
 
 
 def choose_cameras(num: int, rng: np.random.Generator) -> list[str]:
@@ -227,6 +236,8 @@ def _fill_default_cases(spec: CaptureSpec, ids: list[str], rgb: dict[str, bool])
         if seq.hands == "both":
             spec.null_mano.setdefault(seq.name, {3: ["left"]})
         spec.missing_images.setdefault(seq.name, {4: [ids[-1]]})
+        spec.far_off.setdefault(seq.name, {1: 35.0})
+        spec.invalid_joints.setdefault(seq.name, {5: [0, 1, 2, 3, 25, 26, 27, 28]})
     if len(ids) >= 6 and not spec.cameras_without_images:
         spec.cameras_without_images = [ids[1]]
 
@@ -245,12 +256,12 @@ class _Rig:
 
 @dataclass
 class _Hands:
-    """Per hand: the loaded model, its shape, surface samples for splatting, fingertip vertices."""
+    """Per hand: the loaded model, its shape, surface samples for splatting; the joint regressor."""
 
     models: dict
     betas: dict
     samples: dict
-    tips: dict
+    regressor: np.ndarray
 
 
 @dataclass
@@ -277,7 +288,8 @@ def _make_hands(mano_dir: Path, rng: np.random.Generator) -> _Hands:
     betas = {hand: rng.normal(scale=0.6, size=10) for hand in HANDS}
     samples = {hand: _surface_samples(models[hand].faces, models[hand].v_template, SPLATS_PER_HAND, rng)
                for hand in HANDS}
-    return _Hands(models, betas, samples, {hand: fingertip_vertices(models[hand]) for hand in HANDS})
+    regressor = load_joint_regressor(mano_dir / REGRESSOR_NAME, models["right"].num_vertices)
+    return _Hands(models, betas, samples, regressor)
 
 
 def generate_capture(basedir: str | Path, mano_dir: str | Path, spec: CaptureSpec | None = None,
@@ -295,8 +307,10 @@ def generate_capture(basedir: str | Path, mano_dir: str | Path, spec: CaptureSpe
     if spec.default_cases:
         _fill_default_cases(spec, rig.ids, rig.rgb)
     hands = _make_hands(mano_dir, rng)
+    noise = np.random.default_rng([spec.seed, 15])  # its own stream: the images stay as they were
     records = _Records()
     frames: dict[str, list[int]] = {}
+    joint_errors: dict = {}
     next_frame = 1
     sequences = spec.sequences
     if progress:
@@ -306,18 +320,21 @@ def generate_capture(basedir: str | Path, mano_dir: str | Path, spec: CaptureSpe
     for seq in sequences:
         frames[seq.name] = list(range(next_frame, next_frame + seq.num_frames))
         next_frame += seq.num_frames + 37
-        _generate_sequence(basedir, spec, seq, frames[seq.name], rig, hands, rng, records)
+        joint_errors[seq.name] = _generate_sequence(basedir, spec, seq, frames[seq.name], rig, hands, rng, noise,
+                                                    records)
     _write_annotations(basedir, spec, rig.record, records)
     return CaptureManifest(spec=spec, basedir=basedir, mano_dir=mano_dir, cameras=rig.cameras, portrait=rig.portrait,
-                           rgb=rig.rgb, frames=frames)
+                           rgb=rig.rgb, frames=frames, joint_errors=joint_errors)
 
 
 def _generate_sequence(basedir: Path, spec: CaptureSpec, seq: SequenceSpec, frame_ids: list[int], rig: _Rig,
-                       hands: _Hands, rng: np.random.Generator, records: _Records) -> None:
-    """One sequence's annotations and images."""
+                       hands: _Hands, rng: np.random.Generator, noise: np.random.Generator, records: _Records) -> dict:
+    """One sequence's annotations and images -> {frame: {hand: injected joint errors (21,) mm}}."""
     motion = hand_motion(seq.hands, seq.num_frames, rng, hands.betas)
     posed = {hand: forward(hands.models[hand], *params) for hand, params in motion.items()}
+    fitted = {hand: regress_joints(hands.regressor, out.vertices) for hand, out in posed.items()}  # mm
     null = spec.null_mano.get(seq.name, {})
+    injected = {}
     for offset, frame in enumerate(frame_ids):
         present = [h for h in posed if h not in null.get(offset, [])]
         records.mano[str(frame)] = {hand: ({"pose": motion[hand][0][offset].tolist(),
@@ -326,10 +343,17 @@ def _generate_sequence(basedir: Path, spec: CaptureSpec, seq: SequenceSpec, fram
                                     for hand in HANDS}
         world_joints = np.zeros((42, 3))
         valid = np.zeros(42, bool)
+        invalid = set(spec.invalid_joints.get(seq.name, {}).get(offset, []))
+        injected[frame] = {}
         for hand in present:
-            keypoints = interhand_keypoints(posed[hand].joints[offset], posed[hand].vertices[offset], hands.tips[hand])
-            sl = slice(0, 21) if hand == "right" else slice(21, 42)
-            world_joints[sl], valid[sl] = keypoints * 1000.0, True
+            rows = np.arange(21) + (0 if hand == "right" else 21)
+            base = spec.far_off.get(seq.name, {}).get(offset, noise.uniform(1.5, 5.0))
+            distance = base * noise.uniform(0.5, 1.5, 21)
+            direction = noise.normal(size=(21, 3))
+            direction /= np.linalg.norm(direction, axis=1, keepdims=True)
+            world_joints[rows] = fitted[hand][offset] + distance[:, None] * direction
+            valid[rows] = [row not in invalid for row in rows]
+            injected[frame][hand] = np.where(valid[rows], distance, np.nan)
         hand_type = "interacting" if len(present) == 2 else (present[0] if present else "right")
         records.joints[str(frame)] = {"world_coord": world_joints.tolist(), "joint_valid": valid[:, None].tolist(),
                                       "hand_type": hand_type, "hand_type_valid": bool(present), "seq": seq.name}
@@ -340,6 +364,7 @@ def _generate_sequence(basedir: Path, spec: CaptureSpec, seq: SequenceSpec, fram
         _write_frame_images(basedir, spec, seq, frame, offset, images, rig, pixels,
                             {"joint_valid": valid[:, None].astype(int).tolist(), "hand_type": hand_type,
                              "hand_type_valid": int(bool(present))}, records)
+    return injected
 
 
 def _frame_images(vertices: dict[str, np.ndarray], hands: _Hands, rig: _Rig) -> list[np.ndarray]:
@@ -397,35 +422,6 @@ def _shade_and_render(points, normals, base, cameras: CameraSet, sizes) -> list[
         colors = base * (0.25 + 0.75 * light)[:, None]
         images.append(render_splats(points, colors, cameras.subset([cameras.ids[c]]), [sizes[c]])[0])
     return images
-
-
-def fingertip_vertices(model) -> dict[str, int]:
-    """Tip vertex of each finger: the vertex of the distal segment farthest from the wrist.
-
-    Works for the official model and the synthetic one alike (their vertex ids differ).
-    """
-    joints = model.J_regressor @ model.v_template
-    tips = {}
-    for name, distal in (("thumb", 15), ("index", 3), ("middle", 6), ("ring", 12), ("pinky", 9)):
-        segment = np.flatnonzero(np.argmax(model.weights, axis=1) == distal)
-        distance = np.linalg.norm(model.v_template[segment] - joints[0], axis=1)
-        tips[name] = int(segment[np.argmax(distance)])
-    return tips
-
-
-# InterHand2.6M keypoint order per hand: thumb4..1, index4..1, middle4..1, ring4..1, pinky4..1, wrist
-_INTERHAND_FROM_MANO = [("thumb", 15, 14, 13), ("index", 3, 2, 1), ("middle", 6, 5, 4), ("ring", 12, 11, 10),
-                        ("pinky", 9, 8, 7)]
-
-
-def interhand_keypoints(joints: np.ndarray, vertices: np.ndarray, tips: dict[str, int]) -> np.ndarray:
-    """16 MANO joints (16x3) and the mesh -> the 21 InterHand2.6M keypoints of one hand (21x3)."""
-    rows = []
-    for name, *mano_ids in _INTERHAND_FROM_MANO:
-        rows.append(vertices[tips[name]])
-        rows.extend(joints[j] for j in mano_ids)
-    rows.append(joints[0])
-    return np.stack(rows)
 
 
 def skeleton_text() -> str:

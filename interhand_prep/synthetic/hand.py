@@ -511,11 +511,31 @@ def model_file_dict(right: HandModelArrays, hand: str, rng_seed: int = 45) -> di
     }
 
 
-def write_synthetic_mano(mano_dir: str | Path, overwrite: bool = False) -> list[Path]:
-    """Write MANO_RIGHT.pkl and MANO_LEFT.pkl into `mano_dir`; existing files are kept unless asked.
+# InterHand2.6M's joint order within a hand: thumb tip, IP, MCP, CMC; index, middle, ring and
+# pinky tip to base; wrist. Each non-tip joint with the MANO joint it is.
+INTERHAND_JOINTS = [("thumb", 15, 14, 13), ("index", 3, 2, 1), ("middle", 6, 5, 4), ("ring", 12, 11, 10),
+                    ("pinky", 9, 8, 7)]
 
-    Returns the files written.
-    """
+
+def interhand_regressor(right: HandModelArrays) -> np.ndarray:
+    """The synthetic model's counterpart of InterHand2.6M's J_regressor_mano_ih26m.npy: float32
+    (21, 778), rows in InterHand2.6M's joint order; a fingertip is its tip vertex, every other joint
+    the model's own joint regressor row (mirroring keeps vertex ids, so it serves both hands)."""
+    rows = []
+    for name, *joints in INTERHAND_JOINTS:
+        tip = np.zeros(len(right.v_template))
+        tip[right.tip_vertices[name]] = 1.0
+        rows += [tip] + [right.J_regressor[j] for j in joints]
+    rows.append(right.J_regressor[0])
+    return np.stack(rows).astype(np.float32)
+
+
+def write_synthetic_mano(mano_dir: str | Path, overwrite: bool = False) -> list[Path]:
+    """Write MANO_RIGHT.pkl, MANO_LEFT.pkl and J_regressor_mano_ih26m.npy into `mano_dir`;
+    existing files are kept unless asked. Returns the files written."""
+    from ..core.fileio import save_npy
+    from ..core.fit_quality import REGRESSOR_NAME
+
     mano_dir = Path(mano_dir)
     right = build_right_hand()
     written = []
@@ -527,6 +547,10 @@ def write_synthetic_mano(mano_dir: str | Path, overwrite: bool = False) -> list[
         with _chumpy_modules():
             data = pickle.dumps(content, protocol=2)
         write_bytes(path, data)
+        written.append(path)
+    path = mano_dir / REGRESSOR_NAME
+    if overwrite or not path.exists():
+        save_npy(path, interhand_regressor(right))
         written.append(path)
     return written
 
