@@ -11,6 +11,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from interhand_prep.synthetic.capture import CaptureSpec, SequenceSpec, generate_capture  # noqa: E402
+from interhand_prep.synthetic.hand import write_synthetic_mano  # noqa: E402
 
 SEQ = "0266_dh_pray"
 
@@ -42,6 +43,7 @@ def ensure_capture(workdir: Path, num_cameras: int, num_frames: int) -> tuple[Pa
         generate_capture(basedir, mano_dir, bench_spec(num_cameras, num_frames), progress=True)
         marker.write_text("ok\n")
         print(f"generated in {time.perf_counter() - start:.1f} s", flush=True)
+    write_synthetic_mano(mano_dir)  # adds what an older generator did not write (the joint regressor)
     return basedir, mano_dir
 
 

@@ -227,7 +227,12 @@ def test_gifs_have_every_frame_and_tint_the_masks(work):
     assert np.abs(shown[outside] - image[outside]).mean() < 6
 
 
-@pytest.mark.parametrize("name", ["dataset_vis.ipynb", "new_anno_vis.ipynb"])
+FIGURES = {"dataset_vis.ipynb": ["camera_rig.png"],
+           "new_anno_vis.ipynb": ["mesh_projection.png", "mesh_coordinates.png", "tpose.png", "blend_weights.png",
+                                  "mask_depth.png", "fit_error.png", "fit_worst_frame.png"]}
+
+
+@pytest.mark.parametrize("name", list(FIGURES))
 def test_notebooks_are_stripped_and_run_headless(work, name):
     import nbformat
 
@@ -239,5 +244,14 @@ def test_notebooks_are_stripped_and_run_headless(work, name):
     sys.path.insert(0, str(REPO / "tools"))
     from run_notebooks import run
 
-    run(REPO / name, {"basedir": repr(str(work / "IH")), "sequence": repr(SEQS[1]), "hand": repr("left")}
-        if name == "new_anno_vis.ipynb" else {"basedir": repr(str(work / "IH")), "sequence": repr(SEQS[1])})
+    values = {"basedir": repr(str(work / "IH")), "sequence": repr(SEQS[1])}
+    executed = run(REPO / name, dict(values, hand=repr("left")) if name == "new_anno_vis.ipynb" else values)
+    folder = layout(work, SEQS[1]).root / "figures"
+    for figure in FIGURES[name]:
+        with Image.open(folder / figure) as image:  # a whole PNG of a readable size
+            assert image.format == "PNG" and min(image.size) > 400
+    printed = [o["text"] for c in executed.cells if c.cell_type == "code" for o in c.get("outputs", [])
+               if o.get("output_type") == "stream"]
+    assert printed[-1].strip().splitlines()[-1] == f"figures: {folder}"
+    errors = [o for c in executed.cells for o in c.get("outputs", []) if o.get("name") == "stderr"]
+    assert not errors, errors  # no warnings printed by the notebook's code

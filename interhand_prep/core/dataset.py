@@ -57,6 +57,16 @@ def split_images_folder(basedir: str | Path, split: str) -> Path:
     return Path(basedir) / "images" / split
 
 
+def read_skeleton(basedir: str | Path) -> dict[int, int]:
+    """{joint: parent joint (-1 for a wrist)} of <basedir>/annotations/skeleton.txt (42 joints)."""
+    path = annotations_folder(basedir) / "skeleton.txt"
+    try:
+        rows = [line.split() for line in path.read_text().splitlines() if line.strip() and not line.startswith("#")]
+        return {int(joint): int(parent) for _, joint, parent in rows}
+    except (OSError, ValueError) as exc:
+        raise InputError(f"{path}: not a readable skeleton ({exc})") from None
+
+
 def image_name(frame: int) -> str:
     """The image file name of a frame id, as in the dataset: image0563.jpg, image69148.jpg."""
     return f"image{int(frame):04d}.jpg"

@@ -187,6 +187,10 @@ class SequenceLayout:
     def manifest(self) -> Path:
         return self.root / MANIFEST_NAME
 
+    def figure(self, name: str) -> Path:
+        """figures/<name>: the notebooks' figures of this sequence (PNG)."""
+        return self.root / "figures" / check_name(name, "figure")
+
     @property
     def fit_quality(self) -> Path:
         """fit_quality.csv: the MANO fit's joint error per frame and hand (get_annots)."""

@@ -31,6 +31,8 @@ log = logging.getLogger(__name__)
 NUM_JOINTS = 16
 # parents of the 16 MANO joints: wrist, then index, middle, pinky, ring, thumb (three each)
 PARENTS = np.array([-1, 0, 1, 2, 0, 4, 5, 0, 7, 8, 0, 10, 11, 0, 13, 14], dtype=np.int64)
+JOINT_NAMES = ("wrist", "index 1", "index 2", "index 3", "middle 1", "middle 2", "middle 3", "pinky 1", "pinky 2",
+               "pinky 3", "ring 1", "ring 2", "ring 3", "thumb 1", "thumb 2", "thumb 3")  # from the palm outwards
 MANO_DOWNLOAD_HINT = (
     "download the MANO model (Models & Code) from https://mano.is.tue.mpg.de under its licence "
     "and put MANO_RIGHT.pkl and MANO_LEFT.pkl into {dir} (or pass --mano-dir)"
