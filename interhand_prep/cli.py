@@ -19,9 +19,9 @@ from typing import Callable, Sequence
 
 from .core.constants import DEFAULT_BASEDIR, SPLITS
 from .core.errors import InputError
-from .core.options import (DEFAULT_PADDING, DEFAULT_VOXEL_SIZE, DEPTH_FORMATS, AnnotsOptions, BlendWeightOptions, RenderOptions, add_to_parser,
+from .core.options import (DEFAULT_PADDING, DEFAULT_VOXEL_SIZE, DEPTH_FORMATS, AnnotsOptions, BlendWeightOptions, ExportOptions, RenderOptions, add_to_parser,
                            non_negative_float, non_negative_int, positive_float)
-from .core.selection import add_selector_options
+from .core.selection import SequenceSelector, add_selector_options
 
 PROG = "interhand-prep"
 
@@ -111,6 +111,16 @@ def check_seq_parser(prog: str, summary: str) -> argparse.ArgumentParser:
     return parser
 
 
+def export_parser(prog: str, summary: str) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog=prog, description=summary + " Images and masks are relative symbolic "
+                                     "links (or copies); nothing of the sequence is rewritten.")
+    add_to_parser(parser, SequenceSelector, skip=("mano_dir", "hand_type", "overwrite"),
+                  overrides={"out_root": {"help": "the --out-root the sequence was processed with, if any"}})
+    add_to_parser(parser, ExportOptions)
+    add_runtime_flags(parser)
+    return parser
+
+
 def merge_seq_parser(prog: str, summary: str) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog=prog, description=summary)
     parser.add_argument("--seq", nargs="+", required=True, metavar="ENTRY",
@@ -189,6 +199,9 @@ COMMANDS = [
     Command("check-seq", "check_seq.py",
             "Verify a processed (or merged) sequence against the output contract, as a trainer reads it.",
             check_seq_parser, "interhand_prep.stages.check_seq:main"),
+    Command("export", "export.py",
+            "Export a processed sequence to nerfstudio (transforms.json) or EasyMocap (intri.yml, extri.yml).",
+            export_parser, "interhand_prep.stages.export:main"),
     Command("merge-seq", "merge_seq.py", "Merge processed sequences into one, with relative symbolic links.",
             merge_seq_parser, "interhand_prep.stages.merge_seq:main"),
     Command("gif", "gif.py", "GIF previews of the processed sequences of a capture (masks tinted over with --overlay).",

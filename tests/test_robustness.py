@@ -186,6 +186,7 @@ def test_check_seq_passes_and_then_names_each_problem(capture, gl_platform):
     assert report.ok, report.stages
     clean = check_sequence(sel.layout.root, capture / "mano")
     assert clean.ok, clean.summary()
+    assert ", 2 hands, " in clean.summary().splitlines()[0]
     layout = sel.layout
     frames, cams = layout.read_frames(), layout.read_cams()
     layout.mask(cams[1], frames[2]).unlink()
@@ -203,6 +204,13 @@ def test_check_seq_passes_and_then_names_each_problem(capture, gl_platform):
     assert cli.returncode == 1
     for kind in ("missing mask", "unreadable bweights", "wrong params"):
         assert f"1 x {kind}" in cli.stdout
+
+
+def test_check_seq_summary_counts_in_words():
+    from interhand_prep.stages.check_seq import CheckReport
+
+    one = CheckReport(Path("/seq"), counts={"frames": 1, "cameras": 2, "hands": 1})
+    assert one.summary().splitlines()[0] == "/seq: 1 frame, 2 cameras, 1 hand"
 
 
 def test_temporaries_of_a_killed_run_are_removed_by_the_next(capture):

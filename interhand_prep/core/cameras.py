@@ -51,6 +51,36 @@ def project(points_cam: np.ndarray, K: np.ndarray) -> np.ndarray:
     return xy * f + c
 
 
+def camera_to_world(R: np.ndarray, T: np.ndarray) -> np.ndarray:
+    """R : Cx3x3 world-to-camera rotation, T : Cx3 or Cx3x1  ->  Cx4x4 camera-to-world transforms
+    [R^T | -R^T T] in T's unit; the camera axes stay OpenCV's (x right, y down, z forward)."""
+    R = np.asarray(R, dtype=np.float64)
+    T = np.asarray(T, dtype=np.float64).reshape(len(R), 3)
+    c2w = np.zeros((len(R), 4, 4))
+    c2w[:, :3, :3] = np.swapaxes(R, 1, 2)
+    c2w[:, :3, 3] = -np.einsum("cji,cj->ci", R, T)
+    c2w[:, 3, 3] = 1.0
+    return c2w
+
+
+# OpenCV camera axes (x right, y down, z forward) -> OpenGL's (x right, y up, z back): the y and z
+# columns of a camera-to-world rotation change sign.
+OPENCV_TO_OPENGL = np.diag([1.0, -1.0, -1.0, 1.0])
+
+
+def opencv_to_opengl(c2w: np.ndarray) -> np.ndarray:
+    """Cx4x4 camera-to-world with OpenCV camera axes  ->  the same cameras with OpenGL axes."""
+    return np.asarray(c2w) @ OPENCV_TO_OPENGL
+
+
+def rotation_vectors(R: np.ndarray) -> np.ndarray:
+    """Cx3x3 rotation matrices  ->  Cx3 axis-angle (Rodrigues) vectors, radians. A matrix that is
+    not exactly orthonormal (float noise of the dataset's JSON) gives the nearest rotation's vector."""
+    from scipy.spatial.transform import Rotation
+
+    return Rotation.from_matrix(np.asarray(R, dtype=np.float64)).as_rotvec()
+
+
 def look_at_rotation(position: np.ndarray, target: np.ndarray, down: np.ndarray) -> np.ndarray:
     """World-to-camera rotations of cameras at `position` looking at `target`.
 

@@ -129,6 +129,17 @@ def _draft(path: Path, mode: str) -> tuple[tuple[int, int], np.ndarray]:
         raise InputError(f"{path}: unreadable image ({exc})") from None
 
 
+def image_size(path: str | Path) -> tuple[int, int]:
+    """(width, height) px of an image, from its header."""
+    try:
+        from PIL import Image
+
+        with Image.open(path) as im:
+            return im.size
+    except (OSError, ValueError, SyntaxError) as exc:
+        raise InputError(f"{path}: unreadable image ({exc})") from None
+
+
 def probe_image(path: str | Path) -> ImageProbe:
     """Size (from the header), RGB or monochrome, and all-black, from one DCT-scaled decode."""
     size, small = _draft(Path(path), "RGB")

@@ -13,6 +13,7 @@ A processed sequence folder (the output contract the trainers read):
     mask/cam<id>/image<frame>.png    hand masks (render_mesh.py): MASK_LABELS
     depth/cam<id>/image<frame>.npy   depth maps (render_mesh.py), or .png with --depth-format png16
     prep.json                        the provenance manifest (see manifest.py)
+    export/<format>/                 the sequence in another trainer's layout (export.py; ExportLayout)
 
 Outside the sequence folders: GIF previews (<root>/gif/...), merged sequences (<root>/merge/<name>)
 and process.sh's logs, where <root> is --out-root or the dataset root.
@@ -410,6 +411,63 @@ class SequenceLayout:
     def hands_present(self) -> list[str]:
         """The hands whose params folder exists (for folders without a manifest)."""
         return [h for h in HANDS if self.params_dir(h).is_dir()]
+
+    def export_dir(self, export_format: str) -> Path:
+        """export/<format>: the default folder of `export.py --format <format>`."""
+        return self.root / "export" / check_name(export_format, "export format")
+
+
+class ExportLayout:
+    """The files of one export folder (export.py), for both formats; paths inside it are written
+    into its camera files relative to the folder, in POSIX form.
+
+        export.json                      what was exported from where, with which options
+        transforms.json                  nerfstudio: cameras and per-view files
+        intri.yml, extri.yml             EasyMocap: cameras (OpenCV FileStorage YAML)
+        images/<cam id>/<frame>.jpg      links to (or copies of) the sequence's images
+        masks/<cam id>/<frame>.png       links to (or copies of) its masks
+        depths/<cam id>/<frame>.npy      nerfstudio: float32 (H, W) depth in millimetres
+
+    <frame> is the InterHand2.6M frame number zero-padded to 6 digits, so names sort in time order.
+    """
+
+    MARKER = "export.json"
+
+    def __init__(self, root: str | Path):
+        self.root = Path(root)
+
+    @property
+    def marker(self) -> Path:
+        return self.root / self.MARKER
+
+    @property
+    def transforms_json(self) -> Path:
+        return self.root / "transforms.json"
+
+    @property
+    def intri_yml(self) -> Path:
+        return self.root / "intri.yml"
+
+    @property
+    def extri_yml(self) -> Path:
+        return self.root / "extri.yml"
+
+    @staticmethod
+    def _name(frame: int, suffix: str) -> str:
+        return f"{int(frame):06d}{suffix}"
+
+    def image(self, cam: str, frame: int) -> Path:
+        return self.root / "images" / _camera_id(cam, self.root) / self._name(frame, ".jpg")
+
+    def mask(self, cam: str, frame: int) -> Path:
+        return self.root / "masks" / _camera_id(cam, self.root) / self._name(frame, ".png")
+
+    def depth(self, cam: str, frame: int) -> Path:
+        return self.root / "depths" / _camera_id(cam, self.root) / self._name(frame, ".npy")
+
+    def relative(self, path: Path) -> str:
+        """A path inside the folder as its camera files name it: relative, with forward slashes."""
+        return Path(path).relative_to(self.root).as_posix()
 
 
 def write_grid(path: Path, grid: np.ndarray) -> bool:

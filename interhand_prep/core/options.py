@@ -21,6 +21,7 @@ DEFAULT_VOXEL_SIZE = 0.025
 DEFAULT_PADDING = 0.05
 DEPTH_FORMATS = ("npy", "png16", "none")
 BACKENDS = ("auto", "egl", "osmesa")
+EXPORT_FORMATS = ("nerfstudio", "easymocap")
 
 
 def option(default: Any, *flags: str, help: str, choices=None, kind=None, output: bool = True, metavar=None,
@@ -180,6 +181,23 @@ class RenderOptions:
         check(self.depth_format in DEPTH_FORMATS,
                f"unknown depth format {self.depth_format!r}; expected one of {', '.join(DEPTH_FORMATS)}")
         check(self.render_workers >= 0, f"--render-workers must be 0 (one per core) or more, got {self.render_workers}")
+
+
+@dataclass(frozen=True)
+class ExportOptions:
+    """export: the layout of another trainer."""
+
+    format: str = option(None, "--format", choices=EXPORT_FORMATS, required=True,
+                         help="nerfstudio: transforms.json; easymocap: intri.yml and extri.yml (also read by "
+                              "EasyVolcap)")
+    out: Path | None = option(None, "--out", kind=Path, metavar="DIR",
+                              help="export folder (default: <sequence>/export/<format>/); replaced whole when it "
+                                   "holds an earlier export")
+    copy: bool = option(False, "--copy", help="copy images and masks instead of linking them (relative symbolic links)")
+
+    def __post_init__(self):
+        check(self.format in EXPORT_FORMATS,
+              f"unknown export format {self.format!r}; expected one of {', '.join(EXPORT_FORMATS)}")
 
 
 STAGE_OPTIONS = {"get_annots": AnnotsOptions, "prepare_blend_weights": BlendWeightOptions,

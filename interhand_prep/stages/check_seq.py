@@ -42,7 +42,8 @@ class CheckReport:
         self.problems[kind].append(message)
 
     def summary(self, examples: int = 3) -> str:
-        counts = ", ".join(f"{v} {k}" for k, v in self.counts.items())
+        # the keys are plural nouns ("frames", "cameras", "hands"): "1 hand", not "1 hands"
+        counts = ", ".join(f"{v} {k[:-1] if v == 1 else k}" for k, v in self.counts.items())
         lines = [f"{self.root}: {counts}"] + [f"  note: {n}" for n in self.notes]
         if self.ok:
             lines.append("  OK: every file of the contract that could be checked is present and consistent")

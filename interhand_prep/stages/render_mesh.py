@@ -22,12 +22,11 @@ from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor, as_compl
 from dataclasses import dataclass, field
 
 import numpy as np
-from PIL import Image
 
 from ..core import gl_platform, gl_renderer
 from .get_annots import processed_hands
 from ..core.cameras import CameraSet
-from ..core.dataset import InterHandDataset
+from ..core.dataset import InterHandDataset, image_size
 from ..core.errors import InputError
 from ..core.fileio import check_free_space, remove_files
 from ..core.locking import die_with_parent, sequence_lock
@@ -80,14 +79,6 @@ class RenderResult:
                 f"  hands drawn: {hands or 'none'}")
 
 
-def _image_size(path) -> tuple[int, int]:
-    try:
-        with Image.open(path) as im:
-            return im.size
-    except (OSError, ValueError) as exc:
-        raise InputError(f"{path}: unreadable image ({exc})") from None
-
-
 def view_cameras(sel: SequenceSelector, layout: SequenceLayout, all_cameras: bool) -> list[gl_renderer.ViewCamera]:
     """The cameras to render with their image sizes (one image header per camera)."""
     kept = layout.read_cameras()
@@ -107,7 +98,7 @@ def view_cameras(sel: SequenceSelector, layout: SequenceLayout, all_cameras: boo
         first = next((p for p in sorted(folder.glob("image*.jpg"))), None) if folder.is_dir() else None
         if first is None:
             raise InputError(f"{folder}: no images to take camera {cam}'s image size from")
-        width, height = _image_size(first)
+        width, height = image_size(first)
         out.append(gl_renderer.ViewCamera(cam, cams.K[c], cams.R[c], cams.T[c].reshape(3), width, height))
     return out
 

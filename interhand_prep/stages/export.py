@@ -1,0 +1,246 @@
+"""The export stage: a processed sequence in the layout another trainer reads.
+
+nerfstudio: transforms.json (cameras, per-view images, masks and depth maps); EasyMocap (and
+EasyVolcap): intri.yml, extri.yml, images/<id>/<frame>.jpg, masks/<id>/<frame>.png. The camera
+conventions of each are in core/trainer_formats.py, the files in core/layout.py (ExportLayout).
+
+Images and masks are relative symbolic links into the sequence folder (or copies with --copy); the
+sources are never rewritten. nerfstudio's depth maps are written anew, in millimetres: nerfstudio
+multiplies what it loads by its parser option depth_unit_scale_factor, 1e-3 by default, which
+transforms.json cannot set. The export is built under a temporary name and renamed into place, so
+an earlier export is replaced whole, never left half old and half new; a rerun with the same
+options on an unchanged sequence does nothing.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .. import __version__
+from ..core.cameras import CameraSet
+from ..core.dataset import image_size
+from ..core.errors import InputError
+from ..core.fileio import TEMPORARY_SUFFIX, folder_swap, relative_symlink, write_text
+from ..core.layout import ExportLayout, SequenceLayout, decode_depth
+from ..core.locking import sequence_lock
+from ..core.manifest import Manifest, digest
+from ..core.options import ExportOptions, from_args
+from ..core.selection import SequenceSelector
+from ..core.trainer_formats import MM_PER_M, easymocap_extri, easymocap_intri, nerfstudio_transforms, transforms_text
+
+log = logging.getLogger(__name__)
+STAGE = "export"
+NEEDED_STAGES = ("get_annots", "render_mesh")
+# the parts of a stage record that say when, not what: left out of the source digest
+_WHEN = ("started", "finished", "seconds")
+
+
+@dataclass
+class SequenceViews:
+    """What a finished sequence offers an export: its cameras (in cams.txt order), frames, image
+    sizes, the depth format it was rendered with, and a digest of the stage records it came from."""
+
+    layout: SequenceLayout
+    cameras: CameraSet
+    frames: list[int]
+    sizes: list[tuple[int, int]]
+    depth_format: str
+    source_digest: str
+
+    @property
+    def views(self) -> int:
+        return len(self.cameras.ids) * len(self.frames)
+
+
+@dataclass
+class ExportResult:
+    dest: Path
+    format: str
+    cameras: int = 0
+    frames: int = 0
+    copied: bool = False
+    depth: bool = False
+    up_to_date: bool = False
+    seconds: float = 0.0
+
+    def summary(self) -> str:
+        if self.up_to_date:
+            return f"{self.dest}: {self.format} export is up to date ({self.cameras} cameras x {self.frames} frames); nothing to do"
+        files = "images and masks " + ("copied" if self.copied else "linked")
+        if self.depth:
+            files += ", depth maps in millimetres (nerfstudio's default depth_unit_scale_factor 1e-3 reads them)"
+        return (f"{self.dest}: {self.format} export of {self.cameras * self.frames} views ({self.cameras} cameras x "
+                f"{self.frames} frames), {files}, in {self.seconds:.1f} s")
+
+
+def finished_sequence(layout: SequenceLayout) -> SequenceViews:
+    """The sequence as get_annots and render_mesh left it; one-line InputError naming what is missing."""
+    root = layout.root
+    if not layout.annots.is_file():
+        raise InputError(f"{root}: not processed ({layout.annots.name} is missing); run get_annots.py and "
+                         "render_mesh.py (or process.sh) on it first")
+    manifest = Manifest.read(root)
+    if manifest.problem:
+        raise InputError(f"{manifest.path}: {manifest.problem}; run process.sh on the sequence so its stages are recorded")
+    for stage in NEEDED_STAGES:
+        if not isinstance(manifest.stage(stage), dict):
+            raise InputError(f"{root}: {stage} has not finished here (no record in {manifest.path.name}); "
+                             f"run {stage}.py on it first")
+    cams, frames = layout.read_cams(), layout.read_frames()
+    cameras = layout.read_cameras()
+    if cameras.ids != cams:
+        raise InputError(f"{layout.annots}: its cameras differ from cams.txt; rerun get_annots.py")
+    render = manifest.stage("render_mesh")
+    rendered_frames, rendered_cams = set(render.get("frames") or {}), set(render.get("cameras") or {})
+    frames_left = [f for f in frames if str(f) not in rendered_frames]
+    cams_left = [c for c in cams if c not in rendered_cams]
+    if frames_left or cams_left:
+        what = (f"{len(frames_left)} frame(s) (e.g. {frames_left[0]})" if frames_left else
+                f"{len(cams_left)} camera(s) (e.g. cam{cams_left[0]})")
+        raise InputError(f"{root}: render_mesh has not rendered {what} of frames.txt and cams.txt; run render_mesh.py on it")
+    depth_format = ((render.get("recipe") or {}).get("options") or {}).get("depth_format", "npy")
+    missing = [p for cam in cams for frame in frames
+               for p in [layout.image(cam, frame), layout.mask(cam, frame)]
+               + ([layout.depth(cam, frame, depth_format)] if depth_format != "none" else [])
+               if not p.is_file()]
+    if missing:
+        raise InputError(f"{missing[0]}: missing ({len(missing)} image, mask or depth file(s) of the sequence are); "
+                         "rerun process.sh on it")
+    sizes = [image_size(layout.image(cam, frames[0])) for cam in cams]
+    records = {s: {k: v for k, v in manifest.stage(s).items() if k not in _WHEN} for s in NEEDED_STAGES}
+    source = digest(json.dumps(records, sort_keys=True).encode(), json.dumps(sizes).encode())
+    return SequenceViews(layout, cameras, frames, sizes, depth_format, source)
+
+
+def _recipe(source: SequenceViews, options: ExportOptions) -> dict:
+    return {"format": options.format, "copy": options.copy, "source": str(source.layout.root),
+            "source_digest": source.source_digest}
+
+
+def _read_marker(dest: Path) -> dict | None:
+    """The export.json of an earlier export at `dest` (None when there is none or it is unreadable)."""
+    try:
+        marker = json.loads(ExportLayout(dest).marker.read_text())
+    except (OSError, ValueError):
+        return None
+    return marker if isinstance(marker, dict) and marker.get("tool") == "interhand-prep export" else None
+
+
+def _check_destination(dest: Path) -> dict | None:
+    """Refuse to replace anything but an earlier export (or an empty folder); -> its marker."""
+    if not (dest.exists() or dest.is_symlink()):
+        return None
+    if not dest.is_dir() or dest.is_symlink():
+        raise InputError(f"{dest}: exists and is not a folder; choose another --out")
+    marker = _read_marker(dest)
+    if marker is None and any(dest.iterdir()):
+        raise InputError(f"{dest}: exists, is not empty and holds no export of this tool ({ExportLayout.MARKER}); "
+                         "choose another --out or remove it")
+    return marker
+
+
+def _place(source: Path, target: Path, copy: bool) -> None:
+    if copy:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(source, target)  # a new file: the umask's mode
+    else:
+        relative_symlink(source, target)
+
+
+def _nerfstudio(source: SequenceViews, out: ExportLayout, copy: bool, tick) -> None:
+    seq = source.layout
+    with_depth = source.depth_format != "none"
+    for cam in source.cameras.ids:
+        for frame in source.frames:
+            _place(seq.image(cam, frame), out.image(cam, frame), copy)
+            _place(seq.mask(cam, frame), out.mask(cam, frame), copy)
+            if with_depth:
+                depth_mm = decode_depth(seq.depth(cam, frame, source.depth_format))[..., 0] * np.float32(MM_PER_M)
+                out.depth(cam, frame).parent.mkdir(parents=True, exist_ok=True)
+                np.save(out.depth(cam, frame), depth_mm.astype(np.float32))
+            tick()
+
+    def files(cam: str, frame: int) -> dict[str, str]:
+        paths = {"file_path": out.relative(out.image(cam, frame)), "mask_path": out.relative(out.mask(cam, frame))}
+        if with_depth:
+            paths["depth_file_path"] = out.relative(out.depth(cam, frame))
+        return paths
+
+    transforms = nerfstudio_transforms(source.cameras, source.sizes, source.frames, files)
+    write_text(out.transforms_json, transforms_text(transforms))
+
+
+def _easymocap(source: SequenceViews, out: ExportLayout, copy: bool, tick) -> None:
+    seq = source.layout
+    for cam in source.cameras.ids:
+        for frame in source.frames:
+            _place(seq.image(cam, frame), out.image(cam, frame), copy)
+            _place(seq.mask(cam, frame), out.mask(cam, frame), copy)
+            tick()
+    write_text(out.intri_yml, easymocap_intri(source.cameras, source.sizes))
+    write_text(out.extri_yml, easymocap_extri(source.cameras))
+
+
+WRITERS = {"nerfstudio": _nerfstudio, "easymocap": _easymocap}
+
+
+def _remove_leftovers(dest: Path) -> None:
+    """The temporary folders of an export that was killed before its rename."""
+    for path in dest.parent.glob(f".{dest.name}.*{TEMPORARY_SUFFIX}"):
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path, ignore_errors=True)
+
+
+def export(sel: SequenceSelector, options: ExportOptions, progress: bool = True) -> ExportResult:
+    """Export the sequence of `sel` as `options` say -> what was done."""
+    start = time.perf_counter()
+    # physical paths, so relative links stay right when a folder on the way is a symbolic link
+    layout = SequenceLayout(os.path.realpath(sel.layout.root)) if sel.layout.root.exists() else sel.layout
+    dest = Path(options.out) if options.out is not None else layout.export_dir(options.format)
+    dest = Path(os.path.realpath(dest.parent)) / dest.name
+    source = finished_sequence(layout)
+    result = ExportResult(dest, options.format, len(source.cameras.ids), len(source.frames), options.copy,
+                          options.format == "nerfstudio" and source.depth_format != "none")
+    marker = _check_destination(dest)
+    if marker is not None and marker.get("recipe") == _recipe(source, options):
+        result.up_to_date = True
+        return result
+    with sequence_lock(layout.root):
+        source = finished_sequence(layout)  # again, under the lock: no stage changes it meanwhile
+        _check_destination(dest)
+        _remove_leftovers(dest)
+        bar = None
+        if progress:
+            from tqdm import tqdm
+
+            bar = tqdm(total=source.views, desc=f"export {options.format}", unit="view", leave=False)
+        try:
+            with folder_swap(dest) as tmp:
+                out = ExportLayout(tmp)
+                WRITERS[options.format](source, out, options.copy, bar.update if bar else (lambda: None))
+                write_text(out.marker, json.dumps({
+                    "tool": "interhand-prep export", "package_version": __version__,
+                    "recipe": _recipe(source, options), "cameras": source.cameras.ids, "frames": source.frames,
+                    "created": time.strftime("%Y-%m-%dT%H:%M:%S")}, indent=1) + "\n")
+        finally:
+            if bar:
+                bar.close()
+    result.seconds = time.perf_counter() - start
+    return result
+
+
+def main(args) -> int:
+    """export / export.py"""
+    sel = SequenceSelector(capture=args.capture, seq=args.seq, split=args.split, basedir=args.basedir,
+                           out_root=args.out_root)
+    result = export(sel, from_args(ExportOptions, args), progress=not args.quiet)
+    print(result.summary())
+    return 0
