@@ -17,6 +17,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+from ..core.constants import DEFAULT_BASEDIR
 from ..core.dataset import InterHandDataset, capture_folder, split_images_folder
 from ..core.errors import InputError
 from ..core.fileio import FILE_MODE
@@ -145,6 +146,14 @@ def _absolute(path: Path | None) -> Path | None:
     return None if path is None else Path(os.path.abspath(path))
 
 
+def _location_flags(args) -> str:
+    """The options that find the sequences again, when not at their defaults (for hints)."""
+    flags = [("--split", args.split, "train"), ("--out-root", args.out_root, None)]
+    if Path(args.basedir).resolve() != DEFAULT_BASEDIR.resolve():
+        flags.append(("--basedir", args.basedir, None))
+    return "".join(f" {flag} {value}" for flag, value, default in flags if value != default)
+
+
 def main(args) -> int:
     if args.jobs < 1:
         raise InputError(f"--jobs must be at least 1, got {args.jobs}")
@@ -184,6 +193,8 @@ def main(args) -> int:
                                  progress=not args.quiet)
         root = base.replace(seq=seqs[0]).layout.root
         print(f"\nDemo done. Look at:\n  {root}/  (annots.npy, params/, vertices/, lbs/, mask/, depth/, prep.json)\n"
-              f"  {gifs[0].parent.parent}/  ({len(gifs)} GIFs, masks tinted over the images)")
+              f"  {gifs[0].parent.parent}/  ({len(gifs)} GIFs, masks tinted over the images)\n"
+              f"For nerfstudio or EasyMocap: interhand-prep export --capture {args.capture} --seq {seqs[0]} "
+              f"--format {{nerfstudio,easymocap}}{_location_flags(args)}")
     return 1 if failed else 0
 
