@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """The three stages timed as users run them: whole commands (interpreter start-up included),
 median of several runs, each into a fresh --out-root so nothing is skipped; plus `--help` and a
-no-op rerun of a finished sequence per stage script.
+no-op rerun of a finished sequence per stage script; and export.py of the rendered 40 x 100 sequence.
 
     python benchmarks/bench_commands.py [--repeat 3] [--workdir /tmp/interhand_prep_bench]
 
@@ -124,6 +124,15 @@ def main() -> None:
     print(f"    {views} views; {1000 * median / views:.2f} ms a view whole command "
           f"({views / median:.0f} views/s), {1000 / stage_rate:.2f} ms in-process ({stage_rate:.0f} views/s)")
 
+    # export of the rendered 40 x 100 sequence (links; nerfstudio also writes the depth in mm)
+    export_times = {}
+    for fmt in ("easymocap", "nerfstudio"):
+        export_dir = big_root / "export" / fmt
+        export_cmd = [sys.executable, str(REPO / "export.py"), "--capture", "0", "--seq", SEQ, "--basedir",
+                      str(big[0]), "--out-root", str(out), "--format", fmt, "--quiet"]
+        export_times[fmt], _, _ = timed(f"export {fmt} 40x100 (whole command)", lambda: export_cmd,
+                                        lambda: shutil.rmtree(export_dir, ignore_errors=True), args.repeat)
+
     # start-up: --help and no-op reruns of finished sequences
     help_s = statistics.median(run([sys.executable, str(REPO / "render_mesh.py"), "--help"])[0] for _ in range(5))
     noop = {}
@@ -149,6 +158,8 @@ def main() -> None:
           f"{REFERENCE['render per view'] * stage_rate:.1f}x |")
     print(f"\nrender_mesh.py --help: {help_s:.2f} s; no-op reruns of a finished sequence: "
           + ", ".join(f"{k} {v:.2f} s" for k, v in noop.items()))
+    print("export of the 40 x 100 sequence, whole command: "
+          + ", ".join(f"{fmt} {t:.2f} s ({1000 * t / views:.2f} ms a view)" for fmt, t in export_times.items()))
     print(f"load average before {load_before[0]:.2f}, after {load_after[0]:.2f} (1-minute)")
 
 
