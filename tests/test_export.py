@@ -12,6 +12,7 @@ import os
 import re
 import shutil
 import stat
+import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -21,7 +22,7 @@ from PIL import Image
 from interhand_prep.core.cameras import CameraSet
 from interhand_prep.core.errors import InputError
 from interhand_prep.core.layout import SequenceLayout
-from interhand_prep.core.options import ExportOptions
+from interhand_prep.core.options import ExportOptions, RenderOptions
 from interhand_prep.core.trainer_formats import easymocap_extri, easymocap_intri, nerfstudio_transforms
 from interhand_prep.stages import export as export_stage
 
@@ -289,3 +290,83 @@ def test_out_refuses_a_folder_that_is_not_an_export(processed, tmp_path, helpers
     assert str(elsewhere) in run.stdout and "easymocap export of" in run.stdout
     link = next((elsewhere / "images").rglob("*.jpg"))
     assert not os.path.isabs(os.readlink(link)) and link.exists()
+
+
+def test_a_damaged_export_is_rebuilt(processed):
+    options = ExportOptions(format="nerfstudio")
+    export_stage.export(processed, options, progress=False)
+    out = processed.layout.root / "export" / "nerfstudio"
+    (out / "transforms.json").unlink()
+    link = next((out / "images").rglob("*.jpg"))
+    link.unlink()
+    result = export_stage.export(processed, options, progress=False)
+    assert not result.up_to_date
+    assert (out / "transforms.json").is_file() and link.is_symlink() and link.exists()
+
+
+def test_masks_of_changed_meshes_or_cameras_are_not_exported(processed, gl_platform):
+    from interhand_prep.stages import render_mesh
+
+    layout = processed.layout
+    frame = layout.read_frames()[1]
+    vertices = np.load(layout.vertices("left", frame))
+    np.save(layout.vertices("left", frame), vertices + np.float32(0.01))  # as a get_annots rerun would
+    with pytest.raises(InputError, match=f"out of date .*frame {frame} changed.*run render_mesh.py"):
+        export_stage.export(processed, ExportOptions(format="easymocap"), progress=False)
+    render_mesh.run(processed, RenderOptions(backend=gl_platform, render_workers=1), progress=False)  # redoes it
+    assert not export_stage.export(processed, ExportOptions(format="easymocap"), progress=False).up_to_date
+    annots = layout.read_annots()
+    cam = layout.read_cams()[0]
+    annots["cams"]["K"][cam] = annots["cams"]["K"][cam] * 1.01
+    layout.write_annots_dict(annots)
+    with pytest.raises(InputError, match=f"camera {cam} changed"):
+        export_stage.export(processed, ExportOptions(format="easymocap"), progress=False)
+
+
+def test_png16_depth_is_exported_in_millimetres(tiny, helpers):
+    from interhand_prep.stages import pipeline
+
+    sel = helpers.selector(tiny, TWO, hand_type="both")
+    helpers.run_stages(sel, pipeline.StageOptions(render=RenderOptions(depth_format="png16")))
+    export_stage.export(sel, ExportOptions(format="nerfstudio"), progress=False)
+    out = sel.layout.root / "export" / "nerfstudio"
+    views = json.loads((out / "transforms.json").read_text())["frames"]
+    for view in views[:6]:
+        units = np.asarray(Image.open(sel.layout.depth(view["camera"], view["frame"], "png16"))).astype(np.float64)
+        depth_mm = np.load(out / view["depth_file_path"])
+        assert np.allclose(depth_mm, units / 10.0, rtol=1e-6, atol=1e-4)  # png16: 0.1 mm units
+
+
+def test_a_misspelt_sequence_names_the_closest(processed):
+    with pytest.raises(InputError, match=f"no such sequence folder.*closest: {TWO}"):
+        export_stage.export(processed.replace(seq="0266_dh_prey"), ExportOptions(format="nerfstudio"), progress=False)
+
+
+def test_leftovers_of_a_killed_export_go_and_others_stay(processed):
+    export_dir = processed.layout.root / "export"
+    killed = export_dir / ".nerfstudio.abcd1234.tmp"
+    another = export_dir / ".nerfstudio.v2.abcd1234.tmp"  # an export to a folder named "nerfstudio.v2"
+    for folder in (killed, another):
+        (folder / "images").mkdir(parents=True)
+    export_stage.export(processed, ExportOptions(format="nerfstudio"), progress=False)
+    assert not killed.exists() and another.is_dir()
+
+
+@pytest.mark.slow
+def test_the_demo_names_an_export_command_that_runs(tiny, helpers, gl_platform, tmp_path):
+    import shlex
+    import sys
+
+    spaced = tmp_path / "my data"
+    spaced.mkdir()
+    shutil.move(str(tiny / "IH"), str(spaced / "IH"))
+    run = helpers.script("process.sh", "--demo", "--basedir", str(spaced / "IH"), "--mano-dir", str(tiny / "mano"),
+                         "--logs", str(tmp_path / "logs"), "--backend", gl_platform, "--quiet", cwd=tmp_path)
+    assert run.returncode == 0, run.stderr
+    hint = run.stdout.strip().splitlines()[-1]
+    command = shlex.split(hint)
+    assert command[0] == "interhand-prep"
+    export = subprocess.run([sys.executable, "-m", "interhand_prep", *command[1:], "--quiet"], capture_output=True,
+                            text=True, cwd=tmp_path)
+    assert export.returncode == 0, export.stderr
+    assert "nerfstudio export of" in export.stdout

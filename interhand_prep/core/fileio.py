@@ -12,6 +12,7 @@ import contextlib
 import errno
 import io
 import os
+import re
 import tempfile
 from pathlib import Path
 from typing import Any, Iterator
@@ -161,11 +162,36 @@ def relative_symlink(target: Path, link: Path) -> None:
     os.symlink(os.path.relpath(target, link.parent), link)
 
 
+def _exchange(a: Path, b: Path) -> bool:
+    """Swap two existing paths in one step (Linux renameat2 RENAME_EXCHANGE); False where the
+    system or file system cannot."""
+    import ctypes
+
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        renameat2 = libc.renameat2
+    except (OSError, AttributeError):
+        return False
+    at_fdcwd, rename_exchange = -100, 2
+    if renameat2(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), rename_exchange) == 0:
+        return True
+    error = ctypes.get_errno()
+    if error in (errno.EINVAL, errno.ENOSYS, errno.EPERM):
+        return False
+    raise OSError(error, os.strerror(error), str(b))
+
+
+def swap_temporary_pattern(dest: Path) -> re.Pattern:
+    """The names of folder_swap's temporary folders for `dest` (and no other destination's)."""
+    return re.compile(rf"^\.{re.escape(Path(dest).name)}\.(?:[a-z0-9_]{{8}}|old-\d+){re.escape(TEMPORARY_SUFFIX)}$")
+
+
 @contextlib.contextmanager
 def folder_swap(dest: Path) -> Iterator[Path]:
     """Build a folder under a hidden temporary name beside `dest`; when the block succeeds it takes
-    `dest`'s place (an existing one is moved aside first, then deleted), so `dest` is never half
-    old and half new. The folder gets the umask's mode (mkdtemp would give 0700)."""
+    `dest`'s place in one step (the two are exchanged, then the old one is deleted), so `dest` is
+    never half old and half new, nor missing. The folder gets the umask's mode (mkdtemp would
+    give 0700)."""
     import shutil
 
     dest = Path(dest)
@@ -175,11 +201,13 @@ def folder_swap(dest: Path) -> Iterator[Path]:
     old = dest.parent / f".{dest.name}.old-{os.getpid()}{TEMPORARY_SUFFIX}"
     try:
         yield tmp
-        if dest.exists() or dest.is_symlink():
+        if not (dest.exists() or dest.is_symlink()):
+            os.replace(tmp, dest)
+        elif not _exchange(tmp, dest):  # where the kernel cannot exchange: a short gap without dest
             os.replace(dest, old)
-        os.replace(tmp, dest)
+            os.replace(tmp, dest)
     finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+        shutil.rmtree(tmp, ignore_errors=True)  # after an exchange: the old folder
         shutil.rmtree(old, ignore_errors=True)
 
 

@@ -28,17 +28,20 @@ from .. import __version__
 from ..core.cameras import CameraSet
 from ..core.dataset import image_size
 from ..core.errors import InputError
-from ..core.fileio import TEMPORARY_SUFFIX, folder_swap, relative_symlink, write_text
+from ..core.fileio import folder_swap, relative_symlink, swap_temporary_pattern, write_text
 from ..core.layout import ExportLayout, SequenceLayout, decode_depth
 from ..core.locking import sequence_lock
 from ..core.manifest import Manifest, digest
 from ..core.options import ExportOptions, from_args
 from ..core.selection import SequenceSelector
+from .render_mesh import outdated_render
 from ..core.trainer_formats import MM_PER_M, easymocap_extri, easymocap_intri, nerfstudio_transforms, transforms_text
 
 log = logging.getLogger(__name__)
 STAGE = "export"
 NEEDED_STAGES = ("get_annots", "render_mesh")
+# part of every export's recipe: a change of what an export writes makes earlier exports stale
+EXPORT_FORMAT_VERSION = 1
 # the parts of a stage record that say when, not what: left out of the source digest
 _WHEN = ("started", "finished", "seconds")
 
@@ -84,6 +87,13 @@ class ExportResult:
 def finished_sequence(layout: SequenceLayout) -> SequenceViews:
     """The sequence as get_annots and render_mesh left it; one-line InputError naming what is missing."""
     root = layout.root
+    if not root.is_dir():
+        import difflib
+
+        siblings = sorted(p.name for p in root.parent.iterdir() if p.is_dir()) if root.parent.is_dir() else []
+        close = difflib.get_close_matches(root.name, siblings, n=3)
+        raise InputError(f"{root}: no such sequence folder" + (f" (closest: {', '.join(close)})" if close else
+                         "; check --capture, --seq, --split, --basedir and --out-root"))
     if not layout.annots.is_file():
         raise InputError(f"{root}: not processed ({layout.annots.name} is missing); run get_annots.py and "
                          "render_mesh.py (or process.sh) on it first")
@@ -115,14 +125,29 @@ def finished_sequence(layout: SequenceLayout) -> SequenceViews:
         raise InputError(f"{missing[0]}: missing ({len(missing)} image, mask or depth file(s) of the sequence are); "
                          "rerun process.sh on it")
     sizes = [image_size(layout.image(cam, frames[0])) for cam in cams]
+    processed = tuple((manifest.stage("get_annots").get("result") or {}).get("hands") or layout.hands_present())
+    outdated = outdated_render(layout, sizes, processed)
+    if outdated:
+        raise InputError(f"{root}: its masks and depth maps are out of date ({outdated}); run render_mesh.py on it")
     records = {s: {k: v for k, v in manifest.stage(s).items() if k not in _WHEN} for s in NEEDED_STAGES}
     source = digest(json.dumps(records, sort_keys=True).encode(), json.dumps(sizes).encode())
     return SequenceViews(layout, cameras, frames, sizes, depth_format, source)
 
 
 def _recipe(source: SequenceViews, options: ExportOptions) -> dict:
-    return {"format": options.format, "copy": options.copy, "source": str(source.layout.root),
+    return {"version": EXPORT_FORMAT_VERSION, "format": options.format, "copy": options.copy,
+            "source": str(source.layout.root),
             "source_digest": source.source_digest}
+
+
+def expected_files(source: SequenceViews, out: ExportLayout, export_format: str) -> list[Path]:
+    """Every file an export of `source` in `export_format` consists of (export.json aside)."""
+    files = [out.transforms_json] if export_format == "nerfstudio" else [out.intri_yml, out.extri_yml]
+    with_depth = export_format == "nerfstudio" and source.depth_format != "none"
+    for cam in source.cameras.ids:
+        for frame in source.frames:
+            files += [out.image(cam, frame), out.mask(cam, frame)] + ([out.depth(cam, frame)] if with_depth else [])
+    return files
 
 
 def _read_marker(dest: Path) -> dict | None:
@@ -194,8 +219,9 @@ WRITERS = {"nerfstudio": _nerfstudio, "easymocap": _easymocap}
 
 def _remove_leftovers(dest: Path) -> None:
     """The temporary folders of an export that was killed before its rename."""
-    for path in dest.parent.glob(f".{dest.name}.*{TEMPORARY_SUFFIX}"):
-        if path.is_dir() and not path.is_symlink():
+    pattern = swap_temporary_pattern(dest)
+    for path in dest.parent.iterdir() if dest.parent.is_dir() else ():
+        if pattern.match(path.name) and path.is_dir() and not path.is_symlink():
             shutil.rmtree(path, ignore_errors=True)
 
 
@@ -210,8 +236,9 @@ def export(sel: SequenceSelector, options: ExportOptions, progress: bool = True)
     result = ExportResult(dest, options.format, len(source.cameras.ids), len(source.frames), options.copy,
                           options.format == "nerfstudio" and source.depth_format != "none")
     marker = _check_destination(dest)
-    if marker is not None and marker.get("recipe") == _recipe(source, options):
-        result.up_to_date = True
+    if (marker is not None and marker.get("recipe") == _recipe(source, options)
+            and all(path.exists() for path in expected_files(source, ExportLayout(dest), options.format))):
+        result.up_to_date = True  # (exists() follows the links: a link whose target went is missing)
         return result
     with sequence_lock(layout.root):
         source = finished_sequence(layout)  # again, under the lock: no stage changes it meanwhile

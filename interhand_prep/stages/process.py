@@ -11,6 +11,7 @@ import argparse
 import difflib
 import fcntl
 import os
+import shlex
 import subprocess
 import sys
 import time
@@ -151,7 +152,7 @@ def _location_flags(args) -> str:
     flags = [("--split", args.split, "train"), ("--out-root", args.out_root, None)]
     if Path(args.basedir).resolve() != DEFAULT_BASEDIR.resolve():
         flags.append(("--basedir", args.basedir, None))
-    return "".join(f" {flag} {value}" for flag, value, default in flags if value != default)
+    return "".join(f" {flag} {shlex.quote(str(value))}" for flag, value, default in flags if value != default)
 
 
 def main(args) -> int:
@@ -194,7 +195,8 @@ def main(args) -> int:
         root = base.replace(seq=seqs[0]).layout.root
         print(f"\nDemo done. Look at:\n  {root}/  (annots.npy, params/, vertices/, lbs/, mask/, depth/, prep.json)\n"
               f"  {gifs[0].parent.parent}/  ({len(gifs)} GIFs, masks tinted over the images)\n"
-              f"For nerfstudio or EasyMocap: interhand-prep export --capture {args.capture} --seq {seqs[0]} "
-              f"--format {{nerfstudio,easymocap}}{_location_flags(args)}")
+              f"To export a sequence for nerfstudio (or EasyMocap, with --format easymocap):\n"
+              f"  interhand-prep export --capture {args.capture} --seq {shlex.quote(seqs[0])} --format nerfstudio"
+              f"{_location_flags(args)}")
     return 1 if failed else 0
 

@@ -139,6 +139,31 @@ def _camera_digest(cam: gl_renderer.ViewCamera) -> str:
                   np.asarray(cam.T, dtype=np.float64).tobytes(), f"{cam.width}x{cam.height}".encode())
 
 
+def outdated_render(layout: SequenceLayout, sizes: list[tuple[int, int]], hands: tuple[str, ...]) -> str | None:
+    """Why the masks and depth maps recorded in the manifest do not belong to the sequence's
+    current cameras (annots.npy, image sizes) and meshes (vertices/ of `hands`, the hands
+    get_annots processed); None when they do. For the consumers of finished sequences (export):
+    the same digests as the stage's own staleness rule. A hand that render_mesh posed from the
+    annotations (not processed by get_annots) cannot be checked here; only the cameras are then."""
+    record = Manifest.read(layout.root).stage(STAGE) or {}
+    cameras = layout.read_cameras()
+    old_cams = record.get("cameras") or {}
+    for c, cam in enumerate(cameras.ids):
+        view = gl_renderer.ViewCamera(cam, cameras.K[c], cameras.R[c], cameras.T[c].reshape(3), *sizes[c])
+        if old_cams.get(cam) != _camera_digest(view):
+            return f"camera {cam} changed since render_mesh ran"
+    drawn = ((record.get("result") or {}).get("hands_drawn") or {})
+    if any(count and hand not in hands for hand, count in drawn.items()):
+        return None
+    old_frames = record.get("frames") or {}
+    for frame in layout.read_frames():
+        meshes = {h: layout.read_vertices(layout.vertices(h, frame)) for h in hands
+                  if layout.vertices(h, frame).is_file()}
+        if old_frames.get(str(frame)) != _frame_digest(meshes):
+            return f"the hand meshes of frame {frame} changed since render_mesh ran"
+    return None
+
+
 # ---------------------------------------------------------------------------------------------
 # Rendering work (in this process, or in spawned workers)
 
