@@ -218,7 +218,7 @@ def _assert_processed_sequence(root: Path, hands: tuple[str, ...], mano_dir: Pat
 @pytest.fixture
 def helpers(request) -> SimpleNamespace:
     """selector, run_stages (all stages in-process, one render worker), output_files, state,
-    script, assert_processed_sequence."""
+    script, assert_processed_sequence, copy_capture (a private copy of a generated capture)."""
 
     def run_stages(sel: SequenceSelector, opts=None):
         from interhand_prep.stages import pipeline
@@ -231,4 +231,4 @@ def helpers(request) -> SimpleNamespace:
         return report
 
     return SimpleNamespace(selector=_selector, run_stages=run_stages, output_files=_output_files, state=_state,
-                           script=_script, assert_processed_sequence=_assert_processed_sequence)
+                           script=_script, assert_processed_sequence=_assert_processed_sequence, copy_capture=_copy)

@@ -4,7 +4,6 @@ process, Ctrl-C, two runs on one sequence, a full disk; check_seq without option
 from __future__ import annotations
 
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -58,10 +57,8 @@ def capture(tmp_path_factory):
 
 
 @pytest.fixture
-def data(capture, tmp_path):
-    shutil.copytree(capture / "IH", tmp_path / "IH")
-    shutil.copytree(capture / "mano", tmp_path / "mano")
-    return tmp_path
+def data(capture, tmp_path, helpers):
+    return helpers.copy_capture(capture, tmp_path)
 
 
 def slow_env(capture: Path, seconds: float = 0.1) -> dict:

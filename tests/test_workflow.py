@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -45,10 +44,8 @@ def small_capture(tmp_path_factory, gl_platform):
 
 
 @pytest.fixture
-def work(small_capture, tmp_path):
-    shutil.copytree(small_capture / "IH", tmp_path / "IH")
-    shutil.copytree(small_capture / "mano", tmp_path / "mano")
-    return tmp_path
+def work(small_capture, tmp_path, helpers):
+    return helpers.copy_capture(small_capture, tmp_path)
 
 
 def process(work: Path, *extra: str, env: dict | None = None) -> subprocess.CompletedProcess:
@@ -111,10 +108,8 @@ def test_slurm_array_index_picks_one_sequence(work):
     assert bad.returncode == 2 and "outside the 2 sequences" in bad.stderr
 
 
-def test_resume_after_a_kill_gives_identical_outputs(work, small_capture, tmp_path_factory):
-    reference = tmp_path_factory.mktemp("reference")
-    shutil.copytree(small_capture / "IH", reference / "IH")
-    shutil.copytree(small_capture / "mano", reference / "mano")
+def test_resume_after_a_kill_gives_identical_outputs(work, small_capture, tmp_path_factory, helpers):
+    reference = helpers.copy_capture(small_capture, tmp_path_factory.mktemp("reference"))
     assert process(reference, SEQS[1]).returncode == 0
 
     # start a run and SIGKILL its whole process group once some masks exist
