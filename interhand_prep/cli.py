@@ -45,6 +45,8 @@ def run_main(parser: argparse.ArgumentParser, body: Callable[[argparse.Namespace
              argv: Sequence[str] | None = None) -> int:
     """Parse, run `body`, and turn an InputError or OSError into one line on stderr and exit status 2."""
     args = parser.parse_args(argv)
+    if getattr(args, "quiet", True) is False and not sys.stderr.isatty():
+        args.quiet = True  # progress bars only on a terminal: in a log file they are carriage-return noise
     debug = getattr(args, "debug", False)
     logging.basicConfig(level=logging.DEBUG if debug else logging.INFO, format="%(levelname)s: %(message)s")
     prog = parser.prog

@@ -193,7 +193,7 @@ def main(args) -> int:
         gifs = make_capture_gifs(args.basedir, args.split, args.capture, out_root=args.out_root, overlay=True,
                                  progress=not args.quiet)
         root = base.replace(seq=seqs[0]).layout.root
-        print(f"\nDemo done. Look at:\n  {root}/  (annots.npy, params/, vertices/, lbs/, mask/, depth/, prep.json)\n"
+        print(f"\nDemo done. Look at:\n  {root}/  (annots.npy, cams.txt, frames.txt, params/, vertices/, lbs/, mask/, depth/, fit_quality.csv, prep.json)\n"
               f"  {gifs[0].parent.parent}/  ({len(gifs)} GIFs, masks tinted over the images)\n"
               f"To export a sequence for nerfstudio (or EasyMocap, with --format easymocap):\n"
               f"  interhand-prep export --capture {args.capture} --seq {shlex.quote(seqs[0])} --format nerfstudio"
