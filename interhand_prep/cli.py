@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 from .core.constants import DEFAULT_BASEDIR, SPLITS
-from .core.errors import InputError
+from .core.errors import InputError, Stopped, stop_on_sigterm
 from .core.options import (DEFAULT_PADDING, DEFAULT_VOXEL_SIZE, DEPTH_FORMATS, AnnotsOptions, BlendWeightOptions, ExportOptions, RenderOptions, add_to_parser,
                            non_negative_float, non_negative_int, positive_float)
 from .core.selection import SequenceSelector, add_selector_options
@@ -50,6 +50,7 @@ def run_main(parser: argparse.ArgumentParser, body: Callable[[argparse.Namespace
     debug = getattr(args, "debug", False)
     logging.basicConfig(level=logging.DEBUG if debug else logging.INFO, format="%(levelname)s: %(message)s")
     prog = parser.prog
+    stop_on_sigterm()  # scancel or a Slurm time limit stops like Ctrl-C: workers finish, the journal stays
     try:
         return int(body(args) or 0)
     except InputError as exc:
@@ -63,8 +64,9 @@ def run_main(parser: argparse.ArgumentParser, body: Callable[[argparse.Namespace
         where = f"{exc.filename}: " if getattr(exc, "filename", None) else ""
         print(f"{prog}: error: {where}{exc.strerror or exc}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print(f"{prog}: interrupted; finished files are complete, rerun to do the rest", file=sys.stderr)
+    except KeyboardInterrupt as exc:
+        what = "stopped by a signal" if isinstance(exc, Stopped) else "interrupted"
+        print(f"{prog}: {what}; finished files are complete, rerun to do the rest", file=sys.stderr)
         return 130
 
 
@@ -109,6 +111,9 @@ def check_seq_parser(prog: str, summary: str) -> argparse.ArgumentParser:
                         help=f"grid margin in metres (default: as recorded, else {DEFAULT_PADDING})")
     parser.add_argument("--depth-format", "--depth_format", dest="depth_format", default=None, choices=DEPTH_FORMATS,
                         help="depth files to expect (default: as recorded, else npy)")
+    parser.add_argument("--no-mano", "--no_mano", dest="no_mano", action="store_true",
+                        help="skip the checks that need the MANO model (params identity, vertex count, mask labels); "
+                             "without it, MANO files that are missing, moved or changed since processing are a problem")
     parser.add_argument("--debug", action="store_true", help="show tracebacks for input errors")
     return parser
 

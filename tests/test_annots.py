@@ -156,9 +156,9 @@ def test_rerun_skips_and_overwrite_redoes(capture):
     first = annots.run(sel, progress=False)
     stamp = sel.layout.annots.stat().st_mtime_ns
     again = annots.run(sel, progress=False)
-    assert again.skipped and again.frames == first.frames and sel.layout.annots.stat().st_mtime_ns == stamp
+    assert again.up_to_date and again.frames == first.frames and sel.layout.annots.stat().st_mtime_ns == stamp
     redo = annots.run(sel.replace(overwrite=True), progress=False)
-    assert not redo.skipped and redo.frames == first.frames
+    assert not redo.up_to_date and redo.frames == first.frames
     # recomputed, but identical bytes are not rewritten
     assert redo.written == 0 and sel.layout.annots.stat().st_mtime_ns == stamp
     assert not list(sel.layout.root.rglob("*.tmp")) and not (sel.layout.root / ".lock").exists()

@@ -230,14 +230,13 @@ def test_a_refused_run_leaves_the_running_ones_files_alone(gl_platform, data, ca
 def test_a_full_disk_is_one_line_naming_the_file(data, monkeypatch, capsys):
     from interhand_prep.core import fileio
 
-    real = fileio._temporary_beside
+    real = fileio._open_temporary
 
-    def full_disk(path):
-        fd, tmp = real(path)
-        os.close(fd)
-        return os.open("/dev/full", os.O_WRONLY), tmp  # every write: ENOSPC
+    def full_disk(tmp):
+        os.close(real(tmp))
+        return os.open("/dev/full", os.O_WRONLY)  # every write: ENOSPC
 
-    monkeypatch.setattr(fileio, "_temporary_beside", full_disk)
+    monkeypatch.setattr(fileio, "_open_temporary", full_disk)
     argv = ["--capture", "0", "--seq", TWO, "--basedir", str(data / "IH"), "--mano-dir", str(data / "mano"), "--quiet"]
     status = run_script("get-annots", argv)
     err = capsys.readouterr().err.strip()

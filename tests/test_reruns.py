@@ -33,7 +33,7 @@ def data(tiny):
 
 
 VOLATILE = {"annotations", "images", "links_to",  # identities of the copied dataset, and where it is
-            "views_rendered"}                       # work done, which differs by design
+            "views_rendered", "views_resumed", "views_rendered_twice"}  # work done, which differs by design
 
 
 def manifest_content(root: Path) -> dict:
@@ -196,16 +196,21 @@ def test_a_bad_manifest_is_reported_and_makes_stages_stale(helpers, data, damage
                 "older format": "format version 0", "edited": "edited by hand"}[damage]
     assert expected in manifest.problem
     result = annots.run(sel, progress=False)
-    assert not result.skipped and expected in result.reason
+    assert not result.up_to_date and expected in result.reason
     helpers.run_stages(sel)
     assert helpers.output_files(sel.layout.root) == outputs  # redone, the same bytes
     assert Manifest.read(sel.layout.root).problem is None
 
 
-def test_an_interrupted_stage_is_not_recorded_as_done(helpers, data, monkeypatch):
+def test_a_stage_that_fails_while_writing_keeps_the_last_record_and_is_redone(helpers, data, monkeypatch):
+    """A run that fails after it began writing cannot leave the folder as it was: the last good
+    run's record stays (check-seq and export still know what was processed), the journal marks
+    the stage unfinished, and the next run redoes every unit the failed run may have touched."""
     sel = helpers.selector(data, hand_type="both")
     helpers.run_stages(sel)
     from interhand_prep.stages import prepare_blend_weights as blend_weights
+
+    before = Manifest.read(sel.layout.root).stage("prepare_blend_weights")
 
     def broken(*args, **kwargs):
         raise OSError(28, "No space left on device", "somewhere")
@@ -213,10 +218,14 @@ def test_an_interrupted_stage_is_not_recorded_as_done(helpers, data, monkeypatch
     monkeypatch.setattr(blend_weights, "frame_grids_of", broken)
     with pytest.raises(OSError):
         blend_weights.run(sel, BlendWeightOptions(voxel_size=0.04), progress=False)
-    assert Manifest.read(sel.layout.root).stage("prepare_blend_weights") is None
+    assert Manifest.read(sel.layout.root).stage("prepare_blend_weights") == before
+    assert sel.layout.progress("prepare_blend_weights").is_file()
     monkeypatch.undo()
     result = blend_weights.run(sel, BlendWeightOptions(), progress=False)
-    assert "has not run here before" in result.reason
+    frames = len(sel.layout.read_frames())
+    assert "interrupted" in result.reason and result.written == {"right": frames, "left": frames}
+    assert not sel.layout.progress("prepare_blend_weights").exists()
+    assert blend_weights.run(sel, BlendWeightOptions(), progress=False).up_to_date
 
 
 # ---------------------------------------------------------------------------------------------

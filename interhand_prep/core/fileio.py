@@ -33,10 +33,19 @@ FILE_MODE = 0o666 & ~UMASK
 TEMPORARY_SUFFIX = ".tmp"
 
 
-def _temporary_beside(path: Path) -> tuple[int, Path]:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=TEMPORARY_SUFFIX)
-    os.fchmod(fd, FILE_MODE)  # mkstemp gives 0600; outputs must be as readable as the umask allows
-    return fd, Path(tmp)
+def _temporary_name(path: Path) -> Path:
+    """A fresh hidden name beside `path` (".<name>.<random>.tmp"), chosen before anything is
+    created, so that cleanup knows it whenever an interrupt comes."""
+    import secrets
+
+    return path.parent / f".{path.name}.{secrets.token_hex(4)}{TEMPORARY_SUFFIX}"
+
+
+def _open_temporary(tmp: Path) -> int:
+    """Create `tmp` (it must not exist) for writing, with the mode the umask asks for."""
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    os.fchmod(fd, FILE_MODE)  # outputs must be as readable as the umask allows
+    return fd
 
 
 def _with_filename(exc: OSError, path: Path) -> OSError:
@@ -52,9 +61,9 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = _temporary_beside(path)
-    os.close(fd)
+    tmp = _temporary_name(path)
     try:
+        os.close(_open_temporary(tmp))
         yield tmp
         os.chmod(tmp, FILE_MODE)  # whatever wrote it may have replaced the file
         os.replace(tmp, path)
@@ -84,15 +93,12 @@ def write_bytes(path: str | os.PathLike, data: bytes | memoryview) -> bool:
         if path.stat().st_mode & 0o777 != FILE_MODE and os.access(path, os.W_OK):
             os.chmod(path, FILE_MODE)  # written by an older version with mode 0600
         return False
+    # the temporary's name is known before it exists: a Ctrl-C at any point leaves nothing behind
+    tmp = _temporary_name(path)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = _temporary_beside(path)
-    except OSError as exc:
-        raise _with_filename(exc, path) from None
-    try:
-        view = memoryview(data)
-        with os.fdopen(fd, "wb") as f:
-            f.write(view)
+        with os.fdopen(_open_temporary(tmp), "wb") as f:
+            f.write(memoryview(data))
         os.replace(tmp, path)
     except OSError as exc:
         raise _with_filename(exc, path) from None

@@ -70,17 +70,55 @@ class ViewCamera:
 CROP_MARGIN = 2  # pixels around the projected vertices' box
 
 
-def crop_boxes(cameras: CameraSet, sizes: np.ndarray, vertices_m: np.ndarray) -> np.ndarray:
-    """Pixel boxes to draw: cameras (C), sizes Cx2 (w, h), vertices Px3 world metres
+def crop_boxes(pixels: np.ndarray, depth_mm: np.ndarray, sizes: np.ndarray) -> np.ndarray:
+    """Pixel boxes to draw: projected vertices CxPx2 (px) with their depth CxP (mm), sizes Cx2 (w, h)
     -> Cx4 int (x0, y0, x1, y1), the whole image where a vertex is not in front of the camera,
     an empty box (x1 <= x0) where no vertex projects into the image's neighbourhood."""
-    pixels, depth = cameras.project(np.asarray(vertices_m, dtype=np.float64) * 1000.0)
     lo = np.floor(pixels.min(axis=1)) - CROP_MARGIN
     hi = np.ceil(pixels.max(axis=1)) + 1 + CROP_MARGIN
     boxes = np.concatenate([np.maximum(lo, 0), np.minimum(hi, sizes)], axis=1)
-    behind = (depth <= Z_NEAR * 1000.0).any(axis=1)
+    behind = (depth_mm <= Z_NEAR * 1000.0).any(axis=1)
     boxes[behind] = np.concatenate([np.zeros((int(behind.sum()), 2)), sizes[behind]], axis=1)
     return boxes.astype(np.int64)
+
+
+# The label check of every rendered view (`HandViewRenderer.label_problem`): a vertex is seen when
+# its pixel shows a surface at most this far in front of it (metres); a hand with this many seen
+# vertices must carry its own label on most of them.
+SEEN_TOLERANCE_M = 0.005
+MIN_SEEN_VERTICES = 20
+MIN_OWN_LABEL_SHARE = 0.5
+
+
+def label_problem(mask: np.ndarray, depth: np.ndarray, projected: dict[str, tuple[np.ndarray, np.ndarray]]) -> str | None:
+    """Why a rendered view's labels cannot be right, or None: a CPU check independent of the GL
+    pipeline's colours.
+
+    mask (H, W) uint8 MASK_LABELS, depth (H, W) float32 metres (0 = no hand);
+    projected {hand: (pixels Vx2, z V metres)}: the hand's vertices projected into this view.
+    A vertex is seen when its pixel (nearest pixel centre) shows a hand surface no more than
+    SEEN_TOLERANCE_M in front of it. Where the hands touch, seen vertices of one hand can show the
+    other's label, so the rule is a majority: a hand with MIN_SEEN_VERTICES seen vertices must
+    carry its label on at least MIN_OWN_LABEL_SHARE of them (a hand drawn with the other's colour
+    carries it on none).
+    """
+    height, width = mask.shape
+    for hand, (pixels, z) in projected.items():
+        col = np.rint(pixels[:, 0]).astype(np.int64)
+        row = np.rint(pixels[:, 1]).astype(np.int64)
+        inside = (col >= 0) & (col < width) & (row >= 0) & (row < height) & (z > 0)
+        col, row, z = col[inside], row[inside], z[inside]
+        surface = depth[row, col]
+        seen = (surface > 0) & (z <= surface + SEEN_TOLERANCE_M)
+        count = int(seen.sum())
+        if count < MIN_SEEN_VERTICES:
+            continue
+        own = int((mask[row[seen], col[seen]] == MASK_LABELS[hand]).sum())
+        if own < MIN_OWN_LABEL_SHARE * count:
+            found = {int(v): int(n) for v, n in zip(*np.unique(mask[row[seen], col[seen]], return_counts=True))}
+            return (f"{own} of the {hand} hand's {count} visible vertices carry its label {MASK_LABELS[hand]} "
+                    f"(labels there: {found})")
+    return None
 
 
 class HandViewRenderer:
@@ -122,6 +160,7 @@ class HandViewRenderer:
             group = [self.cameras[c] for c in entry["ids"]]
             entry["rig"] = CameraSet([c.cam_id for c in group], np.stack([c.K for c in group]),
                                      np.stack([c.R for c in group]), np.stack([np.asarray(c.T).reshape(3) for c in group]))
+            entry["index"] = {cam_id: k for k, cam_id in enumerate(entry["ids"])}
         first = next(iter(self._by_size))
         self._offscreen = pyrender.OffscreenRenderer(*first)
         # OSMesa draws into a fixed buffer, so a smaller viewport costs nothing to set up; EGL's
@@ -133,9 +172,6 @@ class HandViewRenderer:
     def sizes(self) -> list[tuple[int, int]]:
         """Image sizes (width, height) of the cameras, each with its own scene and renderer."""
         return list(self._by_size)
-
-    def cameras_of_size(self, size: tuple[int, int]) -> list[str]:
-        return list(self._by_size[size]["nodes"])
 
     def set_hands(self, size: tuple[int, int], meshes: dict[str, tuple[np.ndarray, np.ndarray]]) -> None:
         """Put the frame's hands into the scene of one image size; hands not given are removed.
@@ -157,12 +193,27 @@ class HandViewRenderer:
             primitive = pyrender.Primitive(positions=np.asarray(vertices, dtype=np.float32),
                                            indices=both_sides, mode=pyrender.GLTF.TRIANGLES)
             entry["hands"][hand] = scene.add(pyrender.Mesh([primitive]))
+        # every hand's vertices projected into every camera of this size, once per frame: for the
+        # crop boxes and for the label check of each view
+        rig = entry["rig"]
+        entry["projected"] = {}
+        for hand, (vertices, _) in meshes.items():
+            pixels, z_mm = rig.project(np.asarray(vertices, dtype=np.float64) * 1000.0)
+            entry["projected"][hand] = (pixels, z_mm / 1000.0)
         if meshes and self.crops:
-            vertices = np.concatenate([np.asarray(v, dtype=np.float64) for v, _ in meshes.values()])
+            pixels = np.concatenate([p for p, _ in entry["projected"].values()], axis=1)
+            z = np.concatenate([d for _, d in entry["projected"].values()], axis=1) * 1000.0
             sizes = np.tile(np.array(size, dtype=np.float64), (len(entry["ids"]), 1))
-            entry["boxes"] = dict(zip(entry["ids"], crop_boxes(entry["rig"], sizes, vertices)))
+            entry["boxes"] = dict(zip(entry["ids"], crop_boxes(pixels, z, sizes)))
         else:
             entry["boxes"] = {}
+
+    def label_problem(self, cam_id: str, mask: np.ndarray, depth: np.ndarray) -> str | None:
+        """`label_problem` of a view just rendered from `cam_id` with the current hands."""
+        cam = self.cameras[cam_id]
+        entry = self._by_size[(cam.width, cam.height)]
+        c = entry["index"][cam_id]
+        return label_problem(mask, depth, {hand: (p[c], z[c]) for hand, (p, z) in entry.get("projected", {}).items()})
 
     def render(self, cam_id: str) -> tuple[np.ndarray, np.ndarray]:
         """-> mask uint8 (H, W) with MASK_LABELS, depth float32 (H, W) metres (0 = no hand)."""

@@ -13,6 +13,7 @@ A processed sequence folder (the output contract the trainers read):
     mask/cam<id>/image<frame>.png    hand masks (render_mesh.py): MASK_LABELS
     depth/cam<id>/image<frame>.npy   depth maps (render_mesh.py), or .png with --depth-format png16
     prep.json                        the provenance manifest (see manifest.py)
+    .<stage>.progress                the units an unfinished run of a stage completed (stages/base.py)
     export/<format>/                 the sequence in another trainer's layout (export.py; ExportLayout)
 
 Outside the sequence folders: GIF previews (<root>/gif/...), merged sequences (<root>/merge/<name>)
@@ -187,6 +188,10 @@ class SequenceLayout:
     @property
     def manifest(self) -> Path:
         return self.root / MANIFEST_NAME
+
+    def progress(self, stage: str) -> Path:
+        """.<stage>.progress: the journal of a stage's unfinished run (stages/base.py)."""
+        return self.root / f".{check_name(stage, 'stage')}.progress"
 
     def figure(self, name: str) -> Path:
         """figures/<name>: the notebooks' figures of this sequence (PNG)."""

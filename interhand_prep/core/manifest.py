@@ -34,6 +34,11 @@ FORMAT_VERSION = 1
 STAGE_NAMES = ("get_annots", "prepare_blend_weights", "render_mesh")
 
 
+def _stage_order(name: str) -> tuple[int, str]:
+    """Records in pipeline order (known stages first), then by name."""
+    return (STAGE_NAMES.index(name) if name in STAGE_NAMES else len(STAGE_NAMES), name)
+
+
 def _checksum(data: dict) -> str:
     body = {k: v for k, v in data.items() if k != "checksum"}
     return hashlib.sha256(json.dumps(body, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
@@ -79,16 +84,9 @@ class Manifest:
         self.stages[name] = record
         self._write()
 
-    def drop(self, name: str) -> None:
-        """Remove a stage's record (before the stage rewrites its outputs: an interrupted run then
-        leaves the stage unrecorded, hence stale)."""
-        if name in self.stages:
-            del self.stages[name]
-            self._write()
-
     def _write(self) -> None:
         data = {"format": FORMAT, "version": FORMAT_VERSION, "package_version": __version__,
-                "stages": {k: self.stages[k] for k in STAGE_NAMES if k in self.stages}}
+                "stages": dict(sorted(self.stages.items(), key=lambda item: _stage_order(item[0])))}
         data["checksum"] = _checksum(data)
         write_text(self.path, json.dumps(data, indent=1) + "\n")
         self.problem = None

@@ -4,6 +4,8 @@ Reruns follow the manifest (manifest.py): the stage does nothing when its recipe
 MANO files, annotation files, image listing) equals the recorded one and every output exists.
 Otherwise it recomputes, writes only the files whose bytes change, and removes the outputs a fresh
 run with the new options would not have (frames no longer kept, hands no longer requested).
+Everything that can refuse (no frame left, bad annotations, a missing model) is decided before
+the first write, so a refused run leaves the folder and its manifest as they were (base.py).
 """
 
 from __future__ import annotations
@@ -23,13 +25,14 @@ from ..core.dataset import InterHandDataset, SequenceImages, probe_image
 from ..core.errors import InputError
 from ..core.fit_quality import REGRESSOR_NAME, error_statistics, fit_errors, load_joint_regressor, regress_joints
 from ..core.fileio import remove_files
-from ..core.locking import sequence_lock
 from ..core.layout import SequenceLayout
-from ..core.manifest import Manifest, file_identity, file_sha256, stage_record
+from ..core.manifest import file_identity, file_sha256
 from ..core.mano import canonical_params, easymocap_params, forward, load_mano_model, model_filename
 from ..core.constants import HANDS
 from ..core.options import AnnotsOptions, from_args, recipe as options_recipe
+from ..core.processed import mano_files
 from ..core.selection import SequenceSelector, selector_from_args
+from .base import Plan, Previous, Stage, join_reasons, run_stage, unit_digest
 
 STAGE = "get_annots"
 log = logging.getLogger(__name__)
@@ -46,16 +49,18 @@ class AnnotsResult:
     cameras_without_images: list[str] = field(default_factory=list)
     frames: list[int] = field(default_factory=list)
     dropped_frames: dict[int, str] = field(default_factory=dict)
-    skipped: bool = False
+    up_to_date: bool = False
     reason: str = ""
+    resumed: int = 0
     written: int = 0
     removed: int = 0
     hand_frames: dict[str, int] = field(default_factory=dict)  # auto: frames with MANO per hand
     fit_rows: list | None = None  # fit_quality.csv rows; None without regressor or joint annotations
+    left_fix: bool | None = None  # whether the left model's shapedirs column was negated (None: no left hand)
     seconds: float = 0.0
 
     def summary(self) -> str:
-        if self.skipped:
+        if self.up_to_date:
             return (f"{self.layout.root}: annotations up to date ({len(self.frames)} frames, "
                     f"{len(self.cameras)} cameras, {' and '.join(self.hands)} hand"
                     f"{'s' if len(self.hands) > 1 else ''}); nothing to do")
@@ -176,12 +181,6 @@ def regressor_path(sel: SequenceSelector, opts: AnnotsOptions) -> Path:
     return Path(opts.joint_regressor) if opts.joint_regressor else Path(sel.mano_dir) / REGRESSOR_NAME
 
 
-def mano_files(mano_dir: Path, hands: tuple[str, ...]) -> list[Path]:
-    """The model files a run on `hands` reads (the left model is checked against the right one)."""
-    names = {model_filename(h) for h in hands} | ({model_filename("right")} if "left" in hands else set())
-    return [Path(mano_dir) / n for n in sorted(names, reverse=True)]
-
-
 def _recipe(sel: SequenceSelector, opts: AnnotsOptions, ds: InterHandDataset, images: SequenceImages,
             hands: tuple[str, ...]) -> tuple[dict, dict]:
     """(recipe, inputs) of a run: the recipe holds what decides the outputs, inputs the paths."""
@@ -226,77 +225,72 @@ def _missing_outputs(layout: SequenceLayout, hands: tuple[str, ...]) -> str | No
     return None
 
 
-def processed_hands(sel: SequenceSelector) -> tuple[str, ...]:
-    """The hands a later stage works on: those get_annots processed (recorded in the manifest, or
-    with params folders) for --hand-type auto; else the requested ones, which must be among them."""
-    layout = sel.layout
-    record = Manifest.read(layout.root).stage(STAGE)
-    done = tuple(record["result"]["hands"]) if record and isinstance(record.get("result"), dict) \
-        and isinstance(record["result"].get("hands"), list) else tuple(layout.hands_present())
-    if sel.fixed_hands is None:
-        if not done:
-            raise InputError(f"{layout.root}: no processed hand (run get_annots.py first)")
-        return done
-    lacking = [h for h in sel.fixed_hands if h not in done]
-    if lacking and done:
-        raise InputError(f"{layout.root}: get_annots processed the {' and '.join(done)} hand only, not the "
-                         f"{' and '.join(lacking)}; rerun it with --hand-type {sel.hand_type}")
-    return sel.fixed_hands
+SEQUENCE_UNIT = "sequence"  # get_annots is one unit of work: an interrupted run is redone whole
+
+
+@dataclass
+class _Inputs:
+    ds: InterHandDataset
+    images: SequenceImages
+    hands: tuple[str, ...]
+    counts: dict[str, int]
+
+
+class GetAnnots(Stage):
+    name = STAGE
+
+    def check(self, sel: SequenceSelector, opts: AnnotsOptions) -> None:
+        for given, what in ((opts.cameras_csv, "camera table"), (opts.joint_regressor, "joint regressor")):
+            if given is not None and not Path(given).is_file():  # a path the user typed must exist
+                raise InputError(f"{given}: {what} not found")
+
+    def plan(self, sel: SequenceSelector, opts: AnnotsOptions, previous: Previous) -> Plan:
+        ds = InterHandDataset(sel.basedir, sel.split)
+        images = ds.sequence_images(sel.capture, sel.seq)  # a clear error first if the sequence is absent
+        mano = ds.capture_mano(sel.capture) if sel.fixed_hands is None else None
+        hands, counts = resolve_hands(sel, images, mano)
+        recipe, inputs = _recipe(sel, opts, ds, images, hands)
+        layout = sel.layout
+        reason = "--overwrite" if sel.overwrite else previous.manifest.stale_reason(STAGE, recipe)
+        if reason is None and (missing := _missing_outputs(layout, hands)):
+            reason = f"output {missing} is missing"
+        recorded = previous.record.get("result") or {}
+        if reason is None and recorded.get("fit_quality") and not layout.fit_quality.is_file():
+            reason = "output fit_quality.csv is missing"
+        reason = join_reasons(reason, "an earlier run was stopped before it finished" if previous.interrupted else None)
+        return Plan(reason, recipe, inputs, todo={SEQUENCE_UNIT: unit_digest(recipe)}, total=1,
+                    data=_Inputs(ds, images, hands, counts))
+
+    def new_result(self, sel: SequenceSelector, opts: AnnotsOptions, plan: Plan) -> AnnotsResult:
+        data: _Inputs = plan.data
+        result = AnnotsResult(layout=sel.layout, hands=data.hands, hand_frames=data.counts)
+        if plan.reason is None:
+            result.cameras, result.frames = sel.layout.read_cams(), sel.layout.read_frames()
+        return result
+
+    def prepare(self, sel: SequenceSelector, opts: AnnotsOptions, plan: Plan, result: AnnotsResult):
+        data: _Inputs = plan.data
+        return _compute(sel, opts, data.ds, data.images, data.hands, result)
+
+    def write(self, sel, opts: AnnotsOptions, plan: Plan, outputs: "_Outputs", result: AnnotsResult, done, lock,
+              progress: bool) -> None:
+        result.written, result.removed = _write_outputs(sel, outputs, progress)
+        result.cameras, result.frames = outputs.cameras.ids, outputs.frames
+        done([SEQUENCE_UNIT])
+
+    def record_result(self, plan: Plan, result: AnnotsResult) -> dict:
+        hands = plan.data.hands
+        return {"hands": list(hands), "cameras": len(result.cameras), "frames": len(result.frames),
+                "dropped_frames": len(result.dropped_frames), "dropped_cameras": len(result.dropped_cameras),
+                "fit_quality": result.fit_rows is not None, "left_fix_applied": result.left_fix}
+
+
+GET_ANNOTS = GetAnnots()
 
 
 def run(sel: SequenceSelector, opts: AnnotsOptions | None = None, progress: bool = True) -> AnnotsResult:
     """Run get_annots for one sequence (if anything is stale); see README for the outputs."""
-    start, started = time.perf_counter(), time.time()
-    opts = opts or AnnotsOptions()
-    if opts.cameras_csv is not None and not Path(opts.cameras_csv).is_file():
-        raise InputError(f"{opts.cameras_csv}: camera table not found")
-    ds = InterHandDataset(sel.basedir, sel.split)
-    images = ds.sequence_images(sel.capture, sel.seq)  # a clear error first if the sequence is absent
-    mano = ds.capture_mano(sel.capture) if sel.fixed_hands is None else None
-    hands, counts = resolve_hands(sel, images, mano)
-    recipe, inputs = _recipe(sel, opts, ds, images, hands)
-    layout = sel.layout
-
-    def reason_to_run() -> str | None:
-        if sel.overwrite:
-            return "--overwrite"
-        manifest = Manifest.read(layout.root)
-        why = manifest.stale_reason(STAGE, recipe)
-        if why is None and (missing := _missing_outputs(layout, hands)):
-            why = f"output {missing} is missing"
-        recorded = (manifest.stage(STAGE) or {}).get("result") or {}
-        if why is None and recorded.get("fit_quality") and not layout.fit_quality.is_file():
-            why = "output fit_quality.csv is missing"
-        return why
-
-    result = AnnotsResult(layout=layout, hands=hands, hand_frames=counts)
-    reason = reason_to_run()
-    if reason is None:
-        result.skipped = True
-        result.cameras, result.frames = layout.read_cams(), layout.read_frames()
-        result.seconds = time.perf_counter() - start
-        return result
-    with sequence_lock(layout.root):
-        reason = reason_to_run()  # another run may have finished it while we waited
-        if reason is None:
-            result.skipped = True
-            result.cameras, result.frames = layout.read_cams(), layout.read_frames()
-            return result
-        result.reason = reason
-        manifest = Manifest.read(layout.root)
-        manifest.drop(STAGE)  # until the outputs are complete again
-        _run(sel, opts, ds, images, hands, result, progress)
-        manifest.record(STAGE, stage_record(recipe, inputs, {
-            "hands": list(hands), "cameras": len(result.cameras), "frames": len(result.frames),
-            "dropped_frames": len(result.dropped_frames), "dropped_cameras": len(result.dropped_cameras),
-            "fit_quality": result.fit_rows is not None,
-            "left_fix_applied": _left_fix(sel.mano_dir, hands)}, started))
-    result.seconds = time.perf_counter() - start
-    return result
-
-
-def _left_fix(mano_dir: Path, hands: tuple[str, ...]) -> bool | None:
-    return load_mano_model(mano_dir, "left").left_fix if "left" in hands else None
+    return run_stage(GET_ANNOTS, sel, opts or AnnotsOptions(), progress)
 
 
 @dataclass
@@ -324,8 +318,20 @@ def _pose(models: dict, mano, frames: list[int]) -> dict[str, _Posed]:
     return posed
 
 
-def _run(sel: SequenceSelector, opts: AnnotsOptions, ds: InterHandDataset, images: SequenceImages,
-         hands: tuple[str, ...], result: AnnotsResult, progress: bool) -> None:
+@dataclass
+class _Outputs:
+    """Everything get_annots writes, computed before the first write."""
+
+    models: dict
+    posed: dict[str, _Posed]
+    cameras: object  # CameraSet of the kept cameras
+    frames: list[int]
+    images: SequenceImages
+    fit: list | None
+
+
+def _compute(sel: SequenceSelector, opts: AnnotsOptions, ds: InterHandDataset, images: SequenceImages,
+             hands: tuple[str, ...], result: AnnotsResult) -> _Outputs:
     all_cameras = ds.capture_cameras(sel.capture)
     no_params = [cam for cam in images.cameras if cam not in all_cameras.ids]
     if no_params:
@@ -376,9 +382,8 @@ def _run(sel: SequenceSelector, opts: AnnotsOptions, ds: InterHandDataset, image
         raise InputError(f"{images.folder}: no frame left for the {'+'.join(hands)} hand(s); dropped "
                          + "; ".join(f"{n} x {r}" for r, n in reasons))
     posed = {hand: p.subset(np.flatnonzero(keep)) for hand, p in posed.items()}
-    result.written, result.removed = _write_outputs(sel, models, posed, all_cameras.subset(kept_cams), frames, images,
-                                                    progress, fit)
-    result.cameras, result.frames = kept_cams, frames
+    result.left_fix = models["left"].left_fix if "left" in models else None
+    return _Outputs(models, posed, all_cameras.subset(kept_cams), frames, images, fit)
 
 
 def _fit_quality(sel: SequenceSelector, opts: AnnotsOptions, ds: InterHandDataset, models: dict,
@@ -404,13 +409,14 @@ def _fit_quality(sel: SequenceSelector, opts: AnnotsOptions, ds: InterHandDatase
             for i, frame in enumerate(frames) for hand in models]
 
 
-def _write_outputs(sel: SequenceSelector, models: dict, posed: dict[str, _Posed], cameras, frames: list[int],
-                   images: SequenceImages, progress: bool, fit: list | None) -> tuple[int, int]:
+def _write_outputs(sel: SequenceSelector, outputs: _Outputs, progress: bool) -> tuple[int, int]:
     """Write every output (unchanged files are left alone); remove the ones no longer produced.
     -> (files written, files removed)."""
     from tqdm import tqdm
 
     layout = sel.layout
+    models, posed, cameras, frames = outputs.models, outputs.posed, outputs.cameras, outputs.frames
+    images, fit = outputs.images, outputs.fit
     written = 0
     for hand, hand_posed in posed.items():
         bar = tqdm(frames, desc=f"{sel.seq} {hand} params+vertices", unit="frame", disable=not progress, leave=False)

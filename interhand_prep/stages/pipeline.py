@@ -15,7 +15,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from ..cli import run_main, stage_parser
-from ..core.errors import InputError
+from ..core.errors import InputError, Stopped
 from ..core.fileio import write_text
 from ..core.options import AnnotsOptions, BlendWeightOptions, RenderOptions, from_args, to_argv
 from ..core.selection import SequenceSelector, selector_from_args
@@ -41,7 +41,7 @@ class StageOptions:
 
 @dataclass
 class StageReport:
-    status: str = "pending"  # done | skipped | failed | not run
+    status: str = "pending"  # done | skipped | failed | interrupted | not run
     seconds: float = 0.0
     detail: str = ""
 
@@ -57,6 +57,15 @@ class SequenceReport:
     def ok(self) -> bool:
         return all(s.status in ("done", "skipped") for s in self.stages.values())
 
+    @property
+    def interrupted(self) -> bool:
+        """Stopped (Ctrl-C, SIGTERM from scancel or a time limit) rather than failed: a rerun resumes."""
+        return any(s.status == "interrupted" for s in self.stages.values())
+
+    @property
+    def status(self) -> str:
+        return "ok" if self.ok else "interrupted" if self.interrupted else "FAILED"
+
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=1)
 
@@ -66,8 +75,8 @@ class SequenceReport:
         return cls(sequence=data["sequence"], frames=data["frames"], cameras=data["cameras"],
                    stages={k: StageReport(**v) for k, v in data["stages"].items()})
 
-    def fail(self, stage: str, detail: str, seconds: float = 0.0) -> None:
-        self.stages[stage] = StageReport("failed", seconds, detail)
+    def fail(self, stage: str, detail: str, seconds: float = 0.0, status: str = "failed") -> None:
+        self.stages[stage] = StageReport(status, seconds, detail)
         for later in STAGES[STAGES.index(stage) + 1:]:
             self.stages[later].status = "not run"
 
@@ -96,11 +105,15 @@ def run_sequence(sel: SequenceSelector, opts: StageOptions = StageOptions(), pro
                 entry.detail = "" if result.ok else f"check_seq: {len(first[1])} x {first[0]}, e.g. {first[1][0]}"
             else:
                 result = runners[stage]()
-                up_to_date = getattr(result, "skipped", False) is True or getattr(result, "up_to_date", False)
+                up_to_date = result.up_to_date
                 entry.status = "skipped" if up_to_date else "done"
                 entry.detail = "up to date" if up_to_date else result.reason
                 log(f"[{stage}] " + ("up to date: nothing to do" if up_to_date else f"running: {result.reason}"))
                 log(result.summary())
+        except KeyboardInterrupt as exc:
+            what = "stopped by a signal" if isinstance(exc, Stopped) else "interrupted (Ctrl-C)"
+            entry.status, entry.detail = "interrupted", f"{what}; finished files are kept, a rerun does the rest"
+            log(f"[{stage}] {entry.detail}")
         except InputError as exc:
             entry.status, entry.detail = "failed", str(exc)
             log(f"[{stage}] error: {exc}")
@@ -114,8 +127,8 @@ def run_sequence(sel: SequenceSelector, opts: StageOptions = StageOptions(), pro
             entry.status, entry.detail = "failed", f"{type(exc).__name__}: {exc}"
             log(traceback.format_exc())
         entry.seconds = time.perf_counter() - start
-        if entry.status == "failed":
-            report.fail(stage, entry.detail, entry.seconds)
+        if entry.status in ("failed", "interrupted"):
+            report.fail(stage, entry.detail, entry.seconds, entry.status)
             break
     layout = sel.layout
     if layout.frames_txt.is_file() and layout.cams_txt.is_file():
@@ -136,7 +149,7 @@ def main(args) -> int:
                           log=lambda m: print(m, flush=True))
     if args.report:
         write_text(args.report, report.to_json())
-    return 0 if report.ok else 1
+    return 0 if report.ok else 130 if report.interrupted else 1
 
 
 if __name__ == "__main__":

@@ -10,7 +10,8 @@ Per processed hand, into lbs/<hand>/ (metres, float32 grids of shape X x Y x Z x
 
 Reruns: the grid options decide whether everything is redone, a hand's MANO files whether all of
 its frames are, and a digest of each frame's params and vertices which of its frames are. Grids of frames or hands
-no longer processed are removed.
+no longer processed are removed. Each frame's grids go into the run's journal when written
+(base.py), so a rerun after a stop computes only the rest.
 """
 
 from __future__ import annotations
@@ -26,16 +27,17 @@ from pathlib import Path
 import numpy as np
 
 from ..core import skinning
-from .get_annots import mano_files, processed_hands
-from ..core.errors import InputError
-from ..core.fileio import check_free_space, remove_files, save_npy
-from ..core.locking import die_with_parent, sequence_lock
+from ..core.errors import InputError, interrupts_ignored
+from ..core.fileio import remove_files, save_npy
+from ..core.locking import die_with_parent
 from ..core.layout import LBS_SHARED_FILES, SequenceLayout, write_grid
-from ..core.manifest import Manifest, file_digest, file_sha256, stage_record
+from ..core.manifest import file_digest, file_sha256
 from ..core.mano import ManoModel, load_mano_model, model_filename, shaped_joints
 from ..core.constants import HANDS
 from ..core.options import BlendWeightOptions, from_args, recipe as options_recipe
+from ..core.processed import mano_files, processed_hands, require_finished
 from ..core.selection import SequenceSelector, selector_from_args
+from .base import Plan, Previous, Stage, join_reasons, run_stage, unit_digest
 
 STAGE = "prepare_blend_weights"
 # Below this many grid points in total (about 50 frames at the default voxel), forking workers
@@ -53,6 +55,7 @@ class BlendWeightResult:
     grid_shape: dict[str, tuple] = field(default_factory=dict)
     reason: str = ""
     up_to_date: bool = False
+    resumed: int = 0  # frame grids an interrupted run had finished
     seconds: float = 0.0
 
     def summary(self) -> str:
@@ -64,6 +67,8 @@ class BlendWeightResult:
             lines.append(f"  {hand}: {self.written[hand]} frames computed, {self.skipped[hand]} up to date"
                          + (f"; canonical grid {self.grid_shape[hand]}" if hand in self.grid_shape else ""))
         total = sum(self.written.values())
+        if self.resumed:
+            lines.append(f"  {self.resumed} frame grids were finished by an interrupted run")
         lines.append(f"  {total} frame grids, {self.removed} files removed, in {self.seconds:.2f} s"
                      + (f" ({total / self.seconds:.0f} frames/s)" if total and self.seconds else ""))
         return "\n".join(lines)
@@ -93,9 +98,10 @@ def _init_worker(parent: int, models: dict[str, ManoModel], layout_root: str, op
     _worker_state.update(models=models, layout=SequenceLayout(layout_root), opts=opts)
 
 
-def _grids_task(hand: str, frames: list[int]) -> int:
+def _grids_task(hand: str, frames: list[int]) -> tuple[str, list[int]]:
     s = _worker_state
-    return frame_grids_of(s["models"][hand], s["layout"], hand, frames, s["opts"])
+    frame_grids_of(s["models"][hand], s["layout"], hand, frames, s["opts"])
+    return hand, frames
 
 
 def frame_grids_of(model: ManoModel, layout: SequenceLayout, hand: str, frames: list[int],
@@ -119,14 +125,16 @@ def frame_grids_of(model: ManoModel, layout: SequenceLayout, hand: str, frames: 
 
 
 def _compute(models: dict[str, ManoModel], layout: SequenceLayout, todo: dict[str, list[int]], opts: BlendWeightOptions,
-             bar) -> None:
+             finished) -> None:
+    """Compute and write the grids of `todo` {hand: frames}; `finished(hand, frames)` after each task."""
     tasks = [(hand, frames[s:s + FRAMES_PER_TASK]) for hand, frames in todo.items()
              for s in range(0, len(frames), FRAMES_PER_TASK)]
     points = sum(len(frames) for frames in todo.values()) * _grid_points(layout, todo, opts)
     workers = min(opts.lbs_workers or os.cpu_count() or 1, len(tasks))
     if points < PARALLEL_MIN_POINTS or workers < 2:
         for hand, frames in tasks:
-            bar.update(frame_grids_of(models[hand], layout, hand, frames, opts))
+            frame_grids_of(models[hand], layout, hand, frames, opts)
+            finished(hand, frames)
         return
     # fork: the workers inherit the imports, the models and the sequence lock's descriptor (the
     # lock lasts until the last of them is gone); they die with this process
@@ -136,9 +144,10 @@ def _compute(models: dict[str, ManoModel], layout: SequenceLayout, todo: dict[st
         jobs = [pool.submit(_grids_task, hand, frames) for hand, frames in tasks]
         try:
             for job in as_completed(jobs):
-                bar.update(job.result())
+                finished(*job.result())
         except BaseException:
-            pool.shutdown(wait=True, cancel_futures=True)  # running tasks finish: files stay whole
+            with interrupts_ignored():
+                pool.shutdown(wait=True, cancel_futures=True)  # running tasks finish: files stay whole
             raise
 
 
@@ -153,125 +162,144 @@ def _grid_points(layout: SequenceLayout, todo: dict[str, list[int]], opts: Blend
 # The stage
 
 
+def frame_unit(hand: str, frame: int) -> str:
+    """A frame's grids (bweights and bs) in the journal."""
+    return f"{hand}:{int(frame)}"
+
+
 @dataclass
-class _Plan:
+class _Grids:
+    """The stage's own part of a plan."""
+
     hands: tuple[str, ...]
     frames: list[int]
-    recipe: dict
-    inputs: dict
-    digests: dict[str, dict[str, str | None]]
     todo: dict[str, list[int]]
     tbw: dict[str, bool]  # compute the canonical grid (options or model changed, or it is missing)
-    reason: str | None
-    stale_files: list
 
 
-def _plan(sel: SequenceSelector, opts: BlendWeightOptions) -> _Plan:
-    """What to compute: everything when the grid options changed; a hand's every frame when its
-    model changed or it is new; else the frames whose params or vertices changed or lack grids."""
-    layout = sel.layout
-    frames = layout.read_frames()
-    hands = processed_hands(sel)
-    models = {}
-    for hand in hands:
-        files = mano_files(sel.mano_dir, (hand,))
-        for path in files:
-            if not path.is_file():
-                load_mano_model(path.parent, "left" if "LEFT" in path.name else "right")  # the clear error
-        models[hand] = {p.name: file_sha256(p) for p in files}
-    recipe = {"options": options_recipe(opts), "models": models}
-    inputs = {"mano": {hand: str(Path(sel.mano_dir).resolve() / model_filename(hand)) for hand in hands}}
-    manifest = Manifest.read(layout.root)
-    global_reason = "--overwrite" if sel.overwrite else manifest.stale_reason(STAGE, {"options": recipe["options"]})
-    old_recipe = manifest.recipe(STAGE) or {}
-    old_models = old_recipe.get("models", {}) if isinstance(old_recipe.get("models"), dict) else {}
-    old_frames = (manifest.stage(STAGE) or {}).get("frames", {})
-    digests, todo, tbw, reasons = {}, {}, {}, []
-    for hand in hands:
-        digests[hand] = frame_input_digests(layout, hand, frames)
-        missing = [f for f in frames if digests[hand][str(f)] is None]
-        if missing:
-            layout.read_params(layout.params(hand, missing[0]))  # the clear error naming the file
-            layout.read_vertices(layout.vertices(hand, missing[0]))
-        hand_reason = global_reason
-        if not hand_reason and old_models.get(hand) != models[hand]:
-            hand_reason = f"{hand}: " + ("new hand" if hand not in old_models else "MANO model changed")
-            reasons.append(hand_reason)
-        have_bw, have_bs = layout.existing_frame_files("bweights", hand), layout.existing_frame_files("bs", hand)
-        old = old_frames.get(hand, {}) if isinstance(old_frames, dict) and not hand_reason else {}
-        todo[hand] = [f for f in frames if hand_reason or old.get(str(f)) != digests[hand][str(f)]
-                      or f not in have_bw or f not in have_bs]
-        tbw[hand] = bool(hand_reason) or not layout.lbs_file(hand, "tbw").is_file()
-        shared_missing = [n for n in LBS_SHARED_FILES if not layout.lbs_file(hand, n).is_file()]
-        if not hand_reason and todo[hand]:
-            reasons.append(f"{hand}: {len(todo[hand])} frame(s) new or changed")
-        elif not hand_reason and shared_missing:
-            reasons.append(f"{hand}: lbs/{hand}/{shared_missing[0]}.npy missing")
-    stale_files = []
-    keep = set(frames)
-    for hand in HANDS:
-        for kind in ("bweights", "bs"):
-            stale_files += [p for f, p in layout.existing_frame_files(kind, hand).items() if hand not in hands or f not in keep]
-        if hand not in hands:
-            stale_files += [layout.lbs_file(hand, n) for n in LBS_SHARED_FILES if layout.lbs_file(hand, n).exists()]
-    if stale_files and not global_reason:
-        reasons.append(f"{len(stale_files)} grid file(s) of frames or hands no longer processed")
-    reason = global_reason or ("; ".join(reasons) if reasons else None)
-    return _Plan(hands, frames, recipe, inputs, digests, todo, tbw, reason, stale_files)
+class PrepareBlendWeights(Stage):
+    name = STAGE
+
+    def check(self, sel: SequenceSelector, opts: BlendWeightOptions) -> None:
+        require_finished(sel.layout, ("get_annots",), STAGE)
+
+    def plan(self, sel: SequenceSelector, opts: BlendWeightOptions, previous: Previous) -> Plan:
+        """Everything when the grid options changed; a hand's every frame when its model changed or
+        it is new; else the frames whose params or vertices changed or lack grids."""
+        layout = sel.layout
+        frames = layout.read_frames()
+        hands = processed_hands(sel)
+        models = {}
+        for hand in hands:
+            files = mano_files(sel.mano_dir, (hand,))
+            for path in files:
+                if not path.is_file():
+                    load_mano_model(path.parent, "left" if "LEFT" in path.name else "right")  # the clear error
+            models[hand] = {p.name: file_sha256(p) for p in files}
+        recipe = {"options": options_recipe(opts), "models": models}
+        inputs = {"mano": {hand: str(Path(sel.mano_dir).resolve() / model_filename(hand)) for hand in hands}}
+        global_reason = "--overwrite" if sel.overwrite else previous.manifest.stale_reason(STAGE, {"options": recipe["options"]})
+        old_recipe = previous.record.get("recipe") or {}
+        old_models = old_recipe.get("models", {}) if isinstance(old_recipe.get("models"), dict) else {}
+        old_frames = previous.record.get("frames", {})
+        digests, todo, units, tbw, reasons = {}, {}, {}, {}, []
+        resumed = 0
+        for hand in hands:
+            digests[hand] = frame_input_digests(layout, hand, frames)
+            missing = [f for f in frames if digests[hand][str(f)] is None]
+            if missing:
+                layout.read_params(layout.params(hand, missing[0]))  # the clear error naming the file
+                layout.read_vertices(layout.vertices(hand, missing[0]))
+            hand_reason = global_reason
+            if not hand_reason and old_models.get(hand) != models[hand]:
+                hand_reason = f"{hand}: " + ("new hand" if hand not in old_models else "MANO model changed")
+                reasons.append(hand_reason)
+            have_bw, have_bs = layout.existing_frame_files("bweights", hand), layout.existing_frame_files("bs", hand)
+            old = old_frames.get(hand, {}) if isinstance(old_frames, dict) and not hand_reason else {}
+            hand_recipe = {"options": recipe["options"], "models": models[hand]}
+            todo[hand] = []
+            for f in frames:
+                on_disk = f in have_bw and f in have_bs
+                unit, unit_hash = frame_unit(hand, f), unit_digest(hand_recipe, digests[hand][str(f)] or "")
+                fresh, by_journal = previous.up_to_date(unit, unit_hash, not hand_reason and old.get(str(f)) == digests[hand][str(f)])
+                if fresh and on_disk:
+                    resumed += by_journal
+                    continue
+                todo[hand].append(f)
+                units[unit] = unit_hash
+            tbw[hand] = bool(hand_reason) or not layout.lbs_file(hand, "tbw").is_file()
+            shared_missing = [n for n in LBS_SHARED_FILES if not layout.lbs_file(hand, n).is_file()]
+            if not hand_reason and todo[hand]:
+                reasons.append(f"{hand}: {len(todo[hand])} frame(s) new or changed")
+            elif not hand_reason and shared_missing:
+                reasons.append(f"{hand}: lbs/{hand}/{shared_missing[0]}.npy missing")
+        stale_files = []
+        keep = set(frames)
+        for hand in HANDS:
+            for kind in ("bweights", "bs"):
+                stale_files += [p for f, p in layout.existing_frame_files(kind, hand).items() if hand not in hands or f not in keep]
+            if hand not in hands:
+                stale_files += [layout.lbs_file(hand, n) for n in LBS_SHARED_FILES if layout.lbs_file(hand, n).exists()]
+        if stale_files and not global_reason:
+            reasons.append(f"{len(stale_files)} grid file(s) of frames or hands no longer processed")
+        total = len(frames) * len(hands)
+        reason = join_reasons(global_reason, "; ".join(reasons), previous.interruption_note(resumed, total))
+        return Plan(reason, recipe, inputs, state={"frames": digests}, todo=units, total=total, resumed=resumed,
+                    needed_bytes=_needed_bytes(layout, todo, opts), needed_for=f"the grids of {len(units)} frames",
+                    stale_files=stale_files,
+                    data=_Grids(hands, frames, todo, tbw))
+
+    def new_result(self, sel: SequenceSelector, opts: BlendWeightOptions, plan: Plan) -> BlendWeightResult:
+        data: _Grids = plan.data
+        result = BlendWeightResult(layout=sel.layout)
+        result.skipped = {h: len(data.frames) - len(data.todo[h]) for h in data.hands}
+        result.written = {h: len(data.todo[h]) for h in data.hands}
+        return result
+
+    def prepare(self, sel: SequenceSelector, opts: BlendWeightOptions, plan: Plan, result: BlendWeightResult):
+        return {hand: load_mano_model(sel.mano_dir, hand) for hand in plan.data.hands}
+
+    def write(self, sel, opts: BlendWeightOptions, plan: Plan, models, result: BlendWeightResult, done, lock,
+              progress: bool) -> None:
+        _run(sel, opts, plan.data, models, result, progress, done)
+        result.removed = remove_files(plan.stale_files, sel.layout.root)
+
+    def record_result(self, plan: Plan, result: BlendWeightResult) -> dict:
+        return {"hands": list(plan.data.hands), "frames": len(plan.data.frames), "frames_resumed": result.resumed,
+                "grid_shape": {h: list(s) for h, s in result.grid_shape.items()}}
 
 
-def _check_disk_space(layout: SequenceLayout, plan: _Plan, opts: BlendWeightOptions) -> None:
-    needed = 0
-    for hand, frames in plan.todo.items():
+PREPARE_BLEND_WEIGHTS = PrepareBlendWeights()
+
+
+def _needed_bytes(layout: SequenceLayout, todo: dict[str, list[int]], opts: BlendWeightOptions) -> float:
+    needed = 0.0
+    for hand, frames in todo.items():
         if frames:
             vertices = layout.read_vertices(layout.vertices(hand, frames[0])).astype(np.float64)
             points = int(np.prod(skinning.grid_shape(vertices, opts.voxel_size, opts.padding)))
             needed += len(frames) * points * 4 * (skinning.WEIGHT_CHANNELS + skinning.BLEND_SHAPE_CHANNELS) * 1.1
-    check_free_space(layout.root, needed, f"the grids of {sum(len(f) for f in plan.todo.values())} frames")
+    return needed
 
 
 def run(sel: SequenceSelector, opts: BlendWeightOptions | None = None, progress: bool = True) -> BlendWeightResult:
-    opts = opts or BlendWeightOptions()
-    start, started = time.perf_counter(), time.time()
-    layout = sel.layout
-    result = BlendWeightResult(layout=layout)
-    plan = _plan(sel, opts)
-    if plan.reason is None:
-        result.up_to_date = True
-        result.skipped = {h: len(plan.frames) for h in plan.hands}
-        result.seconds = time.perf_counter() - start
-        return result
-    with sequence_lock(layout.root):
-        plan = _plan(sel, opts)  # again: another run may have done it while we waited
-        if plan.reason is None:
-            result.up_to_date = True
-            result.skipped = {h: len(plan.frames) for h in plan.hands}
-            return result
-        result.reason = plan.reason
-        _check_disk_space(layout, plan, opts)
-        manifest = Manifest.read(layout.root)
-        manifest.drop(STAGE)
-        _run(sel, opts, plan, result, progress)
-        manifest.record(STAGE, {**stage_record(plan.recipe, plan.inputs, {
-            "hands": list(plan.hands), "frames": len(plan.frames),
-            "grid_shape": {h: list(s) for h, s in result.grid_shape.items()}}, started), "frames": plan.digests})
-    result.seconds = time.perf_counter() - start
-    return result
+    return run_stage(PREPARE_BLEND_WEIGHTS, sel, opts or BlendWeightOptions(), progress)
 
 
-def _run(sel: SequenceSelector, opts: BlendWeightOptions, plan: _Plan, result: BlendWeightResult, progress: bool) -> None:
+def _run(sel: SequenceSelector, opts: BlendWeightOptions, plan: _Grids, models: dict[str, ManoModel],
+         result: BlendWeightResult, progress: bool, done) -> None:
     from tqdm import tqdm
 
     layout = sel.layout
-    models = {hand: load_mano_model(sel.mano_dir, hand) for hand in plan.hands}
-    for hand in plan.hands:
-        result.skipped[hand] = len(plan.frames) - len(plan.todo[hand])
-        result.written[hand] = len(plan.todo[hand])
     todo = {hand: frames for hand, frames in plan.todo.items() if frames}
     if todo:
         with tqdm(total=sum(len(f) for f in todo.values()), desc=f"{sel.seq} grids", unit="frame",
                   disable=not progress, leave=False) as bar:
-            _compute(models, layout, todo, opts, bar)
+            def finished(hand: str, frames: list[int]) -> None:
+                done([frame_unit(hand, f) for f in frames])
+                bar.update(len(frames))
+
+            _compute(models, layout, todo, opts, finished)
     for hand, model in models.items():
         # the small shared files follow the first kept frame's shape: written (if changed) on every run
         _, first = _read_frames(layout, hand, plan.frames[:1], model.num_vertices)
@@ -287,7 +315,6 @@ def _run(sel: SequenceSelector, opts: BlendWeightOptions, plan: _Plan, result: B
             skinning.WEIGHT_CHANNELS,)
         for name, array in shared.items():
             save_npy(layout.lbs_file(hand, name), array)
-    result.removed = remove_files(plan.stale_files, layout.root)
 
 
 def main(args) -> int:

@@ -12,8 +12,10 @@ import difflib
 import fcntl
 import os
 import shlex
+import signal
 import subprocess
 import sys
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -99,8 +101,45 @@ def _claim_log(path: Path) -> int | None:
     return fd
 
 
-def run_one(args, sel: SequenceSelector, opts: StageOptions) -> SequenceReport:
+class Children:
+    """The pipeline processes running now, so that a stop reaches each of them; once stopped, no
+    new one starts."""
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self._running: set[subprocess.Popen] = set()
+        self.stopped = False
+
+    def start(self, cmd, **kw) -> subprocess.Popen | None:
+        with self._lock:
+            if self.stopped:
+                return None
+            proc = subprocess.Popen(cmd, **kw)
+            self._running.add(proc)
+            return proc
+
+    def finished(self, proc: subprocess.Popen) -> None:
+        with self._lock:
+            self._running.discard(proc)
+
+    def stop(self, signum: int = signal.SIGINT) -> None:
+        """Stop every running child as Ctrl-C does (each finishes the work in hand and writes its report)."""
+        with self._lock:
+            self.stopped = True
+            for proc in self._running:
+                if proc.poll() is None:
+                    proc.send_signal(signum)
+
+
+def _interrupted(sel: SequenceSelector, detail: str, seconds: float = 0.0) -> SequenceReport:
+    report = SequenceReport(sequence=sel.name)
+    report.fail(STAGES[0], detail, seconds, status="interrupted")
+    return report
+
+
+def run_one(args, sel: SequenceSelector, opts: StageOptions, children: Children | None = None) -> SequenceReport:
     """Run all stages of one sequence in a child process; its output goes to the log file."""
+    children = children or Children()
     logs = Path(args.logs)
     logs.mkdir(parents=True, exist_ok=True)
     log = log_path(logs, sel.split, sel.capture, sel.seq)
@@ -116,14 +155,25 @@ def run_one(args, sel: SequenceSelector, opts: StageOptions) -> SequenceReport:
            "--report", str(report_file), "--quiet"] + (["--debug"] if args.debug else [])
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(PACKAGE_PARENT), os.environ.get("PYTHONPATH")])))
     try:
-        proc = subprocess.run(cmd, stdout=fd, stderr=subprocess.STDOUT, env=env, stdin=subprocess.DEVNULL)
+        # a session of its own: a Ctrl-C reaches this process only, which passes one stop to each child
+        proc = children.start(cmd, stdout=fd, stderr=subprocess.STDOUT, env=env, stdin=subprocess.DEVNULL,
+                              start_new_session=True)
+        if proc is None:
+            return _interrupted(sel, "not started: the run was stopped")
+        try:
+            proc.wait()
+        finally:
+            children.finished(proc)
     finally:
         os.close(fd)
     if report_file.is_file():
         return SequenceReport.from_json(report_file.read_text())
     # the child died before writing its report (killed, crashed, bad arguments)
+    seconds = time.perf_counter() - start
+    if proc.returncode in (130, -signal.SIGINT, -signal.SIGTERM, -signal.SIGKILL):
+        return _interrupted(sel, f"stopped (exit status {proc.returncode}); see {log}", seconds)
     report = SequenceReport(sequence=sel.name)
-    report.fail(STAGES[0], f"exit status {proc.returncode}; see {log}", time.perf_counter() - start)
+    report.fail(STAGES[0], f"exit status {proc.returncode}; see {log}", seconds)
     return report
 
 
@@ -136,7 +186,7 @@ def format_table(rows: list[tuple[str, SequenceReport]]) -> str:
             entry = report.stages[stage]
             cells.append(f"{entry.status} {entry.seconds:.1f}s" if entry.status in ("done", "skipped", "failed")
                          else entry.status)
-        status = "ok" if report.ok else "FAILED"
+        status = report.status
         lines.append(f"{seq:<28} {report.frames:>6} {report.cameras:>4}  " + "  ".join(f"{c:<14}" for c in cells)
                      + f"  {status}")
     return "\n".join(lines)
@@ -171,22 +221,39 @@ def main(args) -> int:
     print(f"processing {len(seqs)} sequence(s) of {args.split}/Capture{args.capture} with {args.jobs} job(s); "
           f"logs in {args.logs}/", flush=True)
     results: dict[str, SequenceReport] = {}
+    children = Children()
 
     def job(seq: str) -> None:
-        results[seq] = report = run_one(args, base.replace(seq=seq), opts)
-        print(f"  {seq}: {'ok' if report.ok else 'FAILED'} ({log_path(args.logs, args.split, args.capture, seq)})",
-              flush=True)
+        results[seq] = report = run_one(args, base.replace(seq=seq), opts, children)
+        print(f"  {seq}: {report.status} ({log_path(args.logs, args.split, args.capture, seq)})", flush=True)
 
-    with ThreadPoolExecutor(args.jobs) as pool:
-        list(pool.map(job, seqs))
-    rows = [(seq, results[seq]) for seq in seqs]
+    pool = ThreadPoolExecutor(args.jobs)
+    jobs = [pool.submit(job, seq) for seq in seqs]
+    stopped = False
+    while True:
+        try:
+            for j in jobs:
+                j.result()
+            break
+        except KeyboardInterrupt:  # Ctrl-C or SIGTERM: stop the children, wait for their reports
+            if not stopped:
+                print("stopping: the running sequences finish the work in hand ...", file=sys.stderr, flush=True)
+            stopped = True
+            children.stop()
+    pool.shutdown(wait=True)
+    rows = [(seq, results.get(seq) or _interrupted(base.replace(seq=seq), "not started: the run was stopped"))
+            for seq in seqs]
     print()
     print(format_table(rows))
     for seq, report in rows:
         for stage, entry in report.stages.items():
-            if entry.status == "failed":
+            if entry.status in ("failed", "interrupted"):
                 print(f"{seq} [{stage}]: {entry.detail}")
     failed = [seq for seq, report in rows if not report.ok]
+    if stopped or any(report.interrupted for _, report in rows):
+        print(f"\nStopped: {sum(r.interrupted for _, r in rows)} sequence(s) interrupted; run the same command "
+              "again to finish them (finished work is kept).")
+        return 130
     if args.demo and not failed:
         from .gif import make_capture_gifs
 

@@ -8,7 +8,12 @@ Reruns: the recipe (render options, the models' faces) decides whether every vie
 digest of each frame's meshes and of each camera decides which views are. Masks and depth maps
 of views no longer wanted (frames dropped, cameras filtered, another depth format) are removed.
 Work is spread over worker processes in small tasks (a few frames each): Ctrl-C stops within a
-second or two, keeping every finished file, and the workers die with the main process.
+second or two, keeping every finished file, and the workers die with the main process. Each
+finished view goes into the run's journal (base.py), so a rerun after a stop renders only the rest.
+
+Every view's labels are checked on the CPU before it is written (`gl_renderer.label_problem`): a
+view that fails is rendered once more in a fresh scene, and a second failure stops the stage, so a
+mask with a hand under the wrong label is never written silently.
 """
 
 from __future__ import annotations
@@ -24,18 +29,19 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..core import gl_platform, gl_renderer
-from .get_annots import processed_hands
 from ..core.cameras import CameraSet
 from ..core.dataset import InterHandDataset, image_size
-from ..core.errors import InputError
-from ..core.fileio import check_free_space, remove_files
-from ..core.locking import die_with_parent, sequence_lock
+from ..core.errors import InputError, interrupts_ignored
+from ..core.fileio import remove_files
+from ..core.locking import die_with_parent
 from ..core.layout import SequenceLayout
-from ..core.manifest import Manifest, digest, stage_record
+from ..core.manifest import Manifest, digest
 from ..core.constants import HANDS
 from ..core.mano import forward, load_mano_model
 from ..core.options import RenderOptions, from_args, recipe as options_recipe
+from ..core.processed import processed_hands, require_finished
 from ..core.selection import SequenceSelector, selector_from_args
+from .base import Plan, Previous, Stage, join_reasons, run_stage, unit_digest
 
 STAGE = "render_mesh"
 log = logging.getLogger(__name__)
@@ -62,6 +68,8 @@ class RenderResult:
     steady_seconds: float = 0.0  # the rate after start-up (imports, GL contexts) and planning
     reason: str = ""
     up_to_date: bool = False
+    resumed: int = 0             # views an interrupted run had finished
+    rechecked: int = 0           # views rendered again after a failed label check
     seconds: float = 0.0
     hands_drawn: dict[str, int] = field(default_factory=dict)
 
@@ -74,9 +82,12 @@ class RenderResult:
         hands = ", ".join(f"{h} in {n} frames" for h, n in self.hands_drawn.items())
         return (f"{self.layout.root}: masks and depth of {self.cameras} cameras x {self.frames} frames"
                 + (f"  ({self.reason})" if self.reason else "") + "\n"
-                f"  {self.rendered} views rendered, {self.skipped} up to date, {self.removed} files removed; "
+                f"  {self.rendered} views rendered, {self.skipped} up to date"
+                + (f" ({self.resumed} of them finished by an interrupted run)" if self.resumed else "")
+                + f", {self.removed} files removed; "
                 f"{self.backend or 'no GL needed'}, {self.workers} worker(s); {self.seconds:.2f} s{rate}\n"
-                f"  hands drawn: {hands or 'none'}")
+                f"  hands drawn: {hands or 'none'}"
+                + (f"\n  {self.rechecked} view(s) rendered again after a failed label check" if self.rechecked else ""))
 
 
 def view_cameras(sel: SequenceSelector, layout: SequenceLayout, all_cameras: bool) -> list[gl_renderer.ViewCamera]:
@@ -170,38 +181,67 @@ def outdated_render(layout: SequenceLayout, sizes: list[tuple[int, int]], hands:
 _worker: dict = {}
 
 
-def _init_worker(parent: int, lock, platform: str, cameras, faces, layout_root: str, depth_format: str) -> None:
+def _init_worker(parent: int, lock, cameras, faces, layout_root: str, depth_format: str) -> None:
     die_with_parent(parent)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent stops the pool on Ctrl-C
-    os.environ["PYOPENGL_PLATFORM"] = platform
     _worker.update(lock=lock, cameras=cameras, faces=faces, layout=SequenceLayout(layout_root),
                    depth_format=depth_format, renderer=None)
 
 
-def _render_task(size: tuple[int, int], frames: list[int], meshes: dict, views: dict[int, list[str]]) -> int:
+def _close_worker_renderer() -> None:
+    if _worker.get("renderer") is not None:
+        _worker["renderer"].close()
+        _worker["renderer"] = None
+
+
+def _render_task(size: tuple[int, int], frames: list[int], meshes: dict, views: dict[int, list[str]]) -> tuple[list[str], int]:
     w = _worker
     if w["renderer"] is None:
+        from multiprocessing.util import Finalize
+
         w["renderer"] = gl_renderer.HandViewRenderer(w["cameras"])
+        Finalize(None, _close_worker_renderer, exitpriority=10)  # the GL context goes with the worker
     return render_views(w["renderer"], w["layout"], size, frames, meshes, views, w["faces"], w["depth_format"])
 
 
+def view_unit(frame: int, cam: str) -> str:
+    """A view's name in the journal."""
+    return f"{int(frame)}:{cam}"
+
+
 def render_views(renderer: gl_renderer.HandViewRenderer, layout: SequenceLayout, size: tuple[int, int],
-                 frames: list[int], meshes: dict, views: dict[int, list[str]], faces: dict, depth_format: str) -> int:
-    """Render and write the views {frame: [camera ids]} of one image size; writes overlap rendering."""
-    done = 0
+                 frames: list[int], meshes: dict, views: dict[int, list[str]], faces: dict, depth_format: str
+                 ) -> tuple[list[str], int]:
+    """Render, check and write the views {frame: [camera ids]} of one image size; writes overlap
+    rendering. -> (the views written, as journal units; how many needed a second render)."""
+    done, rechecked = [], 0
     with ThreadPoolExecutor(max_workers=2) as writer:
         pending = []
         for frame in frames:
-            renderer.set_hands(size, {hand: (v, faces[hand]) for hand, v in meshes[frame].items()})
+            hands = {hand: (v, faces[hand]) for hand, v in meshes[frame].items()}
+            renderer.set_hands(size, hands)
             for cam in views[frame]:
                 mask, depth = renderer.render(cam)
-                pending.append(writer.submit(layout.write_view, cam, frame, mask, depth, depth_format))
+                problem = renderer.label_problem(cam, mask, depth)
+                if problem:
+                    rechecked += 1
+                    log.warning("cam%s frame %d: %s; rendering it again", cam, frame, problem)
+                    renderer.set_hands(size, hands)  # new scene nodes and buffers
+                    mask, depth = renderer.render(cam)
+                    problem = renderer.label_problem(cam, mask, depth)
+                    if problem:
+                        raise RuntimeError(f"{layout.mask(cam, frame)}: the render gives wrong hand labels twice "
+                                           f"({problem}); nothing was written for this view")
+                pending.append((view_unit(frame, cam),
+                                writer.submit(layout.write_view, cam, frame, mask, depth, depth_format)))
             while len(pending) > 64:  # bound the views held in memory for writing
-                pending.pop(0).result()
-            done += len(views[frame])
-        for future in pending:
+                unit, future = pending.pop(0)
+                future.result()
+                done.append(unit)
+        for unit, future in pending:
             future.result()
-    return done
+            done.append(unit)
+    return done, rechecked
 
 
 def _tasks(cameras: list[gl_renderer.ViewCamera], todo: dict[int, set[str]]) -> list[tuple]:
@@ -223,124 +263,139 @@ def _tasks(cameras: list[gl_renderer.ViewCamera], todo: dict[int, set[str]]) -> 
 
 
 @dataclass
-class _Plan:
+class _Views:
+    """The stage's own part of a plan."""
+
     frames: list[int]
     cameras: list[gl_renderer.ViewCamera]
     meshes: dict
     faces: dict
-    recipe: dict
-    frame_digests: dict[str, str]
-    camera_digests: dict[str, str]
-    todo: dict[int, set[str]]
-    stale_files: list
-    reason: str | None
-
-    @property
-    def views(self) -> int:
-        return sum(len(v) for v in self.todo.values())
+    todo: dict[int, set[str]]   # {frame: camera ids} to render
 
 
-def _plan(sel: SequenceSelector, opts: RenderOptions) -> _Plan:
-    layout = sel.layout
-    frames = layout.read_frames()
-    hands = processed_hands(sel)
-    cameras = view_cameras(sel, layout, opts.all_cameras)
-    meshes, faces = frame_meshes(sel, layout, frames, hands)
-    # --all-cameras is not compared: the camera digests below decide which cameras' views are due
-    recipe = {"options": {k: v for k, v in options_recipe(opts).items() if k != "all_cameras"},
-              "faces": {h: digest(np.ascontiguousarray(f, dtype=np.int64).tobytes()) for h, f in sorted(faces.items())}}
-    frame_digests = {str(f): _frame_digest(meshes[f]) for f in frames}
-    camera_digests = {c.cam_id: _camera_digest(c) for c in cameras}
-    manifest = Manifest.read(layout.root)
-    global_reason = "--overwrite" if sel.overwrite else manifest.stale_reason(STAGE, recipe)
-    record = manifest.stage(STAGE) or {}
-    old_frames = record.get("frames", {}) if not global_reason else {}
-    old_cams = record.get("cameras", {}) if not global_reason else {}
-    fmt = opts.depth_format
-    todo: dict[int, set[str]] = {}
-    changed_frames = missing = 0
-    for f in frames:
-        new_frame = old_frames.get(str(f)) != frame_digests[str(f)]
-        changed_frames += new_frame
-        for cam in cameras:
-            new_cam = old_cams.get(cam.cam_id) != camera_digests[cam.cam_id]
-            if global_reason or new_frame or new_cam or not layout.view_done(cam.cam_id, f, fmt):
-                todo.setdefault(f, set()).add(cam.cam_id)
-                missing += not (new_frame or new_cam)
-    changed_cams = sum(old_cams.get(c.cam_id) != camera_digests[c.cam_id] for c in cameras)
-    expected = {layout.mask(c.cam_id, f) for c in cameras for f in frames}
-    if fmt != "none":
-        expected |= {layout.depth(c.cam_id, f, fmt) for c in cameras for f in frames}
-    stale_files = [p for kind in ("mask", "depth") for p in layout.existing_view_files(kind) if p not in expected]
-    reasons = []
-    if not global_reason:
-        if changed_frames:
-            reasons.append(f"{changed_frames} frame(s) new or changed")
-        if changed_cams:
-            reasons.append(f"{changed_cams} camera(s) new or changed")
-        if missing:
-            reasons.append(f"{missing} view(s) missing")
-        if stale_files:
-            reasons.append(f"{len(stale_files)} file(s) of views no longer wanted")
-    reason = global_reason or ("; ".join(reasons) if reasons else None)
-    return _Plan(frames, cameras, meshes, faces, recipe, frame_digests, camera_digests, todo, stale_files, reason)
+class RenderMesh(Stage):
+    name = STAGE
+
+    def check(self, sel: SequenceSelector, opts: RenderOptions) -> None:
+        if not sel.layout.frames_txt.is_file():
+            sel.layout.read_frames()  # the clear "run get_annots.py first" error, before any lock file
+        require_finished(sel.layout, ("get_annots",), STAGE)
+
+    def plan(self, sel: SequenceSelector, opts: RenderOptions, previous: Previous) -> Plan:
+        layout = sel.layout
+        frames = layout.read_frames()
+        hands = processed_hands(sel)
+        cameras = view_cameras(sel, layout, opts.all_cameras)
+        meshes, faces = frame_meshes(sel, layout, frames, hands)
+        # --all-cameras is not compared: the camera digests below decide which cameras' views are due
+        recipe = {"options": {k: v for k, v in options_recipe(opts).items() if k != "all_cameras"},
+                  "faces": {h: digest(np.ascontiguousarray(f, dtype=np.int64).tobytes()) for h, f in sorted(faces.items())}}
+        frame_digests = {str(f): _frame_digest(meshes[f]) for f in frames}
+        camera_digests = {c.cam_id: _camera_digest(c) for c in cameras}
+        global_reason = "--overwrite" if sel.overwrite else previous.manifest.stale_reason(STAGE, recipe)
+        old_frames = previous.record.get("frames", {}) if not global_reason else {}
+        old_cams = previous.record.get("cameras", {}) if not global_reason else {}
+        fmt = opts.depth_format
+        todo: dict[str, str] = {}
+        views: dict[int, set[str]] = {}
+        resumed = missing = needed = 0
+        changed_frames = {f for f in frames if old_frames.get(str(f)) != frame_digests[str(f)]}
+        changed_cams = {c.cam_id for c in cameras if old_cams.get(c.cam_id) != camera_digests[c.cam_id]}
+        for f in frames:
+            for cam in cameras:
+                unit = view_unit(f, cam.cam_id)
+                unit_hash = unit_digest(recipe, frame_digests[str(f)], camera_digests[cam.cam_id])
+                recorded = f not in changed_frames and cam.cam_id not in changed_cams
+                fresh, by_journal = previous.up_to_date(unit, unit_hash, recorded)
+                if fresh and layout.view_done(cam.cam_id, f, fmt):
+                    resumed += by_journal
+                    continue
+                todo[unit] = unit_hash
+                views.setdefault(f, set()).add(cam.cam_id)
+                missing += recorded
+                needed += cam.width * cam.height * (MASK_BYTES_PER_PIXEL + DEPTH_BYTES_PER_PIXEL[fmt])
+        if todo:  # files rewritten in place free their old space
+            needed -= sum(p.stat().st_size for unit in todo for p in _view_files(layout, unit, fmt) if p.is_file())
+        expected = {layout.mask(c.cam_id, f) for c in cameras for f in frames}
+        if fmt != "none":
+            expected |= {layout.depth(c.cam_id, f, fmt) for c in cameras for f in frames}
+        stale_files = [p for kind in ("mask", "depth") for p in layout.existing_view_files(kind) if p not in expected]
+        reasons = []
+        if not global_reason:
+            if changed_frames:
+                reasons.append(f"{len(changed_frames)} frame(s) new or changed")
+            if changed_cams:
+                reasons.append(f"{len(changed_cams)} camera(s) new or changed")
+            if missing:
+                reasons.append(f"{missing} view(s) missing")
+            if stale_files:
+                reasons.append(f"{len(stale_files)} file(s) of views no longer wanted")
+        total = len(frames) * len(cameras)
+        if global_reason or reasons or previous.interrupted:
+            reason = join_reasons(global_reason, "; ".join(reasons), previous.interruption_note(resumed, total))
+        else:
+            reason = None
+        return Plan(reason, recipe, inputs={"all_cameras": opts.all_cameras, "backend_used": None},
+                    state={"frames": frame_digests, "cameras": camera_digests}, todo=todo, total=total,
+                    resumed=resumed, needed_bytes=max(needed, 0), needed_for=f"{len(todo)} masks and depth maps",
+                    stale_files=stale_files,
+                    data=_Views(frames, cameras, meshes, faces, views))
+
+    def new_result(self, sel: SequenceSelector, opts: RenderOptions, plan: Plan) -> RenderResult:
+        data: _Views = plan.data
+        result = RenderResult(layout=sel.layout, frames=len(data.frames), cameras=len(data.cameras))
+        result.hands_drawn = {h: sum(h in m for m in data.meshes.values()) for h in HANDS}
+        result.skipped = plan.total - len(plan.todo)
+        return result
+
+    def prepare(self, sel: SequenceSelector, opts: RenderOptions, plan: Plan, result: RenderResult):
+        if plan.todo:
+            choice = gl_platform.select_platform(opts.backend)  # may refuse: nothing is written yet
+            result.backend = plan.inputs["backend_used"] = choice.platform
+            log.info("render backend %s: %s", choice.platform, choice.reason)
+
+    def write(self, sel, opts: RenderOptions, plan: Plan, work, result: RenderResult, done, lock, progress: bool) -> None:
+        if plan.todo:
+            _render(plan.data, opts, result, lock, sel.layout, progress, done)
+        result.removed = remove_files(plan.stale_files, sel.layout.root)
+
+    def record_result(self, plan: Plan, result: RenderResult) -> dict:
+        return {"cameras": result.cameras, "frames": result.frames, "views_rendered": result.rendered,
+                "views_resumed": result.resumed, "views_rendered_twice": result.rechecked,
+                "hands_drawn": result.hands_drawn}
+
+
+def _view_files(layout: SequenceLayout, unit: str, depth_format: str) -> list:
+    frame, cam = unit.split(":")
+    files = [layout.mask(cam, int(frame))]
+    return files + ([layout.depth(cam, int(frame), depth_format)] if depth_format != "none" else [])
+
+
+RENDER_MESH = RenderMesh()
 
 
 def run(sel: SequenceSelector, opts: RenderOptions | None = None, progress: bool = True) -> RenderResult:
-    opts = opts or RenderOptions()
-    start, started = time.perf_counter(), time.time()
-    layout = sel.layout
-    if not layout.frames_txt.is_file():
-        layout.read_frames()  # the clear "run get_annots.py first" error, before any lock file
-    plan = _plan(sel, opts)
-    result = RenderResult(layout=layout, frames=len(plan.frames), cameras=len(plan.cameras))
-    result.hands_drawn = {h: sum(h in m for m in plan.meshes.values()) for h in HANDS}
-    if plan.reason is None:
-        result.up_to_date = True
-        result.skipped = len(plan.frames) * len(plan.cameras)
-        result.seconds = time.perf_counter() - start
-        return result
-    with sequence_lock(layout.root) as lock:
-        plan = _plan(sel, opts)  # again, under the lock
-        if plan.reason is None:
-            result.up_to_date = True
-            return result
-        result.reason = plan.reason
-        result.skipped = len(plan.frames) * len(plan.cameras) - plan.views
-        cams = {c.cam_id: c for c in plan.cameras}
-        needed = sum(cams[c].width * cams[c].height * (MASK_BYTES_PER_PIXEL + DEPTH_BYTES_PER_PIXEL[opts.depth_format])
-                     for views in plan.todo.values() for c in views)
-        check_free_space(layout.root, needed, f"{plan.views} masks and depth maps")
-        manifest = Manifest.read(layout.root)
-        manifest.drop(STAGE)
-        if plan.views:
-            choice = gl_platform.select_platform(opts.backend)
-            result.backend = choice.platform
-            log.info("render backend %s: %s", choice.platform, choice.reason)
-            _render(plan, opts, result, lock, layout, progress)
-        result.removed = remove_files(plan.stale_files, layout.root)
-        manifest.record(STAGE, {**stage_record(plan.recipe, {"all_cameras": opts.all_cameras,
-                                                              "backend_used": result.backend or None}, {
-            "cameras": len(plan.cameras), "frames": len(plan.frames), "views_rendered": result.rendered,
-            "hands_drawn": result.hands_drawn}, started), "frames": plan.frame_digests,
-            "cameras": plan.camera_digests})
-    result.seconds = time.perf_counter() - start
-    return result
+    return run_stage(RENDER_MESH, sel, opts or RenderOptions(), progress)
 
 
-def _render(plan: _Plan, opts: RenderOptions, result: RenderResult, lock, layout: SequenceLayout, progress: bool) -> None:
+def _render(views: _Views, opts: RenderOptions, result: RenderResult, lock, layout: SequenceLayout, progress: bool,
+            done) -> None:
     from tqdm import tqdm
 
-    tasks = _tasks(plan.cameras, plan.todo)
-    workers = opts.render_workers or (os.cpu_count() or 1 if plan.views >= PARALLEL_MIN_VIEWS else 1)
+    tasks = _tasks(views.cameras, views.todo)
+    count = sum(len(v) for v in views.todo.values())
+    workers = opts.render_workers or (os.cpu_count() or 1 if count >= PARALLEL_MIN_VIEWS else 1)
     workers = max(1, min(workers, len(tasks)))
-    bar = tqdm(total=plan.views, desc=f"{layout.root.name} views", unit="view", disable=not progress, leave=False)
+    bar = tqdm(total=count, desc=f"{layout.root.name} views", unit="view", disable=not progress, leave=False)
     first_done = None
 
-    def finished(n: int) -> None:
+    def finished(task_result: tuple[list[str], int]) -> None:
         nonlocal first_done
-        result.rendered += n
-        bar.update(n)
+        units, rechecked = task_result
+        done(units)
+        result.rendered += len(units)
+        result.rechecked += rechecked
+        bar.update(len(units))
         if first_done is None:
             first_done = (time.perf_counter(), result.rendered)
         else:
@@ -349,28 +404,31 @@ def _render(plan: _Plan, opts: RenderOptions, result: RenderResult, lock, layout
 
     try:
         if workers == 1 and gl_renderer.can_render_here(result.backend):
-            with gl_renderer.HandViewRenderer(plan.cameras) as renderer:
-                for size, frames, views in tasks:
-                    finished(render_views(renderer, layout, size, frames, {f: plan.meshes[f] for f in frames}, views,
-                                          plan.faces, opts.depth_format))
+            with gl_renderer.HandViewRenderer(views.cameras) as renderer:
+                for size, frames, task_views in tasks:
+                    finished(render_views(renderer, layout, size, frames, {f: views.meshes[f] for f in frames},
+                                          task_views, views.faces, opts.depth_format))
             return
         result.workers = workers
         # spawn: a fresh process (and GL context) per worker, never a forked one; each holds a copy
-        # of the lock's descriptor, so the lock lasts until the last worker is gone
+        # of the lock's descriptor, so the lock lasts until the last worker is gone. The platform
+        # travels in the environment (select_platform set PYOPENGL_PLATFORM before the spawn).
         ctx = multiprocessing.get_context("spawn")
         with ProcessPoolExecutor(workers, mp_context=ctx, initializer=_init_worker,
-                                 initargs=(os.getpid(), lock.inheritable(), result.backend, plan.cameras, plan.faces,
+                                 initargs=(os.getpid(), lock.inheritable(), views.cameras, views.faces,
                                            str(layout.root), opts.depth_format)) as pool:
-            jobs = [pool.submit(_render_task, size, frames, {f: plan.meshes[f] for f in frames}, views)
-                    for size, frames, views in tasks]
+            jobs = [pool.submit(_render_task, size, frames, {f: views.meshes[f] for f in frames}, task_views)
+                    for size, frames, task_views in tasks]
             try:
                 for job in as_completed(jobs):
                     finished(job.result())
             except BaseException:
-                pool.shutdown(wait=True, cancel_futures=True)  # running tasks finish: files stay whole
+                with interrupts_ignored():
+                    pool.shutdown(wait=True, cancel_futures=True)  # running tasks finish: files stay whole
                 raise
     finally:
         bar.close()
+
 
 def main(args) -> int:
     """render-mesh / render_mesh.py"""
