@@ -4,6 +4,7 @@ process, Ctrl-C, two runs on one sequence, a full disk; check_seq without option
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -160,7 +161,7 @@ def test_killing_the_main_process_takes_its_workers_along(gl_platform, data, cap
     proc = subprocess.Popen(render_cmd(data, platform), env=slow_env(capture), start_new_session=True,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        wait_for_masks(sel.layout.root, 2, proc)
+        wait_for_masks(sel.layout.root, 14, proc)  # more than two tasks of 6 views: some are journaled
         workers = [p for p in children(proc.pid) if holds(p, sel.layout.root / ".lock")]
         assert len(workers) == 2, "each worker holds the sequence lock's descriptor"
         os.kill(proc.pid, signal.SIGKILL)  # what the out-of-memory killer does
@@ -173,6 +174,8 @@ def test_killing_the_main_process_takes_its_workers_along(gl_platform, data, cap
     again = subprocess.run(render_cmd(data, platform), capture_output=True, text=True)
     assert again.returncode == 0, again.stderr
     assert len(list((sel.layout.root / "mask").rglob("*.png"))) == FRAMES * KEPT_CAMERAS
+    rendered = int(re.search(r"(\d+) views rendered", again.stdout).group(1))
+    assert 0 < rendered < FRAMES * KEPT_CAMERAS and "finished by an interrupted run" in again.stdout, again.stdout
     assert not (sel.layout.root / ".lock").exists() and not list(sel.layout.root.rglob("*.tmp"))
 
 
@@ -191,13 +194,36 @@ def test_ctrl_c_stops_render_within_two_seconds(helpers, gl_platform, data, capt
     assert len(list((sel.layout.root / "mask").rglob("*.png"))) < FRAMES * KEPT_CAMERAS
     wait_until_gone(proc.pid)
     assert_masks_complete(sel.layout.root)
-    # the rerun completes it with the bytes of an uninterrupted run
-    assert subprocess.run(render_cmd(data, platform), capture_output=True).returncode == 0
+    # the rerun completes it with the bytes of an uninterrupted run, rendering only what is left
+    again = subprocess.run(render_cmd(data, platform), capture_output=True, text=True)
+    assert again.returncode == 0, again.stderr
+    assert int(re.search(r"(\d+) views rendered", again.stdout).group(1)) < FRAMES * KEPT_CAMERAS
     reference = selector(data, hand_type="both", out_root=tmp_path / "ref")
     helpers.run_stages(reference)
     ours = {k: v for k, v in helpers.output_files(sel.layout.root).items() if k.startswith(("mask", "depth"))}
     ref = {k: v for k, v in helpers.output_files(reference.layout.root).items() if k.startswith(("mask", "depth"))}
     assert ours == ref
+
+
+def test_ctrl_c_of_process_reports_interrupted_and_the_rerun_resumes(gl_platform, data, capture):
+    platform = gl_platform
+    proc = subprocess.Popen(process_cmd(data, TWO, "--backend", platform), env=slow_env(capture),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    root = selector(data).layout.root
+    wait_for_masks(root, 8, proc)
+    os.killpg(proc.pid, signal.SIGINT)  # as a terminal sends it
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, out + err
+    rows = {line.split()[0]: line.split()[-1] for line in out.splitlines() if line.startswith(TWO) and "[" not in line}
+    assert rows[TWO] == "interrupted" and "FAILED" not in out and "Traceback" not in out + err, out + err
+    assert "run the same command again" in out
+    left = FRAMES * KEPT_CAMERAS - len(list((root / "mask").rglob("*.png")))
+    again = subprocess.run(process_cmd(data, TWO, "--backend", platform), capture_output=True, text=True,
+                           env=dict(os.environ, PYTHON=sys.executable))
+    assert again.returncode == 0, again.stdout + again.stderr
+    log = (data / "logs" / f"train_Capture0_{TWO}.log").read_text()
+    rendered = int(re.search(r"(\d+) views rendered", log).group(1))
+    assert left <= rendered < FRAMES * KEPT_CAMERAS and "finished by an interrupted run" in log, log
 
 
 def test_a_refused_run_leaves_the_running_ones_files_alone(gl_platform, data, capture):
