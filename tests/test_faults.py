@@ -335,23 +335,25 @@ def test_check_seq_needs_only_the_sequence(helpers, data):
     sel = selector(data, hand_type="both")
     helpers.run_stages(sel)
 
-    def check() -> subprocess.CompletedProcess:
+    def check(*extra: str) -> subprocess.CompletedProcess:
         return subprocess.run([sys.executable, str(REPO / "check_seq.py"), "--basedir", str(data / "IH"),
-                               "--capture", "0", "--seq", TWO], capture_output=True, text=True, cwd=data)
+                               "--capture", "0", "--seq", TWO, *extra], capture_output=True, text=True, cwd=data)
 
     ok = check()
     assert ok.returncode == 0 and "OK" in ok.stdout and "MANO files" not in ok.stdout, ok.stdout + ok.stderr
     assert "note: fit: right: mean joint error median" in ok.stdout  # from fit_quality.csv
     (data / "mano").rename(data / "mano_moved")
-    moved = check()
-    assert moved.returncode == 0, moved.stdout
-    notes = [line for line in moved.stdout.splitlines() if "note:" in line and "note: fit:" not in line]
-    assert len(notes) == 1 and "MANO files moved or changed" in notes[0] and "not found" in notes[0]
+    moved = check()  # a problem (exit 1) naming the skipped checks, unless --no-mano asks for that
+    assert moved.returncode == 1, moved.stdout
+    assert "1 x MANO files missing, moved or changed" in moved.stdout and "not found" in moved.stdout
+    assert "skipped the checks that need them (params identity, vertex count, mask labels)" in moved.stdout
+    skipped = check("--no-mano")
+    assert skipped.returncode == 0 and "note: --no-mano: skipped the checks that need the MANO model" in skipped.stdout
     (data / "mano_moved").rename(data / "mano")
     with open(data / "mano" / "MANO_LEFT.pkl", "ab") as f:
         f.write(b"\0")  # a changed file (pickle ignores trailing bytes)
     changed = check()
-    assert changed.returncode == 0 and "MANO_LEFT.pkl changed since processing" in changed.stdout
+    assert changed.returncode == 1 and "MANO_LEFT.pkl changed since processing" in changed.stdout
     sel.layout.mask(sel.layout.read_cams()[0], sel.layout.read_frames()[0]).unlink()
     broken = check()
     assert broken.returncode == 1 and "1 x missing mask" in broken.stdout

@@ -16,11 +16,13 @@ from interhand_prep.core import gl_renderer
 from interhand_prep.core.errors import InputError
 from interhand_prep.core.layout import MASK_LABELS, SequenceLayout
 from interhand_prep.core.manifest import Manifest
-from interhand_prep.core.options import AnnotsOptions, BlendWeightOptions, RenderOptions
+from interhand_prep.core.options import AnnotsOptions, BlendWeightOptions, ExportOptions, RenderOptions
 from interhand_prep.stages import get_annots as annots
 from interhand_prep.stages import prepare_blend_weights as blend_weights
 from interhand_prep.stages import render_mesh
+from interhand_prep.stages import export as export_stage
 from interhand_prep.stages.base import Previous
+from interhand_prep.stages.check_seq import check_sequence
 
 ONE, TWO = "0051_dinosaur", "0266_dh_pray"
 
@@ -100,11 +102,20 @@ def test_an_interrupted_render_resumes_with_the_bytes_of_a_whole_run(helpers, gl
     monkeypatch.undo()
     assert Manifest.read(sel.layout.root).stage("render_mesh") is None  # never finished here
     assert sel.layout.progress("render_mesh").is_file()
+    finished = len(list((sel.layout.root / "mask").rglob("*.png")))  # every view written before the stop
+    assert per_task < finished < views
     plan = render_mesh.RENDER_MESH.plan(sel, opts, Previous.read(sel.layout, "render_mesh"))
-    assert "interrupted" in plan.reason and len(plan.todo) == views - per_task
+    assert "interrupted" in plan.reason and len(plan.todo) == views - finished
+    # the unfinished stage is no finished sequence: check-seq says so, export refuses
+    report = check_sequence(sel.layout.root)
+    assert report.problems["stage stopped before it finished"] == [
+        f"{sel.layout.progress('render_mesh')}: render_mesh's last run was stopped; rerun it (it resumes) before "
+        "using the data"], report.summary()
+    with pytest.raises(InputError, match="render_mesh was stopped before it finished here"):
+        export_stage.export(sel, ExportOptions(format="easymocap"), progress=False)
 
     again = render_mesh.run(sel, opts, progress=False)
-    assert again.rendered == views - per_task and again.resumed == per_task and again.skipped == per_task
+    assert again.rendered == views - finished and again.resumed == finished and again.skipped == finished
     assert not sel.layout.progress("render_mesh").exists()
     assert render_mesh.run(sel, opts, progress=False).up_to_date
     reference = helpers.selector(tiny, TWO, hand_type="both", out_root=tmp_path / "ref")
@@ -162,10 +173,12 @@ def test_the_free_space_check_counts_only_what_is_left(helpers, gl_platform, tin
     with pytest.raises(KeyboardInterrupt):
         render_mesh.run(sel, opts, progress=False)
     monkeypatch.undo()
+    finished = len(list((sel.layout.root / "mask").rglob("*.png")))
+    assert finished >= done
     usage = shutil_module.disk_usage(sel.layout.root)
     monkeypatch.setattr(shutil_module, "disk_usage", lambda path: usage._replace(free=int(whole * 0.6)))
     again = render_mesh.run(sel, opts, progress=False)  # the rest fits; all of it would not
-    assert again.rendered == views - done
+    assert again.rendered == views - finished
 
 
 def test_ctrl_c_at_any_point_of_a_write_leaves_no_temporary(tmp_path, monkeypatch):

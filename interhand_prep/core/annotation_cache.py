@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .constants import HANDS
+from .constants import HANDS, JOINTS_PER_HAND
 from .errors import InputError
 from .fileio import atomic_path, write_text
 
@@ -220,7 +220,6 @@ def load_capture_mano(source: Path, capture: int) -> CaptureMano:
 # ---------------------------------------------------------------------------------------------
 # joint_3d.json
 
-JOINTS_PER_HAND = 21
 HAND_JOINTS = {"right": slice(0, 21), "left": slice(21, 42)}  # rows of world_coord / joint_valid
 
 

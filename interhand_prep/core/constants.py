@@ -10,3 +10,5 @@ DEFAULT_MANO_DIR = Path("data/mano")
 # Colours of the hands in every figure and preview (RGB; Okabe-Ito, told apart with colour-vision
 # deficiencies, and both far from skin tones, which red and orange are not)
 HAND_COLORS = {"right": (0, 114, 178), "left": (0, 158, 115)}
+JOINTS_PER_HAND = 21  # InterHand2.6M's joints of one hand (joint_3d rows 0-20 right, 21-41 left)
+CAMERA_DIR_PATTERN = r"^cam(\d+)$"  # a camera's image folder, cam<id>

@@ -20,11 +20,11 @@ import numpy as np
 
 from .cameras import CameraSet
 from .errors import InputError
-from .constants import SPLITS
+from .constants import CAMERA_DIR_PATTERN, SPLITS
 
 PACKAGED_CAMERA_TABLE = Path(__file__).parent / "resources" / "cameras.csv"
 _IMAGE_RE = re.compile(r"^image(\d+)\.jpg$")
-_CAMERA_RE = re.compile(r"^cam(\d+)$")
+_CAMERA_RE = re.compile(CAMERA_DIR_PATTERN)
 # A frame is black when no 8x8 block of its DCT-scaled (1/8) decode exceeds this grey level.
 BLACK_MAX_LEVEL = 10
 # A camera is monochrome when the channels of its DCT-scaled decode differ by at most this.
@@ -205,7 +205,7 @@ class InterHandDataset:
         self.split = split
         self.files = AnnotationFiles(basedir, split)
         if not self.basedir.is_dir():
-            raise InputError(f"{self.basedir}: dataset folder not found (pass --basedir)")
+            raise InputError(f"{self.basedir}: dataset folder not found; check --basedir")
 
     def capture_dir(self, capture: int) -> Path:
         path = capture_folder(self.basedir, self.split, capture)

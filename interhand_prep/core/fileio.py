@@ -136,19 +136,6 @@ def load_npy(path: str | os.PathLike) -> np.ndarray:
         raise InputError(f"{path}: not a readable .npy file ({type(exc).__name__}: {exc})") from exc
 
 
-def load_json(path: str | os.PathLike) -> Any:
-    """Parse a JSON file with a one-line InputError on failure."""
-    import orjson
-
-    path = Path(path)
-    if not path.is_file():
-        raise InputError(f"{path}: annotation file not found")
-    try:
-        return orjson.loads(path.read_bytes())
-    except ValueError as exc:  # orjson.JSONDecodeError is a ValueError
-        raise InputError(f"{path}: not valid JSON ({exc})") from exc
-
-
 def ensure_writable(folder: str | os.PathLike) -> Path:
     """Create `folder` if needed and check that files can be written there (InputError if not)."""
     folder = Path(folder)

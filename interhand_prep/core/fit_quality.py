@@ -13,10 +13,10 @@ from pathlib import Path
 
 import numpy as np
 
+from .constants import JOINTS_PER_HAND
 from .errors import InputError
 
 REGRESSOR_NAME = "J_regressor_mano_ih26m.npy"
-JOINTS_PER_HAND = 21
 
 
 def load_joint_regressor(path: str | Path, num_vertices: int) -> np.ndarray:

@@ -27,7 +27,6 @@ from pathlib import Path
 from .errors import InputError
 from .options import BACKENDS
 
-PLATFORMS = ("egl", "osmesa")
 _PROBE = """
 import os, sys
 os.environ["PYOPENGL_PLATFORM"] = sys.argv[1]

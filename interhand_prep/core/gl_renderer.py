@@ -26,15 +26,12 @@ from dataclasses import dataclass
 import numpy as np
 
 from . import pyrender_adapter
-from .errors import InputError
 from .layout import MASK_LABELS
-from .cameras import CameraSet
+from .cameras import CameraSet, camera_to_world, opencv_to_opengl
 
 log = logging.getLogger(__name__)
 
 Z_NEAR, Z_FAR = 0.01, 20.0  # metres; a 24-bit depth buffer then resolves ~6 micrometres at 1 m
-# OpenCV camera (x right, y down, z forward) to OpenGL camera (x right, y up, z backward)
-OPENCV_TO_OPENGL = np.diag([1.0, -1.0, -1.0, 1.0])
 
 _imported_platform: str | None = None
 
@@ -49,10 +46,8 @@ def can_render_here(platform: str) -> bool:
 def camera_pose_opengl(R: np.ndarray, T_mm: np.ndarray) -> np.ndarray:
     """World-to-camera R (3x3) and T (3, mm) of OpenCV cameras -> 4x4 camera-to-world pose of the
     pyrender (OpenGL) camera in metres: inverse extrinsics composed with the axis flip."""
-    pose = np.eye(4)
-    pose[:3, :3] = R.T
-    pose[:3, 3] = -R.T @ (np.asarray(T_mm, dtype=np.float64).reshape(3) / 1000.0)
-    return pose @ OPENCV_TO_OPENGL
+    T_m = np.asarray(T_mm, dtype=np.float64).reshape(1, 3) / 1000.0
+    return opencv_to_opengl(camera_to_world(np.asarray(R)[None], T_m))[0]
 
 
 @dataclass(frozen=True)

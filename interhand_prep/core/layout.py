@@ -38,7 +38,7 @@ from .cameras import CameraSet
 from .dataset import capture_folder, image_name
 from .errors import InputError
 from .fileio import load_npy, npy_bytes, write_bytes, write_text
-from .constants import HANDS
+from .constants import CAMERA_DIR_PATTERN, HANDS
 
 PARAM_KEYS = {"poses": 48, "Rh": 3, "Th": 3, "shapes": 10}
 MANIFEST_NAME = "prep.json"
@@ -51,7 +51,7 @@ DEPTH_SUFFIX = {"npy": ".npy", "png16": ".png"}
 _ID_RE = re.compile(r"^\d+$")
 _FRAME_FILE_RE = re.compile(r"^(\d+)\.npy$")
 _IMAGE_FILE_RE = re.compile(r"^image(\d+)\.(jpg|png|npy)$")
-_CAMERA_DIR_RE = re.compile(r"^cam(\d+)$")
+_CAMERA_DIR_RE = re.compile(CAMERA_DIR_PATTERN)
 
 
 def output_capture_dir(basedir: str | Path, split: str, capture: int, out_root: str | Path | None) -> Path:

@@ -31,12 +31,6 @@ from .layout import MANIFEST_NAME
 
 FORMAT = "interhand-prep manifest"
 FORMAT_VERSION = 1
-STAGE_NAMES = ("get_annots", "prepare_blend_weights", "render_mesh")
-
-
-def _stage_order(name: str) -> tuple[int, str]:
-    """Records in pipeline order (known stages first), then by name."""
-    return (STAGE_NAMES.index(name) if name in STAGE_NAMES else len(STAGE_NAMES), name)
 
 
 def _checksum(data: dict) -> str:
@@ -86,7 +80,7 @@ class Manifest:
 
     def _write(self) -> None:
         data = {"format": FORMAT, "version": FORMAT_VERSION, "package_version": __version__,
-                "stages": dict(sorted(self.stages.items(), key=lambda item: _stage_order(item[0])))}
+                "stages": self.stages}  # in the order the stages first ran here
         data["checksum"] = _checksum(data)
         write_text(self.path, json.dumps(data, indent=1) + "\n")
         self.problem = None

@@ -175,10 +175,6 @@ class ManoModel:
     def num_vertices(self) -> int:
         return len(self.v_template)
 
-    @property
-    def left_shapedirs_fixed(self) -> bool:
-        return bool(self.left_fix)
-
 
 @dataclass(frozen=True)
 class DefectCheck:
@@ -245,7 +241,16 @@ def load_mano_model(mano_dir: str | Path, hand: str) -> ManoModel:
 
 @lru_cache(maxsize=8)
 def _load_cached(path_str: str, hand: str, size: int, mtime_ns: int) -> ManoModel:
-    path = Path(path_str)
+    """The model of one file version, shared by every caller: its arrays are made read-only, so
+    no caller can change what the others see."""
+    model = _load(Path(path_str), hand)
+    for value in vars(model).values():
+        if isinstance(value, np.ndarray):
+            value.flags.writeable = False
+    return model
+
+
+def _load(path: Path, hand: str) -> ManoModel:
     data = _read_file(path)
     model = _model_from_arrays(read_model_bytes(data, path), hand, path)
     model.sha256 = hashlib.sha256(data).hexdigest()

@@ -199,6 +199,3 @@ class ExportOptions:
         check(self.format in EXPORT_FORMATS,
               f"unknown export format {self.format!r}; expected one of {', '.join(EXPORT_FORMATS)}")
 
-
-STAGE_OPTIONS = {"get_annots": AnnotsOptions, "prepare_blend_weights": BlendWeightOptions,
-                 "render_mesh": RenderOptions}

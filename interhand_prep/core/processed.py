@@ -13,6 +13,8 @@ from .mano import model_filename
 from .selection import SequenceSelector
 
 ANNOTS_STAGE = "get_annots"
+# the stages that record themselves in the manifest, in pipeline order
+RECORDING_STAGES = (ANNOTS_STAGE, "prepare_blend_weights", "render_mesh")
 
 
 def recorded_hands(layout: SequenceLayout, manifest: Manifest | None = None) -> tuple[str, ...]:

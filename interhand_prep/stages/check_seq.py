@@ -3,7 +3,12 @@ a trainer reads it, and report the problems by kind.
 
 What was processed (hands, MANO files, grid options, depth format) comes from the manifest, so
 locating the sequence is enough; options given explicitly override it. MANO files that moved or
-changed since processing are reported in one line and the checks that need them are skipped.
+changed since processing are a problem (the checks that need them are skipped and named); --no-mano
+skips those checks on purpose.
+
+The mask labels are checked against the hand meshes without the renderer: sampled hand pixels of
+every view are back-projected with their depth and must lie nearest the surface of the hand their
+label names (see _check_labels).
 """
 
 from __future__ import annotations
@@ -15,9 +20,11 @@ from pathlib import Path
 import numpy as np
 
 from ..core import skinning
+from ..core.constants import HANDS, SPLITS
 from ..core.errors import InputError
 from ..core.fileio import load_npy
-from ..core.layout import LBS_SHARED_FILES, PARAM_KEYS, SequenceLayout, decode_depth, decode_mask
+from ..core.layout import LBS_SHARED_FILES, MASK_LABELS, PARAM_KEYS, SequenceLayout, decode_depth, decode_mask
+from ..core.processed import RECORDING_STAGES, unfinished
 from ..core.manifest import Manifest, file_sha256
 from ..core.mano import ManoModel, forward, load_mano_model, model_filename
 from ..core.options import DEFAULT_PADDING, DEFAULT_VOXEL_SIZE
@@ -25,6 +32,14 @@ from ..core.safe_pickle import UnsafePickleError, read_npy
 
 PARAMS_TOLERANCE_M = 1e-4     # float32 storage of params and vertices
 MIN_VERTICES_IN_VIEW = 20     # a hand with this many vertices inside the image must show in its mask
+MANO_CHECKS = "params identity, vertex count, mask labels"  # the checks that need the MANO model
+# The label check (_check_labels):
+LABEL_SAMPLES_PER_VIEW = 200  # hand pixels per view (split evenly between the labels present), back-projected
+LABEL_AMBIGUOUS_M = 0.002     # a pixel nearer its own hand's surface than the other's + this is right
+ONE_MESH_ON_M = 0.001         # with one hand's mesh only: a pixel this near it must carry its label,
+ONE_MESH_OFF_M = 0.005        # and one farther than this must carry the other hand's
+MIN_VISIBLE_PIXELS = 50       # a hand whose vertices show on this many pixels must have its label in the mask
+VISIBLE_TOLERANCE_M = 0.004   # a vertex at most this far behind the depth map is visible there
 
 
 @dataclass
@@ -75,10 +90,27 @@ class _Settings:
     voxel_size: float
     padding: float
     depth_format: str
+    mano_folder: Path | None = None         # where the MANO files are (for a hand get_annots did not process)
+    source: tuple[Path, str, int] | None = None  # basedir, split, capture of the annotations, as recorded
+
+
+def _recorded_source(inputs: dict) -> tuple[Path, str, int] | None:
+    """(basedir, split, capture) from get_annots' recorded inputs: the images folder is
+    <basedir>/images/<split>/Capture<N>/<seq>, also for a sequence written under --out-root."""
+    import re
+
+    basedir, images = inputs.get("basedir"), inputs.get("images")
+    if not isinstance(basedir, str) or not isinstance(images, str):
+        return None
+    capture_dir = Path(images).parent
+    match = re.fullmatch(r"Capture(\d+)", capture_dir.name)
+    if not match or capture_dir.parent.name not in SPLITS:
+        return None
+    return Path(basedir), capture_dir.parent.name, int(match.group(1))
 
 
 def _settings(layout: SequenceLayout, report: CheckReport, mano_dir: Path | None, voxel_size: float | None,
-              padding: float | None, depth_format: str | None) -> _Settings:
+              padding: float | None, depth_format: str | None, no_mano: bool = False) -> _Settings:
     """What to check against: explicit options, else the manifest, else the defaults."""
     manifest = Manifest.read(layout.root)
     if manifest.problem:
@@ -92,15 +124,17 @@ def _settings(layout: SequenceLayout, report: CheckReport, mano_dir: Path | None
     voxel_size = voxel_size if voxel_size is not None else lbs_options.get("voxel_size", DEFAULT_VOXEL_SIZE)
     padding = padding if padding is not None else lbs_options.get("padding", DEFAULT_PADDING)
     depth_format = depth_format or render_options.get("depth_format", "npy")
-    recorded = (annots.get("inputs") or {}).get("mano") or {}
-    models: dict[str, ManoModel | None] = {}
+    inputs = annots.get("inputs") or {}
+    recorded = inputs.get("mano") or {}
+    models: dict[str, ManoModel | None] = {hand: None for hand in hands}
+    mano_folder = Path(mano_dir) if mano_dir is not None else None
     issues = []
-    for hand in hands:
+    for hand in hands if not no_mano else []:
         name = model_filename(hand)
         entry = recorded.get(name) if isinstance(recorded.get(name), dict) else {}
         folder = Path(mano_dir) if mano_dir is not None else (Path(entry["path"]).parent if entry.get("path") else None)
+        mano_folder = mano_folder or folder
         path = folder / name if folder else None
-        models[hand] = None
         if path is None:
             issues.append(f"{name}: no --mano-dir and none recorded")
         elif not path.is_file():
@@ -108,24 +142,43 @@ def _settings(layout: SequenceLayout, report: CheckReport, mano_dir: Path | None
         elif mano_dir is None and entry.get("sha256") and file_sha256(path) != entry["sha256"]:
             issues.append(f"{name}: {path} changed since processing")
         else:
-            models[hand] = load_mano_model(folder, hand)
-    if issues:
-        report.notes.append("MANO files moved or changed (" + "; ".join(issues) + "): skipping the checks that "
-                            "need them (params identity, vertex count)")
-    return _Settings(hands, models, float(voxel_size), float(padding), depth_format)
+            models[hand] = load_mano_model(folder, hand)  # a broken model file: one-line error, exit status 2
+    if no_mano:
+        report.notes.append(f"--no-mano: skipped the checks that need the MANO model ({MANO_CHECKS})")
+    elif issues:
+        report.add("MANO files missing, moved or changed",
+                   "; ".join(issues) + f": skipped the checks that need them ({MANO_CHECKS}); give --mano-dir DIR, "
+                   "or --no-mano to skip these checks")
+    return _Settings(hands, models, float(voxel_size), float(padding), depth_format, mano_folder,
+                     _recorded_source(inputs))
 
 
 def check_sequence(root: Path, mano_dir: Path | None = None, voxel_size: float | None = None,
-                   padding: float | None = None, depth_format: str | None = None) -> CheckReport:
+                   padding: float | None = None, depth_format: str | None = None, no_mano: bool = False,
+                   source: tuple[Path, str, int] | None = None) -> CheckReport:
+    """Check a processed or merged sequence folder. `no_mano` skips the checks that need the MANO
+    model; `source` (basedir, split, capture) is where to find the annotations that pose a hand
+    get_annots did not process, when the recorded dataset folder is gone."""
     layout = SequenceLayout(root)
     report = CheckReport(root=Path(root))
+    if not Path(root).is_dir():
+        import difflib
+
+        parent = Path(root).parent
+        siblings = sorted(p.name for p in parent.iterdir() if p.is_dir()) if parent.is_dir() else []
+        close = difflib.get_close_matches(Path(root).name, siblings, n=3)
+        raise InputError(f"{root}: no such sequence folder" + (f" (closest: {', '.join(close)})" if close else
+                         "; check --capture, --seq, --split, --basedir and --out-root"))
     if not layout.annots.is_file():
         raise InputError(f"{layout.annots}: not found; is {root} a processed sequence folder?")
     annots = layout.read_annots()
     cams, frames = layout.read_cams(), layout.read_frames()
     cameras = layout.read_cameras()
-    settings = _settings(layout, report, mano_dir, voxel_size, padding, depth_format)
+    settings = _settings(layout, report, mano_dir, voxel_size, padding, depth_format, no_mano)
     report.counts = {"frames": len(frames), "cameras": len(cams), "hands": len(settings.hands)}
+    for stage in unfinished(layout, RECORDING_STAGES):
+        report.add("stage stopped before it finished",
+                   f"{layout.progress(stage)}: {stage}'s last run was stopped; rerun it (it resumes) before using the data")
     if cameras.ids != cams:
         report.add("cams.txt differs from annots.npy", f"{cams} vs {cameras.ids}")
     if len(annots["ims"]) != len(frames):
@@ -149,7 +202,12 @@ def check_sequence(root: Path, mano_dir: Path | None = None, voxel_size: float |
     hand_vertices: dict[str, dict[int, np.ndarray]] = {}
     for hand in settings.hands:
         hand_vertices[hand] = _check_hand(report, layout, hand, frames, settings)
-    _check_views(report, layout, cams, frames, cameras, sizes, hand_vertices, settings.depth_format)
+    meshes = None
+    if settings.depth_format == "none":
+        report.notes.append("mask labels not checked: the sequence has no depth maps (--depth-format none)")
+    elif not no_mano:
+        meshes = _label_meshes(report, frames, settings, hand_vertices, source)
+    _check_views(report, layout, cams, frames, cameras, sizes, hand_vertices, settings.depth_format, meshes)
     _check_fit_quality(report, layout, frames, settings.hands)
     return report
 
@@ -228,32 +286,40 @@ def _check_hand(report: CheckReport, layout: SequenceLayout, hand: str, frames: 
     return vertices
 
 
-def _check_views(report, layout, cams, frames, cameras, sizes, hand_vertices, depth_format) -> None:
+def _check_views(report: CheckReport, layout: SequenceLayout, cams: list[str], frames: list[int], cameras,
+                 sizes: dict, hand_vertices: dict, depth_format: str, meshes: "_LabelMeshes | None" = None) -> None:
     views = 0
+    samples: dict[int, list[_ViewSample]] = defaultdict(list)
+    label_problems: dict[Path, list[str]] = defaultdict(list)  # mask -> what is wrong with its labels
     for cam in cams:
         if cam not in sizes:
             continue
         width, height = sizes[cam]
+        view_camera = cameras.subset([cam]) if cam in cameras.ids else None
         for frame in frames:
             views += 1
             image = layout.image(cam, frame)
             if not image.is_file():
                 report.add("missing image", str(image))
             mpath = layout.mask(cam, frame)
+            mask = None
             if not mpath.is_file():
                 report.add("missing mask", str(mpath))
-                continue
-            try:
-                mask = decode_mask(mpath)
-            except InputError as exc:
-                report.add("unreadable mask", str(exc))
-                continue
-            if mask.shape != (height, width) or mask.dtype != np.uint8 or not set(np.unique(mask)) <= {0, 100, 200}:
-                report.add("wrong mask", f"{mpath}: {mask.dtype} {mask.shape}, labels {np.unique(mask)[:5]}")
-                continue
+            else:
+                try:
+                    mask = decode_mask(mpath)
+                except InputError as exc:
+                    report.add("unreadable mask", str(exc))
+            label_counts = {}
+            if mask is not None:
+                if mask.shape == (height, width) and mask.dtype == np.uint8:
+                    label_counts = {label: np.count_nonzero(mask == label) for label in (0, *MASK_LABELS.values())}
+                if not label_counts or sum(label_counts.values()) != mask.size:  # wrong shape or type, other labels
+                    report.add("wrong mask", f"{mpath}: {mask.dtype} {mask.shape}, labels {np.unique(mask)[:5]}")
+                    mask = None
+            depth = None  # checked also when the mask is broken: every damaged file is reported
             if depth_format != "none":
                 dpath = layout.depth(cam, frame, depth_format)
-                depth = None
                 if not dpath.is_file():
                     report.add("missing depth", str(dpath))
                 else:
@@ -264,25 +330,220 @@ def _check_views(report, layout, cams, frames, cameras, sizes, hand_vertices, de
                 if depth is not None:
                     if depth.shape != (height, width, 1):
                         report.add("wrong depth", f"{dpath}: {depth.shape}, expected ({height}, {width}, 1)")
-                    elif ((depth[..., 0] > 0) != (mask > 0)).mean() > 0.001:
-                        report.add("depth and mask disagree", str(dpath))
+                        depth = None
+                    else:
+                        depth = depth[..., 0]
+                        if mask is not None and np.count_nonzero((depth > 0) != (mask > 0)) > 0.001 * mask.size:
+                            report.add("depth and mask disagree", str(dpath))
+            if mask is None:
+                continue
             points = [v[frame] for v in hand_vertices.values() if frame in v]
-            if points:
-                pixels, z = cameras.subset([cam]).project(np.concatenate(points) * 1000.0)
+            if points and view_camera is not None:
+                pixels, z = view_camera.project(np.concatenate(points) * 1000.0)
                 inside = ((pixels[0, :, 0] >= 0) & (pixels[0, :, 0] < width) & (pixels[0, :, 1] >= 0)
                           & (pixels[0, :, 1] < height) & (z[0] > 0))
-                if inside.sum() >= MIN_VERTICES_IN_VIEW and not mask.any():
+                if inside.sum() >= MIN_VERTICES_IN_VIEW and label_counts[0] == mask.size:
                     report.add("empty mask where the hand is in view", str(mpath))
+            if meshes is not None and depth is not None and view_camera is not None and meshes.frames.get(frame):
+                for hand, visible in _visible_pixels(depth, view_camera, meshes.frames[frame]).items():
+                    if visible >= MIN_VISIBLE_PIXELS and not label_counts[MASK_LABELS[hand]]:
+                        label_problems[mpath].append(f"the {hand} hand shows on {visible} pixels (its vertices in "
+                                                     f"front of the depth map) but no pixel has its label "
+                                                     f"{MASK_LABELS[hand]}")
+                samples[frame].append(_label_sample(mpath, mask, depth, view_camera))
     report.counts["views"] = views
+    if samples:
+        _check_labels(report, samples, meshes, label_problems)
+    for mpath in sorted(label_problems):
+        report.add("mask labels disagree with the meshes", f"{mpath}: " + "; ".join(label_problems[mpath]))
+
+
+# ---------------------------------------------------------------------------------------------
+# The mask labels against the hand meshes, independently of the renderer: a hand pixel's depth puts
+# it on the surface the renderer saw nearest, which must be the surface of the hand its label names.
+
+
+@dataclass
+class _LabelMeshes:
+    """The meshes the masks must agree with: faces per hand, and per checked frame the world
+    vertices (m) of every hand drawn in it. `unknown` names a hand that may be drawn but could not
+    be posed (the label check then uses the one-mesh rule)."""
+
+    faces: dict[str, np.ndarray]
+    frames: dict[int, dict[str, np.ndarray]]
+    unknown: str | None = None
+
+
+@dataclass
+class _ViewSample:
+    path: Path           # the mask
+    labels: np.ndarray   # N mask labels of the sampled pixels
+    points: np.ndarray   # Nx3 their back-projected pixel centres, world metres
+
+
+def _label_meshes(report: CheckReport, frames: list[int], settings: _Settings, hand_vertices: dict,
+                  source: tuple[Path, str, int] | None) -> _LabelMeshes | None:
+    """The processed hands' vertices/ and, for the hand get_annots did not process (masks show
+    every hand with MANO in the frame), that hand posed from the annotations. None when a
+    processed hand's model is missing (reported as a MANO problem already)."""
+    if not settings.hands or any(settings.models.get(h) is None for h in settings.hands):
+        return None
+    faces = {h: np.ascontiguousarray(settings.models[h].faces, dtype=np.int64) for h in settings.hands}
+    # frames whose processed hands all have good vertices (the others are reported as missing or wrong)
+    meshes = {f: {h: hand_vertices[h][f] for h in settings.hands} for f in frames
+              if all(f in hand_vertices[h] for h in settings.hands)}
+    others = [h for h in HANDS if h not in settings.hands]
+    if not others:
+        return _LabelMeshes(faces, meshes)
+    other = others[0]
+    try:
+        other_faces, posed = _pose_from_annotations(other, sorted(meshes), settings, source)
+    except (InputError, OSError) as exc:
+        report.notes.append(f"the {other} hand (not processed, drawn where it has MANO) could not be posed from the "
+                            f"annotations ({' '.join(str(exc).split())}): mask labels checked against the "
+                            f"{settings.hands[0]} hand's mesh alone")
+        return _LabelMeshes(faces, meshes, unknown=other)
+    if posed:
+        faces[other] = other_faces
+        for f, vertices in posed.items():
+            meshes[f][other] = vertices
+    return _LabelMeshes(faces, meshes)
+
+
+def _pose_from_annotations(hand: str, frames: list[int], settings: _Settings, source: tuple[Path, str, int] | None
+                           ) -> tuple[np.ndarray | None, dict[int, np.ndarray]]:
+    """(faces, {frame: world vertices (m)}) of `hand` in the frames where it has MANO parameters."""
+    from ..core.dataset import InterHandDataset
+
+    candidates = [s for s in (settings.source, source) if s is not None]
+    if not candidates:
+        raise InputError("prep.json records no dataset folder")
+    if settings.mano_folder is None:
+        raise InputError("no MANO folder known")
+    basedir, split, capture = next((s for s in candidates if Path(s[0]).is_dir()), candidates[0])
+    mano = InterHandDataset(basedir, split).capture_mano(capture)
+    have = [f for f, present in zip(frames, mano.has(frames, hand)) if present]
+    if not have:
+        return None, {}
+    model = load_mano_model(settings.mano_folder, hand)
+    pose, shape, trans = mano.arrays(have, hand)
+    vertices = forward(model, pose, shape, trans).vertices
+    return np.ascontiguousarray(model.faces, dtype=np.int64), dict(zip(have, vertices))
+
+
+def _label_sample(path: Path, mask: np.ndarray, depth: np.ndarray, camera) -> _ViewSample:
+    """Up to LABEL_SAMPLES_PER_VIEW hand pixels (mask and depth non-zero), evenly spaced in raster
+    order within each label present, back-projected through their pixel centres into the world."""
+    width = mask.shape[1]
+    flat = mask.ravel()
+    hand = np.flatnonzero(flat > 0)
+    hand = hand[depth.ravel()[hand] > 0]
+    labels = flat[hand]
+    by_label = [hand[labels == label] for label in MASK_LABELS.values()]
+    by_label = [index for index in by_label if len(index)]
+    take = [min(len(index), LABEL_SAMPLES_PER_VIEW // len(by_label)) for index in by_label]
+    chosen = [index[np.arange(k) * (len(index) - 1) // max(k - 1, 1)] for index, k in zip(by_label, take)]
+    index = np.concatenate(chosen) if chosen else np.zeros(0, np.int64)
+    z_mm = depth.ravel()[index].astype(np.float64) * 1000.0
+    pixels = np.stack([index % width, index // width, np.ones_like(index)]).astype(np.float64)
+    K, R, T = camera.K[0], camera.R[0], camera.T[0].reshape(3, 1)
+    cam_points = np.linalg.solve(K, pixels) * z_mm    # X_cam = z K^-1 (u, v, 1), mm
+    world_mm = R.T @ (cam_points - T)                  # X_world = R^T (X_cam - T)
+    return _ViewSample(path, flat[index], world_mm.T / 1000.0)
+
+
+def _visible_pixels(depth: np.ndarray, camera, hands: dict[str, np.ndarray]) -> dict[str, int]:
+    """Per hand: the distinct pixels its vertices project to where they are not hidden (the depth
+    map is 0 there, or the vertex lies at most VISIBLE_TOLERANCE_M behind it)."""
+    height, width = depth.shape
+    K, R, T = camera.K[0], camera.R[0], camera.T[0].reshape(3)
+    out = {}
+    for hand, vertices in hands.items():
+        cam_points = vertices @ (R.T * 1000.0) + T          # mm, X_cam = R X_world + T
+        z = cam_points[:, 2]
+        ahead = z > 0
+        pixels = (cam_points[ahead] @ K.T)[:, :2] / z[ahead, None]
+        u, v = np.floor(pixels + 0.5).T  # pixel centres at integer coordinates
+        inside = (u >= 0) & (u < width) & (v >= 0) & (v < height)
+        u, v, z_m = u[inside].astype(np.int64), v[inside].astype(np.int64), z[ahead][inside] / 1000.0
+        seen = depth[v, u]
+        front = (seen == 0) | (z_m <= seen + VISIBLE_TOLERANCE_M)
+        out[hand] = len(np.unique(v[front] * width + u[front]))
+    return out
+
+
+def _check_labels(report: CheckReport, samples: dict[int, list[_ViewSample]], meshes: _LabelMeshes,
+                  problems: dict[Path, list[str]]) -> None:
+    """The sampled pixels of all views of a frame against that frame's meshes, batched per hand
+    (closest points on the triangles, point-cloud-utils: where palms touch, a pixel can be nearer a
+    vertex of the other hand than any of its own). Two hands known: a pixel whose own hand's surface
+    is LABEL_AMBIGUOUS_M or more farther than the other hand's is wrong (so only the pixels at least
+    that far from their own hand are measured against the other). One hand known (`meshes.unknown`):
+    a pixel within ONE_MESH_ON_M of it must carry its label, one more than ONE_MESH_OFF_M away the
+    other label."""
+    checked = 0
+    for frame, views in samples.items():
+        hands = meshes.frames[frame]
+        labels = np.concatenate([s.labels for s in views])
+        points = np.concatenate([s.points for s in views])
+        checked += len(labels)
+        wrong = np.zeros(len(labels), np.int8)  # 0 right; 1 nearer the other hand; 2 on the known hand; 3 off it
+        if meshes.unknown is None:
+            own = np.full(len(labels), np.inf)
+            for hand, label in MASK_LABELS.items():
+                mine = labels == label
+                if mine.any() and hand in hands:
+                    own[mine] = skinning.closest_surface(points[mine], hands[hand], meshes.faces[hand]).distance
+            far = own >= LABEL_AMBIGUOUS_M  # the rest are on their own hand's surface: right whatever the other
+            for hand, label in MASK_LABELS.items():
+                theirs = far & (labels != label)
+                if theirs.any() and hand in hands:
+                    other = skinning.closest_surface(points[theirs], hands[hand], meshes.faces[hand]).distance
+                    wrong[np.flatnonzero(theirs)[own[theirs] >= other + LABEL_AMBIGUOUS_M]] = 1
+        elif hands:
+            (hand, vertices), = hands.items()
+            distance = skinning.closest_surface(points, vertices, meshes.faces[hand]).distance
+            wrong[(distance <= ONE_MESH_ON_M) & (labels != MASK_LABELS[hand])] = 2
+            wrong[(distance > ONE_MESH_OFF_M) & (labels == MASK_LABELS[hand])] = 3
+        start = 0
+        for view in views:
+            mine, labs = wrong[start:start + len(view.labels)], view.labels
+            start += len(view.labels)
+            if mine.any():
+                problems[view.path].insert(0, f"{np.count_nonzero(mine)} of {len(labs)} sampled hand pixels have "
+                                           "the wrong label: " + ", ".join(
+                                               _wrong_reason(label, code, count, hands)
+                                               for (label, code), count in _group(labs[mine > 0], mine[mine > 0])))
+    report.counts["label samples"] = checked
+
+
+def _group(labels: np.ndarray, codes: np.ndarray) -> list[tuple[tuple[int, int], int]]:
+    keys, counts = np.unique(np.stack([labels.astype(np.int64), codes.astype(np.int64)], 1), axis=0, return_counts=True)
+    return [((int(k[0]), int(k[1])), int(n)) for k, n in zip(keys, counts)]
+
+
+def _wrong_reason(label: int, code: int, count: int, hands: dict) -> str:
+    names = {v: k for k, v in MASK_LABELS.items()}
+    own = names[label]
+    if code == 1:
+        other = next(h for h in MASK_LABELS if h != own)
+        return f"{count} at {label} ({own}) lie nearer the {other} hand's surface"
+    known = next(iter(hands))
+    if code == 2:
+        return f"{count} at {label} ({own}) lie on the {known} hand's surface"
+    return f"{count} at {label} ({own}) lie more than {ONE_MESH_OFF_M * 1000:g} mm off the {known} hand's surface"
 
 
 def main(args) -> int:
     """check-seq / check_seq.py: a folder, or --capture and --seq (with --split, --basedir, --out-root)."""
     path = args.path
+    source = None
     if path is None:
         if args.capture is None or not args.seq:
             raise InputError("give a sequence folder, or --capture and --seq")
         path = SequenceLayout.for_sequence(args.basedir, args.split, args.capture, args.seq, args.out_root).root
-    report = check_sequence(path, args.mano_dir, args.voxel_size, args.padding, args.depth_format)
+        source = (Path(args.basedir), args.split, args.capture)
+    report = check_sequence(path, args.mano_dir, args.voxel_size, args.padding, args.depth_format,
+                            no_mano=getattr(args, "no_mano", False), source=source)
     print(report.summary())
     return 0 if report.ok else 1

@@ -31,6 +31,7 @@ from ..core.errors import InputError
 from ..core.fileio import folder_swap, relative_symlink, swap_temporary_pattern, write_text
 from ..core.layout import ExportLayout, SequenceLayout, decode_depth
 from ..core.locking import sequence_lock
+from ..core.processed import require_finished
 from ..core.manifest import Manifest, digest
 from ..core.options import ExportOptions, from_args
 from ..core.selection import SequenceSelector
@@ -100,6 +101,7 @@ def finished_sequence(layout: SequenceLayout) -> SequenceViews:
     manifest = Manifest.read(root)
     if manifest.problem:
         raise InputError(f"{manifest.path}: {manifest.problem}; run process.sh on the sequence so its stages are recorded")
+    require_finished(layout, NEEDED_STAGES, "export")
     for stage in NEEDED_STAGES:
         if not isinstance(manifest.stage(stage), dict):
             raise InputError(f"{root}: {stage} has not finished here (no record in {manifest.path.name}); "
@@ -122,8 +124,9 @@ def finished_sequence(layout: SequenceLayout) -> SequenceViews:
                + ([layout.depth(cam, frame, depth_format)] if depth_format != "none" else [])
                if not p.is_file()]
     if missing:
-        raise InputError(f"{missing[0]}: missing ({len(missing)} image, mask or depth file(s) of the sequence are); "
-                         "rerun process.sh on it")
+        kinds = "image, mask and depth files" if depth_format != "none" else "image and mask files"
+        raise InputError(f"{missing[0]}: not found; {len(missing)} of the sequence's {kinds} "
+                         f"{'is' if len(missing) == 1 else 'are'} missing; rerun process.sh on it")
     sizes = [image_size(layout.image(cam, frames[0])) for cam in cams]
     processed = tuple((manifest.stage("get_annots").get("result") or {}).get("hands") or layout.hands_present())
     outdated = outdated_render(layout, sizes, processed)

@@ -16,7 +16,7 @@ import numpy as np
 
 from ..core.errors import InputError
 from ..core.fileio import folder_swap, relative_symlink, write_bytes
-from ..core.layout import LBS_SHARED_FILES, SequenceLayout, merge_dir
+from ..core.layout import DEPTH_SUFFIX, LBS_SHARED_FILES, SequenceLayout, merge_dir
 from ..core.manifest import Manifest
 from ..core.constants import SPLITS
 
@@ -122,7 +122,7 @@ def build_merge(sources: list[Source], dest: Path) -> None:
             for cam in cams:
                 relative_symlink(src.image(cam, frame), out.image(cam, frame))
                 _link_if_present(src.mask(cam, frame), out.mask(cam, frame))
-                for fmt in ("npy", "png16"):
+                for fmt in DEPTH_SUFFIX:
                     _link_if_present(src.depth(cam, frame, fmt), out.depth(cam, frame, fmt))
             for hand in hands:
                 relative_symlink(src.params(hand, frame), out.params(hand, frame))

@@ -19,7 +19,6 @@ from __future__ import annotations
 import multiprocessing
 import os
 import signal
-import time
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,7 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from ..core import skinning
-from ..core.errors import InputError, interrupts_ignored
+from ..core.errors import interrupts_ignored
 from ..core.fileio import remove_files, save_npy
 from ..core.locking import die_with_parent
 from ..core.layout import LBS_SHARED_FILES, SequenceLayout, write_grid
@@ -142,12 +141,17 @@ def _compute(models: dict[str, ManoModel], layout: SequenceLayout, todo: dict[st
     with ProcessPoolExecutor(workers, mp_context=ctx, initializer=_init_worker,
                              initargs=(os.getpid(), models, str(layout.root), opts)) as pool:
         jobs = [pool.submit(_grids_task, hand, frames) for hand, frames in tasks]
+        reported = set()
         try:
             for job in as_completed(jobs):
+                reported.add(job)
                 finished(*job.result())
         except BaseException:
             with interrupts_ignored():
                 pool.shutdown(wait=True, cancel_futures=True)  # running tasks finish: files stay whole
+                for job in jobs:  # and go into the journal
+                    if job not in reported and job.done() and not job.cancelled() and job.exception() is None:
+                        finished(*job.result())
             raise
 
 

@@ -7,7 +7,6 @@ job array (SLURM_ARRAY_TASK_ID set) only that entry of the sequence list is proc
 
 from __future__ import annotations
 
-import argparse
 import difflib
 import fcntl
 import os
@@ -26,7 +25,7 @@ from ..core.errors import InputError
 from ..core.fileio import FILE_MODE
 from ..core.layout import log_path
 from ..core.selection import SequenceSelector, selector_from_args
-from .pipeline import STAGES, SequenceReport, StageOptions, StageReport
+from .pipeline import STAGES, SequenceReport, StageOptions
 from ..synthetic.capture import CaptureSpec, SequenceSpec, generate_capture
 
 DEMO_SPEC = CaptureSpec(capture=0, split="train", num_cameras=16, seed=0, sequences=[

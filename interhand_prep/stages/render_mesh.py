@@ -210,37 +210,50 @@ def view_unit(frame: int, cam: str) -> str:
 
 
 def render_views(renderer: gl_renderer.HandViewRenderer, layout: SequenceLayout, size: tuple[int, int],
-                 frames: list[int], meshes: dict, views: dict[int, list[str]], faces: dict, depth_format: str
-                 ) -> tuple[list[str], int]:
+                 frames: list[int], meshes: dict, views: dict[int, list[str]], faces: dict, depth_format: str,
+                 done: list[str] | None = None) -> tuple[list[str], int]:
     """Render, check and write the views {frame: [camera ids]} of one image size; writes overlap
-    rendering. -> (the views written, as journal units; how many needed a second render)."""
-    done, rechecked = [], 0
+    rendering. -> (the views written, as journal units; how many needed a second render).
+
+    `done` (optional) receives each view as its files are complete, also when a Ctrl-C stops the
+    loop: the views already handed to the writers are finished first."""
+    done = [] if done is None else done
+    rechecked = 0
+    pending = []
+
+    def collect(keep: int) -> None:
+        while len(pending) > keep:  # bound the views held in memory for writing
+            unit, future = pending.pop(0)
+            future.result()
+            done.append(unit)
+
     with ThreadPoolExecutor(max_workers=2) as writer:
-        pending = []
-        for frame in frames:
-            hands = {hand: (v, faces[hand]) for hand, v in meshes[frame].items()}
-            renderer.set_hands(size, hands)
-            for cam in views[frame]:
-                mask, depth = renderer.render(cam)
-                problem = renderer.label_problem(cam, mask, depth)
-                if problem:
-                    rechecked += 1
-                    log.warning("cam%s frame %d: %s; rendering it again", cam, frame, problem)
-                    renderer.set_hands(size, hands)  # new scene nodes and buffers
+        try:
+            for frame in frames:
+                hands = {hand: (v, faces[hand]) for hand, v in meshes[frame].items()}
+                renderer.set_hands(size, hands)
+                for cam in views[frame]:
                     mask, depth = renderer.render(cam)
                     problem = renderer.label_problem(cam, mask, depth)
                     if problem:
-                        raise RuntimeError(f"{layout.mask(cam, frame)}: the render gives wrong hand labels twice "
-                                           f"({problem}); nothing was written for this view")
-                pending.append((view_unit(frame, cam),
-                                writer.submit(layout.write_view, cam, frame, mask, depth, depth_format)))
-            while len(pending) > 64:  # bound the views held in memory for writing
-                unit, future = pending.pop(0)
-                future.result()
-                done.append(unit)
-        for unit, future in pending:
-            future.result()
-            done.append(unit)
+                        rechecked += 1
+                        log.warning("cam%s frame %d: %s; rendering it again", cam, frame, problem)
+                        renderer.set_hands(size, hands)  # new scene nodes and buffers
+                        mask, depth = renderer.render(cam)
+                        problem = renderer.label_problem(cam, mask, depth)
+                        if problem:
+                            raise RuntimeError(f"{layout.mask(cam, frame)}: the render gives wrong hand labels "
+                                               f"twice ({problem}); nothing was written for this view")
+                    pending.append((view_unit(frame, cam),
+                                    writer.submit(layout.write_view, cam, frame, mask, depth, depth_format)))
+                collect(64)
+            collect(0)
+        except BaseException:
+            with interrupts_ignored():
+                for unit, future in pending:
+                    if future.exception() is None:  # waits for the write
+                        done.append(unit)
+            raise
     return done, rechecked
 
 
@@ -406,8 +419,13 @@ def _render(views: _Views, opts: RenderOptions, result: RenderResult, lock, layo
         if workers == 1 and gl_renderer.can_render_here(result.backend):
             with gl_renderer.HandViewRenderer(views.cameras) as renderer:
                 for size, frames, task_views in tasks:
-                    finished(render_views(renderer, layout, size, frames, {f: views.meshes[f] for f in frames},
-                                          task_views, views.faces, opts.depth_format))
+                    written: list[str] = []
+                    try:
+                        _, rechecked = render_views(renderer, layout, size, frames, {f: views.meshes[f] for f in frames},
+                                                    task_views, views.faces, opts.depth_format, written)
+                    finally:
+                        finished((written, 0))  # also the views finished before a stop
+                    result.rechecked += rechecked
             return
         result.workers = workers
         # spawn: a fresh process (and GL context) per worker, never a forked one; each holds a copy
@@ -419,12 +437,17 @@ def _render(views: _Views, opts: RenderOptions, result: RenderResult, lock, layo
                                            str(layout.root), opts.depth_format)) as pool:
             jobs = [pool.submit(_render_task, size, frames, {f: views.meshes[f] for f in frames}, task_views)
                     for size, frames, task_views in tasks]
+            reported = set()
             try:
                 for job in as_completed(jobs):
+                    reported.add(job)
                     finished(job.result())
             except BaseException:
                 with interrupts_ignored():
                     pool.shutdown(wait=True, cancel_futures=True)  # running tasks finish: files stay whole
+                    for job in jobs:  # and go into the journal
+                        if job not in reported and job.done() and not job.cancelled() and job.exception() is None:
+                            finished(job.result())
                 raise
     finally:
         bar.close()

@@ -34,8 +34,6 @@ WRIST_RING = 16          # vertices of the open wrist boundary
 WRIST_RINGS_Y = (-0.010, 0.010)
 GRID_NX, GRID_NZ = 13, 4  # palm cross-section as the boundary of a 13 x 4 quad grid: 34 vertices
 PALM_RINGS_Y = np.linspace(0.018, 0.085, 7)
-FINGER_RINGS = 12
-THUMB_RINGS = 11
 # finger blocks in the palm cap (grid column of the hole centre), ordered index, middle, ring, pinky
 FINGER_BLOCK_COLUMNS = {"index": 2, "middle": 5, "ring": 8, "pinky": 11}
 # MANO joint ids (MCP/CMC, PIP/MCP, DIP/IP) of each finger
