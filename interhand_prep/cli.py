@@ -9,6 +9,7 @@ of any command imports nothing heavy.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import importlib
 import logging
 import sys
@@ -19,9 +20,10 @@ from typing import Callable, Sequence
 
 from .core.constants import DEFAULT_BASEDIR, SPLITS
 from .core.errors import InputError, Stopped, stop_on_sigterm
-from .core.options import (DEFAULT_PADDING, DEFAULT_VOXEL_SIZE, DEPTH_FORMATS, AnnotsOptions, BlendWeightOptions, ExportOptions, RenderOptions, add_to_parser,
+from .core.options import (DEFAULT_PADDING, DEFAULT_VOXEL_SIZE, DEPTH_FORMATS, ExportOptions, add_to_parser,
                            non_negative_float, non_negative_int, positive_float)
 from .core.selection import SequenceSelector, add_selector_options
+from .stages import registry
 
 PROG = "interhand-prep"
 
@@ -80,16 +82,16 @@ def _workers_alias(parser: argparse.ArgumentParser, dest: str) -> argparse.Argum
     return parser
 
 
-def get_annots_parser(prog: str, summary: str) -> argparse.ArgumentParser:
-    return stage_parser(prog, summary, AnnotsOptions)
-
-
-def blend_weights_parser(prog: str, summary: str) -> argparse.ArgumentParser:
-    return _workers_alias(stage_parser(prog, summary, BlendWeightOptions), "lbs_workers")
-
-
-def render_mesh_parser(prog: str, summary: str) -> argparse.ArgumentParser:
-    return _workers_alias(stage_parser(prog, summary, RenderOptions), "render_workers")
+def recording_stage_parser(entry) -> Callable[[str, str], argparse.ArgumentParser]:
+    """The parser of a recording stage's command: the sequence options and its options record, and
+    `--workers` for a record's worker count."""
+    def build(prog: str, summary: str) -> argparse.ArgumentParser:
+        parser = stage_parser(prog, summary, entry.options)
+        for f in dataclasses.fields(entry.options):
+            if f.name.endswith("_workers"):
+                _workers_alias(parser, f.name)
+        return parser
+    return build
 
 
 def check_seq_parser(prog: str, summary: str) -> argparse.ArgumentParser:
@@ -177,8 +179,8 @@ def process_parser(prog: str, summary: str, demo: bool = False) -> argparse.Argu
         parser.add_argument("--demo", action="store_true",
                             help="generate a synthetic capture under data/ if absent, process all of it, make GIFs")
     add_selector_options(parser, with_sequence=False, capture_default=0)
-    for record in (AnnotsOptions, BlendWeightOptions, RenderOptions):
-        add_to_parser(parser, record, group_title=f"{record.__doc__.split(':')[0]} options")
+    for entry in registry.STAGES:
+        add_to_parser(parser, entry.options, group_title=f"{entry.options.__doc__.split(':')[0]} options")
     add_runtime_flags(parser)
     if demo:
         parser.set_defaults(demo=True, seqs=[], all=True, list=None)
@@ -195,14 +197,8 @@ class Command:
 
 
 COMMANDS = [
-    Command("get-annots", "get_annots.py", "Cameras, image list, MANO parameters and vertices of one sequence.",
-            get_annots_parser, "interhand_prep.stages.get_annots:main"),
-    Command("prepare-blend-weights", "prepare_blend_weights.py",
-            "Linear-blend-skinning weight grids (lbs/) around the canonical and every posed hand.",
-            blend_weights_parser, "interhand_prep.stages.prepare_blend_weights:main"),
-    Command("render-mesh", "render_mesh.py",
-            "A hand mask and a depth map for every camera view, rendered from the MANO mesh (pyrender offscreen).",
-            render_mesh_parser, "interhand_prep.stages.render_mesh:main"),
+    *(Command(entry.command, entry.script, entry.summary, recording_stage_parser(entry),
+              f"interhand_prep.stages.{entry.name}:main") for entry in registry.STAGES),
     Command("check-seq", "check_seq.py",
             "Verify a processed (or merged) sequence against the output contract, as a trainer reads it.",
             check_seq_parser, "interhand_prep.stages.check_seq:main"),

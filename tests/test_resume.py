@@ -104,7 +104,7 @@ def test_an_interrupted_render_resumes_with_the_bytes_of_a_whole_run(helpers, gl
     assert sel.layout.progress("render_mesh").is_file()
     finished = len(list((sel.layout.root / "mask").rglob("*.png")))  # every view written before the stop
     assert per_task < finished < views
-    plan = render_mesh.RENDER_MESH.plan(sel, opts, Previous.read(sel.layout, "render_mesh"))
+    plan = render_mesh.STAGE.plan(sel, opts, Previous.read(sel.layout, "render_mesh"))
     assert "interrupted" in plan.reason and len(plan.todo) == views - finished
     # the unfinished stage is no finished sequence: check-seq says so, export refuses
     report = check_sequence(sel.layout.root)
@@ -165,7 +165,7 @@ def test_the_free_space_check_counts_only_what_is_left(helpers, gl_platform, tin
     sel = helpers.selector(tiny, TWO, hand_type="both")
     annots.run(sel, progress=False)
     opts = RenderOptions(backend=gl_platform, render_workers=1)
-    whole = render_mesh.RENDER_MESH.plan(sel, opts, Previous.read(sel.layout, "render_mesh")).needed_bytes
+    whole = render_mesh.STAGE.plan(sel, opts, Previous.read(sel.layout, "render_mesh")).needed_bytes
     views = len(sel.layout.read_frames()) * len(sel.layout.read_cams())
     done = 2 * render_mesh.FRAMES_PER_TASK * len(sel.layout.read_cams())  # two of three tasks finish
     assert done > views / 2

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .constants import JOINTS_PER_HAND
+from .constants import HANDS, JOINTS_PER_HAND
 from .errors import InputError
 
 REGRESSOR_NAME = "J_regressor_mano_ih26m.npy"
@@ -68,3 +68,20 @@ def error_statistics(mean_errors: np.ndarray) -> dict[str, float] | None:
     if not len(values):
         return None
     return {"median": float(np.median(values)), "p95": float(np.percentile(values, 95)), "max": float(values.max())}
+
+
+def fit_summary(rows: list[tuple], worst: int = 3) -> list[str]:
+    """Per hand: median, 95th percentile and maximum of the frames' mean joint error, and the worst frames."""
+    lines = []
+    for hand in HANDS:
+        mine = [(f, m) for f, h, m, _, _ in rows if h == hand]
+        if not mine:
+            continue
+        stats = error_statistics(np.array([m for _, m in mine], dtype=np.float64))
+        if stats is None:
+            lines.append(f"{hand}: no frame with a valid annotated joint")
+            continue
+        ranked = sorted(((m, f) for f, m in mine if np.isfinite(m)), reverse=True)[:worst]
+        lines.append(f"{hand}: mean joint error median {stats['median']:.1f} mm, 95% {stats['p95']:.1f} mm, max "
+                     f"{stats['max']:.1f} mm; worst frames " + ", ".join(f"{f} ({m:.1f})" for m, f in ranked))
+    return lines

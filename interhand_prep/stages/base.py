@@ -36,6 +36,8 @@ from ..core.layout import SequenceLayout
 from ..core.locking import sequence_lock
 from ..core.manifest import Manifest, digest, stage_record
 from ..core.selection import SequenceSelector
+from .processed import require_finished
+from .registry import StageEntry
 
 log = logging.getLogger(__name__)
 
@@ -160,13 +162,21 @@ def join_reasons(*reasons: str | None) -> str | None:
 
 
 class Stage:
-    """One recording stage: a name (its manifest record and journal), and the three steps the
-    driver calls. Subclasses set `name` and implement `plan`, `prepare`, `write` and `result`."""
+    """One recording stage: its registry entry (name, options, the stages it reads from), and the
+    steps the driver calls. Subclasses set `entry` and implement `plan`, `new_result` and `write`
+    (`prepare`, `check` and `record_result` when they need them)."""
 
-    name: str = ""
+    entry: StageEntry
+
+    @property
+    def name(self) -> str:
+        """Its manifest record and journal."""
+        return self.entry.name
 
     def check(self, sel: SequenceSelector, opts) -> None:
-        """Clear errors for missing prerequisites, before any lock or journal (optional)."""
+        """Clear errors for missing prerequisites, before any lock or journal: by default, that no
+        stage it reads from was stopped before it finished."""
+        require_finished(sel.layout, self.entry.needs, self.name)
 
     def plan(self, sel: SequenceSelector, opts, previous: Previous) -> Plan:
         raise NotImplementedError

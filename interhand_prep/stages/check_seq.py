@@ -24,7 +24,8 @@ from ..core.constants import HANDS, SPLITS
 from ..core.errors import InputError
 from ..core.fileio import load_npy
 from ..core.layout import LBS_SHARED_FILES, MASK_LABELS, PARAM_KEYS, SequenceLayout, decode_depth, decode_mask
-from ..core.processed import RECORDING_STAGES, unfinished
+from . import registry
+from .processed import recorded_hands, unfinished
 from ..core.manifest import Manifest, file_sha256
 from ..core.mano import ManoModel, forward, load_mano_model, model_filename
 from ..core.options import DEFAULT_PADDING, DEFAULT_VOXEL_SIZE
@@ -115,10 +116,10 @@ def _settings(layout: SequenceLayout, report: CheckReport, mano_dir: Path | None
     manifest = Manifest.read(layout.root)
     if manifest.problem:
         report.notes.append(f"{manifest.problem}: checking against the defaults and the options given")
-    annots = manifest.stage("get_annots") or {}
-    lbs = manifest.stage("prepare_blend_weights") or {}
-    render = manifest.stage("render_mesh") or {}
-    hands = list((annots.get("result") or {}).get("hands") or layout.hands_present())
+    annots = manifest.stage(registry.GET_ANNOTS.name) or {}
+    lbs = manifest.stage(registry.PREPARE_BLEND_WEIGHTS.name) or {}
+    render = manifest.stage(registry.RENDER_MESH.name) or {}
+    hands = list(recorded_hands(layout, manifest))
     lbs_options = (lbs.get("recipe") or {}).get("options") or {}
     render_options = (render.get("recipe") or {}).get("options") or {}
     voxel_size = voxel_size if voxel_size is not None else lbs_options.get("voxel_size", DEFAULT_VOXEL_SIZE)
@@ -176,7 +177,7 @@ def check_sequence(root: Path, mano_dir: Path | None = None, voxel_size: float |
     cameras = layout.read_cameras()
     settings = _settings(layout, report, mano_dir, voxel_size, padding, depth_format, no_mano)
     report.counts = {"frames": len(frames), "cameras": len(cams), "hands": len(settings.hands)}
-    for stage in unfinished(layout, RECORDING_STAGES):
+    for stage in unfinished(layout):
         report.add("stage stopped before it finished",
                    f"{layout.progress(stage)}: {stage}'s last run was stopped; rerun it (it resumes) before using the data")
     if cameras.ids != cams:
@@ -215,7 +216,7 @@ def check_sequence(root: Path, mano_dir: Path | None = None, voxel_size: float |
 def _check_fit_quality(report: CheckReport, layout: SequenceLayout, frames: list[int], hands: list[str]) -> None:
     """fit_quality.csv, where get_annots wrote one: readable, a row per kept frame and hand; its
     statistics go into the report's notes."""
-    from .get_annots import fit_summary
+    from ..core.fit_quality import fit_summary
 
     if not layout.fit_quality.is_file():
         return

@@ -31,16 +31,16 @@ from ..core.errors import InputError
 from ..core.fileio import folder_swap, relative_symlink, swap_temporary_pattern, write_text
 from ..core.layout import ExportLayout, SequenceLayout, decode_depth
 from ..core.locking import sequence_lock
-from ..core.processed import require_finished
+from . import registry
+from .processed import outdated_render, recorded_hands, require_finished
 from ..core.manifest import Manifest, digest
 from ..core.options import ExportOptions, from_args
 from ..core.selection import SequenceSelector
-from .render_mesh import outdated_render
 from ..core.trainer_formats import MM_PER_M, easymocap_extri, easymocap_intri, nerfstudio_transforms, transforms_text
 
 log = logging.getLogger(__name__)
 STAGE = "export"
-NEEDED_STAGES = ("get_annots", "render_mesh")
+NEEDED_STAGES = (registry.GET_ANNOTS.name, registry.RENDER_MESH.name)
 # part of every export's recipe: a change of what an export writes makes earlier exports stale
 EXPORT_FORMAT_VERSION = 1
 # the parts of a stage record that say when, not what: left out of the source digest
@@ -110,7 +110,7 @@ def finished_sequence(layout: SequenceLayout) -> SequenceViews:
     cameras = layout.read_cameras()
     if cameras.ids != cams:
         raise InputError(f"{layout.annots}: its cameras differ from cams.txt; rerun get_annots.py")
-    render = manifest.stage("render_mesh")
+    render = manifest.stage(registry.RENDER_MESH.name)
     rendered_frames, rendered_cams = set(render.get("frames") or {}), set(render.get("cameras") or {})
     frames_left = [f for f in frames if str(f) not in rendered_frames]
     cams_left = [c for c in cams if c not in rendered_cams]
@@ -128,7 +128,7 @@ def finished_sequence(layout: SequenceLayout) -> SequenceViews:
         raise InputError(f"{missing[0]}: not found; {len(missing)} of the sequence's {kinds} "
                          f"{'is' if len(missing) == 1 else 'are'} missing; rerun process.sh on it")
     sizes = [image_size(layout.image(cam, frames[0])) for cam in cams]
-    processed = tuple((manifest.stage("get_annots").get("result") or {}).get("hands") or layout.hands_present())
+    processed = recorded_hands(layout, manifest)
     outdated = outdated_render(layout, sizes, processed)
     if outdated:
         raise InputError(f"{root}: its masks and depth maps are out of date ({outdated}); run render_mesh.py on it")

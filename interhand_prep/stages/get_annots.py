@@ -22,18 +22,18 @@ import numpy as np
 from ..core import dataset
 from ..core.dataset import InterHandDataset, SequenceImages, probe_image
 from ..core.errors import InputError
-from ..core.fit_quality import REGRESSOR_NAME, error_statistics, fit_errors, load_joint_regressor, regress_joints
+from ..core.fit_quality import REGRESSOR_NAME, fit_errors, fit_summary, load_joint_regressor, regress_joints
 from ..core.fileio import remove_files
 from ..core.layout import SequenceLayout
 from ..core.manifest import file_identity, file_sha256
 from ..core.mano import canonical_params, easymocap_params, forward, load_mano_model, model_filename
 from ..core.constants import HANDS
 from ..core.options import AnnotsOptions, from_args, recipe as options_recipe
-from ..core.processed import mano_files
 from ..core.selection import SequenceSelector, selector_from_args
+from .processed import mano_files
+from . import registry
 from .base import Plan, Previous, Stage, join_reasons, run_stage, unit_digest
 
-STAGE = "get_annots"
 log = logging.getLogger(__name__)
 
 
@@ -81,23 +81,6 @@ class AnnotsResult:
             lines += [("  fit:     " if k == 0 else " " * 11) + line for k, line in enumerate(fit_summary(self.fit_rows))]
         lines.append(f"  files:   {self.written} written, {self.removed} removed;  {self.seconds:.2f} s")
         return "\n".join(lines)
-
-
-def fit_summary(rows: list[tuple], worst: int = 3) -> list[str]:
-    """Per hand: median, 95th percentile and maximum of the frames' mean joint error, and the worst frames."""
-    lines = []
-    for hand in HANDS:
-        mine = [(f, m) for f, h, m, _, _ in rows if h == hand]
-        if not mine:
-            continue
-        stats = error_statistics(np.array([m for _, m in mine], dtype=np.float64))
-        if stats is None:
-            lines.append(f"{hand}: no frame with a valid annotated joint")
-            continue
-        ranked = sorted(((m, f) for f, m in mine if np.isfinite(m)), reverse=True)[:worst]
-        lines.append(f"{hand}: mean joint error median {stats['median']:.1f} mm, 95% {stats['p95']:.1f} mm, max "
-                     f"{stats['max']:.1f} mm; worst frames " + ", ".join(f"{f} ({m:.1f})" for m, f in ranked))
-    return lines
 
 
 def frame_ranges(frames: list[int]) -> str:
@@ -236,7 +219,7 @@ class _Inputs:
 
 
 class GetAnnots(Stage):
-    name = STAGE
+    entry = registry.GET_ANNOTS
 
     def check(self, sel: SequenceSelector, opts: AnnotsOptions) -> None:
         for given, what in ((opts.cameras_csv, "camera table"), (opts.joint_regressor, "joint regressor")):
@@ -250,7 +233,7 @@ class GetAnnots(Stage):
         hands, counts = resolve_hands(sel, images, mano)
         recipe, inputs = _recipe(sel, opts, ds, images, hands)
         layout = sel.layout
-        reason = "--overwrite" if sel.overwrite else previous.manifest.stale_reason(STAGE, recipe)
+        reason = "--overwrite" if sel.overwrite else previous.manifest.stale_reason(self.name, recipe)
         if reason is None and (missing := _missing_outputs(layout, hands)):
             reason = f"output {missing} is missing"
         recorded = previous.record.get("result") or {}
@@ -284,12 +267,12 @@ class GetAnnots(Stage):
                 "fit_quality": result.fit_rows is not None, "left_fix_applied": result.left_fix}
 
 
-GET_ANNOTS = GetAnnots()
+STAGE = GetAnnots()
 
 
 def run(sel: SequenceSelector, opts: AnnotsOptions | None = None, progress: bool = True) -> AnnotsResult:
     """Run get_annots for one sequence (if anything is stale); see README for the outputs."""
-    return run_stage(GET_ANNOTS, sel, opts or AnnotsOptions(), progress)
+    return run_stage(STAGE, sel, opts or AnnotsOptions(), progress)
 
 
 @dataclass

@@ -18,6 +18,8 @@ from ..core.errors import InputError
 from ..core.fileio import folder_swap, relative_symlink, write_bytes
 from ..core.layout import DEPTH_SUFFIX, LBS_SHARED_FILES, SequenceLayout, merge_dir
 from ..core.manifest import Manifest
+from . import registry
+from .processed import recorded_hands
 from ..core.constants import SPLITS
 
 _CAPTURE_RE = re.compile(r"^Capture(\d+)$")
@@ -49,7 +51,7 @@ def parse_entry(entry: str, split: str, capture: int) -> tuple[str, int, str]:
 
 
 def _hands(layout: SequenceLayout) -> list[str]:
-    return layout.hands_present()
+    return list(recorded_hands(layout))
 
 
 def check_sources(sources: list[Source]) -> None:
@@ -79,7 +81,7 @@ def check_sources(sources: list[Source]) -> None:
                                  "sequences from different captures cannot be merged")
         if _hands(s.layout) != hands:
             raise InputError(f"hands differ: {first.name} has {hands}, {s.name} has {_hands(s.layout)}")
-        for stage in ("prepare_blend_weights", "render_mesh"):
+        for stage in (registry.PREPARE_BLEND_WEIGHTS.name, registry.RENDER_MESH.name):
             ours, theirs = _options(first.layout, stage), _options(s.layout, stage)
             if ours != theirs:
                 raise InputError(f"{stage} options differ between {first.name} ({ours}) and {s.name} ({theirs}); "

@@ -8,6 +8,7 @@ interhand_prep.stages.pipeline` runs one sequence (process.sh starts one such pr
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 import time
@@ -17,26 +18,29 @@ from pathlib import Path
 from ..cli import run_main, stage_parser
 from ..core.errors import InputError, Stopped
 from ..core.fileio import write_text
-from ..core.options import AnnotsOptions, BlendWeightOptions, RenderOptions, from_args, to_argv
+from ..core.options import from_args, to_argv
 from ..core.selection import SequenceSelector, selector_from_args
+from . import registry
 
-STAGES = ("annots", "lbs", "render", "check")
+CHECK = "check"
+STAGES = tuple(entry.short for entry in registry.STAGES) + (CHECK,)  # the columns of process's table
 
 
-@dataclass(frozen=True)
-class StageOptions:
-    """The options of every stage, as one batch run passes them on."""
+def _stage_options(cls, args: argparse.Namespace) -> "StageOptions":
+    return cls(**{entry.short: from_args(entry.options, args) for entry in registry.STAGES})
 
-    annots: AnnotsOptions = AnnotsOptions()
-    lbs: BlendWeightOptions = BlendWeightOptions()
-    render: RenderOptions = RenderOptions()
 
-    @classmethod
-    def from_args(cls, args: argparse.Namespace) -> "StageOptions":
-        return cls(from_args(AnnotsOptions, args), from_args(BlendWeightOptions, args), from_args(RenderOptions, args))
+def _stage_argv(self) -> list[str]:
+    return [arg for entry in registry.STAGES for arg in to_argv(getattr(self, entry.short))]
 
-    def to_argv(self) -> list[str]:
-        return to_argv(self.annots) + to_argv(self.lbs) + to_argv(self.render)
+
+# The options of every stage, as one batch run passes them on: one field per stage (`annots`,
+# `lbs`, `render`), made from the registry.
+StageOptions = dataclasses.make_dataclass(
+    "StageOptions", [(entry.short, entry.options, dataclasses.field(default_factory=entry.options))
+                     for entry in registry.STAGES],
+    frozen=True, namespace={"from_args": classmethod(_stage_options), "to_argv": _stage_argv, "__module__": __name__,
+                            "__doc__": "The options of every stage, as one batch run passes them on."})
 
 
 @dataclass
@@ -84,27 +88,23 @@ class SequenceReport:
 def run_sequence(sel: SequenceSelector, opts: StageOptions = StageOptions(), progress: bool = False,
                  log=print) -> SequenceReport:
     """Run the stages in order; a failing stage stops the later ones (reported, not raised)."""
-    from . import get_annots, prepare_blend_weights, render_mesh
+    from .base import run_stage
     from .check_seq import check_sequence
 
     report = SequenceReport(sequence=sel.name)
-    runners = {
-        "annots": lambda: get_annots.run(sel, opts.annots, progress=progress),
-        "lbs": lambda: prepare_blend_weights.run(sel, opts.lbs, progress=progress),
-        "render": lambda: render_mesh.run(sel, opts.render, progress=progress),
-    }
+    recording = {entry.short: entry for entry in registry.STAGES}
     for stage in STAGES:
         entry = report.stages[stage]
         start = time.perf_counter()
         try:
-            if stage == "check":
+            if stage == CHECK:
                 result = check_sequence(sel.layout.root)
                 log(result.summary())
                 first = next(iter(result.problems.items()), None)
                 entry.status = "done" if result.ok else "failed"
                 entry.detail = "" if result.ok else f"check_seq: {len(first[1])} x {first[0]}, e.g. {first[1][0]}"
             else:
-                result = runners[stage]()
+                result = run_stage(recording[stage].stage, sel, getattr(opts, stage), progress=progress)
                 up_to_date = result.up_to_date
                 entry.status = "skipped" if up_to_date else "done"
                 entry.detail = "up to date" if up_to_date else result.reason
@@ -137,8 +137,8 @@ def run_sequence(sel: SequenceSelector, opts: StageOptions = StageOptions(), pro
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = stage_parser("interhand_prep.stages.pipeline", "All stages of one sequence.", AnnotsOptions,
-                          BlendWeightOptions, RenderOptions)
+    parser = stage_parser("interhand_prep.stages.pipeline", "All stages of one sequence.",
+                          *(entry.options for entry in registry.STAGES))
     parser.add_argument("--report", type=Path, help="write the JSON report here")
     return parser
 

@@ -34,11 +34,11 @@ from ..core.manifest import file_digest, file_sha256
 from ..core.mano import ManoModel, load_mano_model, model_filename, shaped_joints
 from ..core.constants import HANDS
 from ..core.options import BlendWeightOptions, from_args, recipe as options_recipe
-from ..core.processed import mano_files, processed_hands, require_finished
 from ..core.selection import SequenceSelector, selector_from_args
+from .processed import mano_files, processed_hands
+from . import registry
 from .base import Plan, Previous, Stage, join_reasons, run_stage, unit_digest
 
-STAGE = "prepare_blend_weights"
 # Below this many grid points in total (about 50 frames at the default voxel), forking workers
 # costs more than it saves.
 PARALLEL_MIN_POINTS = 50_000
@@ -182,10 +182,7 @@ class _Grids:
 
 
 class PrepareBlendWeights(Stage):
-    name = STAGE
-
-    def check(self, sel: SequenceSelector, opts: BlendWeightOptions) -> None:
-        require_finished(sel.layout, ("get_annots",), STAGE)
+    entry = registry.PREPARE_BLEND_WEIGHTS
 
     def plan(self, sel: SequenceSelector, opts: BlendWeightOptions, previous: Previous) -> Plan:
         """Everything when the grid options changed; a hand's every frame when its model changed or
@@ -202,7 +199,7 @@ class PrepareBlendWeights(Stage):
             models[hand] = {p.name: file_sha256(p) for p in files}
         recipe = {"options": options_recipe(opts), "models": models}
         inputs = {"mano": {hand: str(Path(sel.mano_dir).resolve() / model_filename(hand)) for hand in hands}}
-        global_reason = "--overwrite" if sel.overwrite else previous.manifest.stale_reason(STAGE, {"options": recipe["options"]})
+        global_reason = "--overwrite" if sel.overwrite else previous.manifest.stale_reason(self.name, {"options": recipe["options"]})
         old_recipe = previous.record.get("recipe") or {}
         old_models = old_recipe.get("models", {}) if isinstance(old_recipe.get("models"), dict) else {}
         old_frames = previous.record.get("frames", {})
@@ -273,7 +270,7 @@ class PrepareBlendWeights(Stage):
                 "grid_shape": {h: list(s) for h, s in result.grid_shape.items()}}
 
 
-PREPARE_BLEND_WEIGHTS = PrepareBlendWeights()
+STAGE = PrepareBlendWeights()
 
 
 def _needed_bytes(layout: SequenceLayout, todo: dict[str, list[int]], opts: BlendWeightOptions) -> float:
@@ -287,7 +284,7 @@ def _needed_bytes(layout: SequenceLayout, todo: dict[str, list[int]], opts: Blen
 
 
 def run(sel: SequenceSelector, opts: BlendWeightOptions | None = None, progress: bool = True) -> BlendWeightResult:
-    return run_stage(PREPARE_BLEND_WEIGHTS, sel, opts or BlendWeightOptions(), progress)
+    return run_stage(STAGE, sel, opts or BlendWeightOptions(), progress)
 
 
 def _run(sel: SequenceSelector, opts: BlendWeightOptions, plan: _Grids, models: dict[str, ManoModel],

@@ -35,15 +35,15 @@ from ..core.errors import InputError, interrupts_ignored
 from ..core.fileio import remove_files
 from ..core.locking import die_with_parent
 from ..core.layout import SequenceLayout
-from ..core.manifest import Manifest, digest
+from ..core.manifest import digest
 from ..core.constants import HANDS
 from ..core.mano import forward, load_mano_model
 from ..core.options import RenderOptions, from_args, recipe as options_recipe
-from ..core.processed import processed_hands, require_finished
+from .processed import camera_digest, frame_digest, processed_hands
 from ..core.selection import SequenceSelector, selector_from_args
+from . import registry
 from .base import Plan, Previous, Stage, join_reasons, run_stage, unit_digest
 
-STAGE = "render_mesh"
 log = logging.getLogger(__name__)
 FRAMES_PER_TASK = 2
 # Below this many views one process renders (writes in threads beside it): starting a worker
@@ -139,40 +139,6 @@ def frame_meshes(sel: SequenceSelector, layout: SequenceLayout, frames: list[int
             for f, v in zip(have, vertices):
                 meshes[f][hand] = v
     return meshes, faces
-
-
-def _frame_digest(meshes: dict[str, np.ndarray]) -> str:
-    return digest(*(part for hand in sorted(meshes) for part in (hand.encode(), np.ascontiguousarray(meshes[hand]).tobytes())))
-
-
-def _camera_digest(cam: gl_renderer.ViewCamera) -> str:
-    return digest(cam.K.astype(np.float64).tobytes(), cam.R.astype(np.float64).tobytes(),
-                  np.asarray(cam.T, dtype=np.float64).tobytes(), f"{cam.width}x{cam.height}".encode())
-
-
-def outdated_render(layout: SequenceLayout, sizes: list[tuple[int, int]], hands: tuple[str, ...]) -> str | None:
-    """Why the masks and depth maps recorded in the manifest do not belong to the sequence's
-    current cameras (annots.npy, image sizes) and meshes (vertices/ of `hands`, the hands
-    get_annots processed); None when they do. For the consumers of finished sequences (export):
-    the same digests as the stage's own staleness rule. A hand that render_mesh posed from the
-    annotations (not processed by get_annots) cannot be checked here; only the cameras are then."""
-    record = Manifest.read(layout.root).stage(STAGE) or {}
-    cameras = layout.read_cameras()
-    old_cams = record.get("cameras") or {}
-    for c, cam in enumerate(cameras.ids):
-        view = gl_renderer.ViewCamera(cam, cameras.K[c], cameras.R[c], cameras.T[c].reshape(3), *sizes[c])
-        if old_cams.get(cam) != _camera_digest(view):
-            return f"camera {cam} changed since render_mesh ran"
-    drawn = ((record.get("result") or {}).get("hands_drawn") or {})
-    if any(count and hand not in hands for hand, count in drawn.items()):
-        return None
-    old_frames = record.get("frames") or {}
-    for frame in layout.read_frames():
-        meshes = {h: layout.read_vertices(layout.vertices(h, frame)) for h in hands
-                  if layout.vertices(h, frame).is_file()}
-        if old_frames.get(str(frame)) != _frame_digest(meshes):
-            return f"the hand meshes of frame {frame} changed since render_mesh ran"
-    return None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -287,12 +253,12 @@ class _Views:
 
 
 class RenderMesh(Stage):
-    name = STAGE
+    entry = registry.RENDER_MESH
 
     def check(self, sel: SequenceSelector, opts: RenderOptions) -> None:
         if not sel.layout.frames_txt.is_file():
             sel.layout.read_frames()  # the clear "run get_annots.py first" error, before any lock file
-        require_finished(sel.layout, ("get_annots",), STAGE)
+        super().check(sel, opts)
 
     def plan(self, sel: SequenceSelector, opts: RenderOptions, previous: Previous) -> Plan:
         layout = sel.layout
@@ -303,9 +269,9 @@ class RenderMesh(Stage):
         # --all-cameras is not compared: the camera digests below decide which cameras' views are due
         recipe = {"options": {k: v for k, v in options_recipe(opts).items() if k != "all_cameras"},
                   "faces": {h: digest(np.ascontiguousarray(f, dtype=np.int64).tobytes()) for h, f in sorted(faces.items())}}
-        frame_digests = {str(f): _frame_digest(meshes[f]) for f in frames}
-        camera_digests = {c.cam_id: _camera_digest(c) for c in cameras}
-        global_reason = "--overwrite" if sel.overwrite else previous.manifest.stale_reason(STAGE, recipe)
+        frame_digests = {str(f): frame_digest(meshes[f]) for f in frames}
+        camera_digests = {c.cam_id: camera_digest(c) for c in cameras}
+        global_reason = "--overwrite" if sel.overwrite else previous.manifest.stale_reason(self.name, recipe)
         old_frames = previous.record.get("frames", {}) if not global_reason else {}
         old_cams = previous.record.get("cameras", {}) if not global_reason else {}
         fmt = opts.depth_format
@@ -384,11 +350,11 @@ def _view_files(layout: SequenceLayout, unit: str, depth_format: str) -> list:
     return files + ([layout.depth(cam, int(frame), depth_format)] if depth_format != "none" else [])
 
 
-RENDER_MESH = RenderMesh()
+STAGE = RenderMesh()
 
 
 def run(sel: SequenceSelector, opts: RenderOptions | None = None, progress: bool = True) -> RenderResult:
-    return run_stage(RENDER_MESH, sel, opts or RenderOptions(), progress)
+    return run_stage(STAGE, sel, opts or RenderOptions(), progress)
 
 
 def _render(views: _Views, opts: RenderOptions, result: RenderResult, lock, layout: SequenceLayout, progress: bool,

@@ -1,0 +1,98 @@
+"""What the stages of a sequence folder have processed, as later stages and commands ask it: the
+hands get_annots processed, the MANO files a run on some hands reads, and whether a stage's last
+run finished. Read from the manifest (core/manifest.py) and the stages' journals (base.py); the
+stages ask here instead of importing each other."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from ..core import gl_renderer
+from ..core.errors import InputError
+from ..core.layout import SequenceLayout
+from ..core.manifest import Manifest, digest
+from ..core.mano import model_filename
+from ..core.selection import SequenceSelector
+from . import registry
+
+
+def recorded_hands(layout: SequenceLayout, manifest: Manifest | None = None) -> tuple[str, ...]:
+    """The hands get_annots processed: from its record, else the params folders present."""
+    record = (manifest or Manifest.read(layout.root)).stage(registry.GET_ANNOTS.name)
+    result = record.get("result") if isinstance(record, dict) else None
+    if isinstance(result, dict) and isinstance(result.get("hands"), list):
+        return tuple(result["hands"])
+    return tuple(layout.hands_present())
+
+
+def processed_hands(sel: SequenceSelector) -> tuple[str, ...]:
+    """The hands a later stage works on: those get_annots processed for --hand-type auto; else the
+    requested ones, which must be among them."""
+    layout = sel.layout
+    done = recorded_hands(layout)
+    if sel.fixed_hands is None:
+        if not done:
+            raise InputError(f"{layout.root}: no processed hand (run get_annots.py first)")
+        return done
+    lacking = [h for h in sel.fixed_hands if h not in done]
+    if lacking and done:
+        raise InputError(f"{layout.root}: get_annots processed the {' and '.join(done)} hand only, not the "
+                         f"{' and '.join(lacking)}; rerun it with --hand-type {sel.hand_type}")
+    return sel.fixed_hands
+
+
+def mano_files(mano_dir: str | Path, hands: tuple[str, ...]) -> list[Path]:
+    """The model files a run on `hands` reads (the left model is checked against the right one)."""
+    names = {model_filename(h) for h in hands} | ({model_filename("right")} if "left" in hands else set())
+    return [Path(mano_dir) / n for n in sorted(names, reverse=True)]
+
+
+def unfinished(layout: SequenceLayout, stages: tuple[str, ...] | None = None) -> list[str]:
+    """The stages among `stages` (default: all) whose last run in the folder stopped before it
+    finished (their journal is still there)."""
+    return [name for name in (stages or registry.names()) if layout.progress(name).is_file()]
+
+
+def require_finished(layout: SequenceLayout, stages: tuple[str, ...], by: str) -> None:
+    """A one-line error when a stage that `by` reads from was stopped before it finished."""
+    stopped = unfinished(layout, stages)
+    if stopped:
+        raise InputError(f"{layout.root}: {stopped[0]} was stopped before it finished here; rerun it before {by}")
+
+
+def frame_digest(meshes: dict[str, np.ndarray]) -> str:
+    """render_mesh's digest of one frame's meshes {hand: vertices}: a view is redone when it changes."""
+    return digest(*(part for hand in sorted(meshes) for part in (hand.encode(), np.ascontiguousarray(meshes[hand]).tobytes())))
+
+
+def camera_digest(cam: gl_renderer.ViewCamera) -> str:
+    """render_mesh's digest of one camera (K, R, T, image size): its views are redone when it changes."""
+    return digest(cam.K.astype(np.float64).tobytes(), cam.R.astype(np.float64).tobytes(),
+                  np.asarray(cam.T, dtype=np.float64).tobytes(), f"{cam.width}x{cam.height}".encode())
+
+
+def outdated_render(layout: SequenceLayout, sizes: list[tuple[int, int]], hands: tuple[str, ...]) -> str | None:
+    """Why the masks and depth maps recorded in the manifest do not belong to the sequence's
+    current cameras (annots.npy, image sizes) and meshes (vertices/ of `hands`, the hands
+    get_annots processed); None when they do. For the consumers of finished sequences (export):
+    the same digests as the stage's own staleness rule. A hand that render_mesh posed from the
+    annotations (not processed by get_annots) cannot be checked here; only the cameras are then."""
+    record = Manifest.read(layout.root).stage(registry.RENDER_MESH.name) or {}
+    cameras = layout.read_cameras()
+    old_cams = record.get("cameras") or {}
+    for c, cam in enumerate(cameras.ids):
+        view = gl_renderer.ViewCamera(cam, cameras.K[c], cameras.R[c], cameras.T[c].reshape(3), *sizes[c])
+        if old_cams.get(cam) != camera_digest(view):
+            return f"camera {cam} changed since render_mesh ran"
+    drawn = ((record.get("result") or {}).get("hands_drawn") or {})
+    if any(count and hand not in hands for hand, count in drawn.items()):
+        return None
+    old_frames = record.get("frames") or {}
+    for frame in layout.read_frames():
+        meshes = {h: layout.read_vertices(layout.vertices(h, frame)) for h in hands
+                  if layout.vertices(h, frame).is_file()}
+        if old_frames.get(str(frame)) != frame_digest(meshes):
+            return f"the hand meshes of frame {frame} changed since render_mesh ran"
+    return None

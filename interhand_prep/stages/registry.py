@@ -1,0 +1,60 @@
+"""The stages that record themselves in the manifest, listed once, in pipeline order.
+
+Each entry names the stage (its manifest record, its journal and its module `stages/<name>.py`,
+whose `STAGE` is the `base.Stage` that plans and writes), its command and script, its options
+record, and the stages whose outputs it reads. The command line, the batch driver (pipeline and
+process), check-seq and export read this list; nothing else spells a stage's name. Adding a stage
+is one module under stages/ plus one entry here.
+
+This module imports nothing heavy (the command line's `--help` reads it); a stage's module is
+imported when the stage runs.
+"""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass
+
+from ..core.options import AnnotsOptions, BlendWeightOptions, RenderOptions
+
+
+@dataclass(frozen=True)
+class StageEntry:
+    name: str                 # manifest record, journal, module stages/<name>.py
+    short: str                # its column in process's table and its key in a sequence's report
+    command: str              # the subcommand of interhand-prep
+    summary: str              # one line, for --help
+    options: type             # its options record
+    needs: tuple[str, ...] = ()  # stages whose outputs it reads: refused while one of them is unfinished
+
+    @property
+    def script(self) -> str:
+        """The top-level script of the checkout that runs it."""
+        return f"{self.name}.py"
+
+    @property
+    def stage(self):
+        """The stage itself (`base.Stage`), importing its module."""
+        return importlib.import_module(f"{__package__}.{self.name}").STAGE
+
+
+GET_ANNOTS = StageEntry("get_annots", "annots", "get-annots",
+                        "Cameras, image list, MANO parameters and vertices of one sequence.", AnnotsOptions)
+PREPARE_BLEND_WEIGHTS = StageEntry(
+    "prepare_blend_weights", "lbs", "prepare-blend-weights",
+    "Linear-blend-skinning weight grids (lbs/) around the canonical and every posed hand.", BlendWeightOptions,
+    needs=("get_annots",))
+RENDER_MESH = StageEntry(
+    "render_mesh", "render", "render-mesh",
+    "A hand mask and a depth map for every camera view, rendered from the MANO mesh (pyrender offscreen).",
+    RenderOptions, needs=("get_annots",))
+
+STAGES: list[StageEntry] = [GET_ANNOTS, PREPARE_BLEND_WEIGHTS, RENDER_MESH]
+
+
+def names() -> tuple[str, ...]:
+    return tuple(entry.name for entry in STAGES)
+
+
+def by_name(name: str) -> StageEntry:
+    return next(entry for entry in STAGES if entry.name == name)
