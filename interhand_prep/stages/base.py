@@ -37,6 +37,7 @@ from ..core.locking import sequence_lock
 from ..core.manifest import Manifest, digest, stage_record
 from ..core.selection import SequenceSelector
 from .processed import require_finished
+from . import registry
 from .registry import StageEntry
 
 log = logging.getLogger(__name__)
@@ -163,10 +164,13 @@ def join_reasons(*reasons: str | None) -> str | None:
 
 class Stage:
     """One recording stage: its registry entry (name, options, the stages it reads from), and the
-    steps the driver calls. Subclasses set `entry` and implement `plan`, `new_result` and `write`
-    (`prepare`, `check` and `record_result` when they need them)."""
+    steps the driver calls. Subclasses implement `plan`, `new_result` and `write` (`prepare`,
+    `check` and `record_result` when they need them); a stage's module is named after its entry."""
 
-    entry: StageEntry
+    @property
+    def entry(self) -> StageEntry:
+        """Its registry entry: the one named after its module."""
+        return registry.by_name(type(self).__module__.rsplit(".", 1)[-1])
 
     @property
     def name(self) -> str:

@@ -31,7 +31,6 @@ from ..core.constants import HANDS
 from ..core.options import AnnotsOptions, from_args, recipe as options_recipe
 from ..core.selection import SequenceSelector, selector_from_args
 from .processed import mano_files
-from . import registry
 from .base import Plan, Previous, Stage, join_reasons, run_stage, unit_digest
 
 log = logging.getLogger(__name__)
@@ -219,8 +218,6 @@ class _Inputs:
 
 
 class GetAnnots(Stage):
-    entry = registry.GET_ANNOTS
-
     def check(self, sel: SequenceSelector, opts: AnnotsOptions) -> None:
         for given, what in ((opts.cameras_csv, "camera table"), (opts.joint_regressor, "joint regressor")):
             if given is not None and not Path(given).is_file():  # a path the user typed must exist

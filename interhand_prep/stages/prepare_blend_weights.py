@@ -36,7 +36,6 @@ from ..core.constants import HANDS
 from ..core.options import BlendWeightOptions, from_args, recipe as options_recipe
 from ..core.selection import SequenceSelector, selector_from_args
 from .processed import mano_files, processed_hands
-from . import registry
 from .base import Plan, Previous, Stage, join_reasons, run_stage, unit_digest
 
 # Below this many grid points in total (about 50 frames at the default voxel), forking workers
@@ -182,8 +181,6 @@ class _Grids:
 
 
 class PrepareBlendWeights(Stage):
-    entry = registry.PREPARE_BLEND_WEIGHTS
-
     def plan(self, sel: SequenceSelector, opts: BlendWeightOptions, previous: Previous) -> Plan:
         """Everything when the grid options changed; a hand's every frame when its model changed or
         it is new; else the frames whose params or vertices changed or lack grids."""

@@ -41,7 +41,6 @@ from ..core.mano import forward, load_mano_model
 from ..core.options import RenderOptions, from_args, recipe as options_recipe
 from .processed import camera_digest, frame_digest, processed_hands
 from ..core.selection import SequenceSelector, selector_from_args
-from . import registry
 from .base import Plan, Previous, Stage, join_reasons, run_stage, unit_digest
 
 log = logging.getLogger(__name__)
@@ -253,8 +252,6 @@ class _Views:
 
 
 class RenderMesh(Stage):
-    entry = registry.RENDER_MESH
-
     def check(self, sel: SequenceSelector, opts: RenderOptions) -> None:
         if not sel.layout.frames_txt.is_file():
             sel.layout.read_frames()  # the clear "run get_annots.py first" error, before any lock file
