@@ -74,7 +74,7 @@ from dataclasses import dataclass
 from ..core.fileio import write_text
 from ..core.options import from_args
 from ..core.selection import selector_from_args
-from .base import Plan, Stage, join_reasons, run_stage, unit_digest
+from .base import Plan, Stage, StageResult, join_reasons, run_stage, unit_digest
 
 
 @dataclass(frozen=True)
@@ -83,12 +83,7 @@ class NotesOptions:
 
 
 @dataclass
-class NotesResult:
-    layout: object
-    up_to_date: bool = False
-    reason: str = ""
-    resumed: int = 0
-    seconds: float = 0.0
+class NotesResult(StageResult):
     written: int = 0
 
     def summary(self) -> str:

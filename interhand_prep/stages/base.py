@@ -157,6 +157,26 @@ class Plan:
     data: Any = None
 
 
+@dataclass
+class StageResult:
+    """What a run of a stage did, common to every stage (each adds its own counts and summary).
+
+    up_to_date  nothing was stale: the run did nothing
+    reason      why it ran (the option or input that changed, an unfinished run...)
+    resumed     units an unfinished earlier run had done, not done again
+    seconds     the whole run, planning included
+    """
+
+    layout: SequenceLayout
+    up_to_date: bool = field(default=False, kw_only=True)
+    reason: str = field(default="", kw_only=True)
+    resumed: int = field(default=0, kw_only=True)
+    seconds: float = field(default=0.0, kw_only=True)
+
+    def summary(self) -> str:
+        raise NotImplementedError
+
+
 def join_reasons(*reasons: str | None) -> str | None:
     parts = [r for r in reasons if r]
     return "; ".join(parts) if parts else None

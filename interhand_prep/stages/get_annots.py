@@ -31,31 +31,26 @@ from ..core.constants import HANDS
 from ..core.options import AnnotsOptions, from_args, recipe as options_recipe
 from ..core.selection import SequenceSelector, selector_from_args
 from .processed import mano_files
-from .base import Plan, Previous, Stage, join_reasons, run_stage, unit_digest
+from .base import Plan, Previous, Stage, StageResult, join_reasons, run_stage, unit_digest
 
 log = logging.getLogger(__name__)
 
 
 @dataclass
-class AnnotsResult:
+class AnnotsResult(StageResult):
     """What get_annots did, for the summary."""
 
-    layout: SequenceLayout
     hands: tuple[str, ...]
     cameras: list[str] = field(default_factory=list)
     dropped_cameras: dict[str, str] = field(default_factory=dict)
     cameras_without_images: list[str] = field(default_factory=list)
     frames: list[int] = field(default_factory=list)
     dropped_frames: dict[int, str] = field(default_factory=dict)
-    up_to_date: bool = False
-    reason: str = ""
-    resumed: int = 0
     written: int = 0
     removed: int = 0
     hand_frames: dict[str, int] = field(default_factory=dict)  # auto: frames with MANO per hand
     fit_rows: list | None = None  # fit_quality.csv rows; None without regressor or joint annotations
     left_fix: bool | None = None  # whether the left model's shapedirs column was negated (None: no left hand)
-    seconds: float = 0.0
 
     def summary(self) -> str:
         if self.up_to_date:

@@ -36,7 +36,7 @@ from ..core.constants import HANDS
 from ..core.options import BlendWeightOptions, from_args, recipe as options_recipe
 from ..core.selection import SequenceSelector, selector_from_args
 from .processed import mano_files, processed_hands
-from .base import Plan, Previous, Stage, join_reasons, run_stage, unit_digest
+from .base import Plan, Previous, Stage, StageResult, join_reasons, run_stage, unit_digest
 
 # Below this many grid points in total (about 50 frames at the default voxel), forking workers
 # costs more than it saves.
@@ -45,16 +45,11 @@ FRAMES_PER_TASK = 8  # tasks of ~50 ms: Ctrl-C stops within a second, progress i
 
 
 @dataclass
-class BlendWeightResult:
-    layout: SequenceLayout
+class BlendWeightResult(StageResult):
     written: dict[str, int] = field(default_factory=dict)   # hand -> frames computed
     skipped: dict[str, int] = field(default_factory=dict)   # hand -> frames up to date
     removed: int = 0
     grid_shape: dict[str, tuple] = field(default_factory=dict)
-    reason: str = ""
-    up_to_date: bool = False
-    resumed: int = 0  # frame grids an interrupted run had finished
-    seconds: float = 0.0
 
     def summary(self) -> str:
         if self.up_to_date:

@@ -41,7 +41,7 @@ from ..core.mano import forward, load_mano_model
 from ..core.options import RenderOptions, from_args, recipe as options_recipe
 from .processed import camera_digest, frame_digest, processed_hands
 from ..core.selection import SequenceSelector, selector_from_args
-from .base import Plan, Previous, Stage, join_reasons, run_stage, unit_digest
+from .base import Plan, Previous, Stage, StageResult, join_reasons, run_stage, unit_digest
 
 log = logging.getLogger(__name__)
 FRAMES_PER_TASK = 2
@@ -54,8 +54,7 @@ DEPTH_BYTES_PER_PIXEL = {"npy": 4.0, "png16": 0.35, "none": 0.0}
 
 
 @dataclass
-class RenderResult:
-    layout: SequenceLayout
+class RenderResult(StageResult):
     backend: str = ""
     rendered: int = 0
     skipped: int = 0
@@ -65,11 +64,7 @@ class RenderResult:
     workers: int = 1
     steady_views: int = 0        # views rendered after the first task finished, and the time they took:
     steady_seconds: float = 0.0  # the rate after start-up (imports, GL contexts) and planning
-    reason: str = ""
-    up_to_date: bool = False
-    resumed: int = 0             # views an interrupted run had finished
     rechecked: int = 0           # views rendered again after a failed label check
-    seconds: float = 0.0
     hands_drawn: dict[str, int] = field(default_factory=dict)
 
     def summary(self) -> str:
