@@ -18,10 +18,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Sequence
 
-from .core.constants import DEFAULT_BASEDIR, SPLITS
 from .core.errors import InputError, Stopped, stop_on_sigterm
-from .core.options import (DEFAULT_PADDING, DEFAULT_VOXEL_SIZE, DEPTH_FORMATS, ExportOptions, add_to_parser,
-                           non_negative_float, non_negative_int, positive_float)
+from .core.options import (CheckOptions, ExportOptions, GifOptions, MergeOptions, add_to_parser,
+                           non_negative_int)
 from .core.selection import SequenceSelector, add_selector_options
 from .stages import registry
 
@@ -94,29 +93,26 @@ def recording_stage_parser(entry) -> Callable[[str, str], argparse.ArgumentParse
     return build
 
 
+def _location(parser: argparse.ArgumentParser, seq: dict, capture: dict | None = None, out_root: str = "",
+              split: str | None = None) -> None:
+    """--capture, --seq, --split, --basedir and --out-root from the sequence record, with the
+    argparse settings a command needs for --seq (and --capture, and the help of --split)."""
+    overrides = {"seq": seq, "out_root": {"help": out_root}}
+    if split:
+        overrides["split"] = {"help": split}
+    if capture is not None:
+        overrides["capture"] = capture
+    add_to_parser(parser, SequenceSelector, skip=("mano_dir", "hand_type", "overwrite"), overrides=overrides)
+
+
 def check_seq_parser(prog: str, summary: str) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog=prog, description=summary + " The hands, MANO files and options it was "
                                      "processed with come from its manifest (prep.json); the options below override them.")
     parser.add_argument("path", nargs="?", type=Path, help="a processed or merged sequence folder (or use --capture/--seq)")
-    parser.add_argument("--capture", type=int, metavar="N", help="capture number N of Capture<N>")
-    parser.add_argument("--seq", metavar="NAME", help="sequence name, e.g. 0051_dinosaur")
-    parser.add_argument("--split", default="train", choices=SPLITS, help="dataset split (default: train)")
-    parser.add_argument("--basedir", type=Path, default=DEFAULT_BASEDIR, metavar="DIR",
-                        help=f"InterHand2.6M 30 fps root (default: {DEFAULT_BASEDIR})")
-    parser.add_argument("--out-root", "--out_root", dest="out_root", type=Path, default=None, metavar="DIR",
-                        help="the --out-root the sequence was processed with, if any")
-    parser.add_argument("--mano-dir", "--mano_dir", dest="mano_dir", type=Path, default=None, metavar="DIR",
-                        help="MANO model folder (default: the files recorded in the manifest)")
-    parser.add_argument("--voxel-size", "--voxel_size", dest="voxel_size", type=positive_float, default=None,
-                        metavar="M", help=f"grid spacing in metres (default: as recorded, else {DEFAULT_VOXEL_SIZE})")
-    parser.add_argument("--padding", type=non_negative_float, default=None, metavar="M",
-                        help=f"grid margin in metres (default: as recorded, else {DEFAULT_PADDING})")
-    parser.add_argument("--depth-format", "--depth_format", dest="depth_format", default=None, choices=DEPTH_FORMATS,
-                        help="depth files to expect (default: as recorded, else npy)")
-    parser.add_argument("--no-mano", "--no_mano", dest="no_mano", action="store_true",
-                        help="skip the checks that need the MANO model (params identity, vertex count, mask labels); "
-                             "without it, MANO files that are missing, moved or changed since processing are a problem")
-    parser.add_argument("--debug", action="store_true", help="show tracebacks for input errors")
+    _location(parser, seq={"required": False, "default": None}, capture={"required": False, "default": None},
+              out_root="the --out-root the sequence was processed with, if any")
+    add_to_parser(parser, CheckOptions)
+    add_runtime_flags(parser)
     return parser
 
 
@@ -132,37 +128,21 @@ def export_parser(prog: str, summary: str) -> argparse.ArgumentParser:
 
 def merge_seq_parser(prog: str, summary: str) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog=prog, description=summary)
-    parser.add_argument("--seq", nargs="+", required=True, metavar="ENTRY",
-                        help="sequences: seq, Capture<N>/seq or <split>/Capture<N>/seq")
-    parser.add_argument("--new-name", "--new_name", dest="new_name", required=True, metavar="NAME",
-                        help="name of the merged sequence")
-    parser.add_argument("--split", default="train", choices=SPLITS, help="default split of entries (default: train)")
-    parser.add_argument("--capture", type=int, default=0, metavar="N", help="default capture of entries (default: 0)")
-    parser.add_argument("--basedir", type=Path, default=DEFAULT_BASEDIR, metavar="DIR",
-                        help=f"InterHand2.6M 30 fps root (default: {DEFAULT_BASEDIR})")
-    parser.add_argument("--out-root", "--out_root", dest="out_root", type=Path, default=None, metavar="DIR",
-                        help="where the sequences were processed to (and where merge/ goes)")
-    parser.add_argument("--force", action="store_true", help="replace an existing merge of that name")
-    parser.add_argument("--debug", action="store_true", help="show tracebacks for input errors")
+    _location(parser, seq={"nargs": "+", "metavar": "ENTRY", "help": "sequences: seq, Capture<N>/seq or <split>/Capture<N>/seq"},
+              capture={"required": False, "default": 0, "help": "default capture of entries (default: 0)"},
+              out_root="where the sequences were processed to (and where merge/ goes)",
+              split="default split of entries (default: train)")
+    add_to_parser(parser, MergeOptions)
+    add_runtime_flags(parser)
     return parser
 
 
 def gif_parser(prog: str, summary: str) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog=prog, description=summary)
-    parser.add_argument("--capture", type=int, required=True, metavar="N", help="capture number N of Capture<N>")
-    parser.add_argument("--seq", nargs="*", default=None, metavar="NAME",
-                        help="only these sequences (default: every processed one)")
-    parser.add_argument("--split", default="train", choices=SPLITS, help="dataset split (default: train)")
-    parser.add_argument("--basedir", type=Path, default=DEFAULT_BASEDIR, metavar="DIR",
-                        help=f"InterHand2.6M 30 fps root (default: {DEFAULT_BASEDIR})")
-    parser.add_argument("--out-root", "--out_root", dest="out_root", type=Path, default=None, metavar="DIR",
-                        help="the --out-root the sequences were processed with (GIFs go under it too)")
-    parser.add_argument("--cam", default=None, metavar="ID", help="camera id (default: 400002, or the first kept camera)")
-    parser.add_argument("--fps", type=float, default=30.0, help="frames per second (default: 30)")
-    parser.add_argument("--stride", type=int, default=1, help="use every n-th frame (default: 1)")
-    parser.add_argument("--max-width", "--max_width", dest="max_width", type=int, default=None, metavar="PX",
-                        help="downscale wider images to this width")
-    parser.add_argument("--overlay", action="store_true", help="tint the rendered masks over the images")
+    _location(parser, seq={"nargs": "*", "required": False, "default": None,
+                           "help": "only these sequences (default: every processed one)"},
+              out_root="the --out-root the sequences were processed with (GIFs go under it too)")
+    add_to_parser(parser, GifOptions)
     add_runtime_flags(parser)
     return parser
 

@@ -199,3 +199,50 @@ class ExportOptions:
         check(self.format in EXPORT_FORMATS,
               f"unknown export format {self.format!r}; expected one of {', '.join(EXPORT_FORMATS)}")
 
+
+# ---------------------------------------------------------------------------------------------
+# Options of the other commands
+
+
+positive_int = _number_type(int, lambda v: v > 0, "1 or more")
+positive_number = _number_type(float, lambda v: v > 0, "a positive number")
+
+
+@dataclass(frozen=True)
+class CheckOptions:
+    """check_seq: what to check against (default: as recorded in the manifest)."""
+
+    mano_dir: Path | None = option(None, "--mano-dir", "--mano_dir", kind=Path, metavar="DIR",
+                                   help="MANO model folder (default: the files recorded in the manifest)")
+    voxel_size: float | None = option(None, "--voxel-size", "--voxel_size", kind=positive_float, metavar="M",
+                                      help=f"grid spacing in metres (default: as recorded, else {DEFAULT_VOXEL_SIZE})")
+    padding: float | None = option(None, "--padding", kind=non_negative_float, metavar="M",
+                                   help=f"grid margin in metres (default: as recorded, else {DEFAULT_PADDING})")
+    depth_format: str | None = option(None, "--depth-format", "--depth_format", choices=DEPTH_FORMATS,
+                                      help="depth files to expect (default: as recorded, else npy)")
+    no_mano: bool = option(False, "--no-mano", "--no_mano",
+                           help="skip the checks that need the MANO model (params identity, vertex count, mask "
+                                "labels); without it, MANO files that are missing, moved or changed since "
+                                "processing are a problem")
+
+
+@dataclass(frozen=True)
+class MergeOptions:
+    """merge_seq: the merged sequence."""
+
+    new_name: str = option(None, "--new-name", "--new_name", metavar="NAME", required=True,
+                           help="name of the merged sequence")
+    force: bool = option(False, "--force", help="replace an existing merge of that name")
+
+
+@dataclass(frozen=True)
+class GifOptions:
+    """gif: the previews."""
+
+    cam: str | None = option(None, "--cam", metavar="ID", help="camera id (default: 400002, or the first kept camera)")
+    fps: float = option(30.0, "--fps", kind=positive_number, help="frames per second (default: 30)")
+    stride: int = option(1, "--stride", kind=positive_int, help="use every n-th frame (default: 1)")
+    max_width: int | None = option(None, "--max-width", "--max_width", kind=positive_int, metavar="PX",
+                                   help="downscale wider images to this width")
+    overlay: bool = option(False, "--overlay", help="tint the rendered masks over the images")
+
