@@ -22,7 +22,7 @@ from .core.errors import InputError, Stopped, stop_on_sigterm
 from .core.options import (CheckOptions, ExportOptions, GifOptions, MergeOptions, add_to_parser,
                            non_negative_int)
 from .core.selection import SequenceSelector, add_selector_options
-from .stages import registry
+from .core import registry
 
 PROG = "interhand-prep"
 

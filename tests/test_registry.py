@@ -1,5 +1,5 @@
-"""The stage registry: adding a stage is one module under stages/ plus one registry line, and no
-stage module imports another."""
+"""The stage registry: adding a stage is one module under stages/ plus one registry line (and, if it
+has options, their record in core/options.py), and no stage module imports another."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from interhand_prep.core.manifest import Manifest
-from interhand_prep.stages import registry
+from interhand_prep.core import registry
 
 REPO = Path(__file__).resolve().parents[1]
 STAGES_DIR = REPO / "interhand_prep" / "stages"
@@ -72,14 +72,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ..core.fileio import write_text
-from ..core.options import from_args
+from ..core.options import NoOptions, from_args
 from ..core.selection import selector_from_args
 from .base import Plan, Stage, StageResult, join_reasons, run_stage, unit_digest
-
-
-@dataclass(frozen=True)
-class NotesOptions:
-    """frame_notes: nothing to choose."""
 
 
 @dataclass
@@ -117,13 +112,11 @@ STAGE = FrameNotes()
 
 
 def main(args) -> int:
-    result = run_stage(STAGE, selector_from_args(args), from_args(NotesOptions, args), progress=False)
+    result = run_stage(STAGE, selector_from_args(args), from_args(NoOptions, args), progress=False)
     print(result.summary())
     return 0
 '''
-REGISTRY_LINE = ('\nfrom .frame_notes import NotesOptions  # noqa: E402\n'
-                 'STAGES.append(StageEntry("frame_notes", "notes", "frame-notes", "Notes per frame.", NotesOptions, '
-                 'needs=("get_annots",)))\n')
+REGISTRY_LINE = '\nSTAGES.append(StageEntry("frame_notes", "notes", "frame-notes", "Notes per frame.", needs=("get_annots",)))\n'
 
 
 @pytest.mark.slow
@@ -133,7 +126,7 @@ def test_a_new_stage_is_one_module_and_one_registry_line(gl_platform, tiny, tmp_
     package = tmp_path / "pkg" / "interhand_prep"
     shutil.copytree(REPO / "interhand_prep", package, ignore=shutil.ignore_patterns("__pycache__"))
     (package / "stages" / "frame_notes.py").write_text(FRAME_NOTES)
-    with open(package / "stages" / "registry.py", "a") as f:
+    with open(package / "core" / "registry.py", "a") as f:
         f.write(REGISTRY_LINE)
     env = dict(os.environ, PYTHONPATH=str(tmp_path / "pkg"))
 

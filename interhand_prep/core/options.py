@@ -119,6 +119,11 @@ def check(condition: bool, message: str) -> None:
 
 
 @dataclass(frozen=True)
+class NoOptions:
+    """options: none (a stage that has nothing to choose)."""
+
+
+@dataclass(frozen=True)
 class AnnotsOptions:
     """get_annots: which cameras and frames to keep."""
 

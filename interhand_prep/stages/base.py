@@ -36,9 +36,9 @@ from ..core.layout import SequenceLayout
 from ..core.locking import sequence_lock
 from ..core.manifest import Manifest, digest, stage_record
 from ..core.selection import SequenceSelector
-from .processed import require_finished
-from . import registry
-from .registry import StageEntry
+from ..core.processed import require_finished
+from ..core import registry
+from ..core.registry import StageEntry
 
 log = logging.getLogger(__name__)
 

@@ -24,8 +24,8 @@ from ..core.constants import HANDS, SPLITS
 from ..core.errors import InputError
 from ..core.fileio import load_npy
 from ..core.layout import LBS_SHARED_FILES, MASK_LABELS, PARAM_KEYS, SequenceLayout, decode_depth, decode_mask
-from . import registry
-from .processed import recorded_hands, unfinished
+from ..core import registry
+from ..core.processed import recorded_hands, unfinished
 from ..core.manifest import Manifest, file_sha256
 from ..core.mano import ManoModel, forward, load_mano_model, model_filename
 from ..core.options import DEFAULT_PADDING, DEFAULT_VOXEL_SIZE

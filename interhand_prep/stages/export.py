@@ -31,8 +31,8 @@ from ..core.errors import InputError
 from ..core.fileio import folder_swap, relative_symlink, swap_temporary_pattern, write_text
 from ..core.layout import ExportLayout, SequenceLayout, decode_depth
 from ..core.locking import sequence_lock
-from . import registry
-from .processed import outdated_render, recorded_hands, require_finished
+from ..core import registry
+from ..core.processed import outdated_render, recorded_hands, require_finished
 from ..core.manifest import Manifest, digest
 from ..core.options import ExportOptions, from_args
 from ..core.selection import SequenceSelector

@@ -30,7 +30,7 @@ from ..core.mano import canonical_params, easymocap_params, forward, load_mano_m
 from ..core.constants import HANDS
 from ..core.options import AnnotsOptions, from_args, recipe as options_recipe
 from ..core.selection import SequenceSelector, selector_from_args
-from .processed import mano_files
+from ..core.processed import mano_files
 from .base import Plan, Previous, Stage, StageResult, join_reasons, run_stage, unit_digest
 
 log = logging.getLogger(__name__)

@@ -18,8 +18,8 @@ from ..core.errors import InputError
 from ..core.fileio import folder_swap, relative_symlink, write_bytes
 from ..core.layout import DEPTH_SUFFIX, LBS_SHARED_FILES, SequenceLayout, merge_dir
 from ..core.manifest import Manifest
-from . import registry
-from .processed import recorded_hands
+from ..core import registry
+from ..core.processed import recorded_hands
 from ..core.constants import SPLITS
 
 _CAPTURE_RE = re.compile(r"^Capture(\d+)$")

@@ -20,7 +20,7 @@ from ..core.errors import InputError, Stopped
 from ..core.fileio import write_text
 from ..core.options import from_args, to_argv
 from ..core.selection import SequenceSelector, selector_from_args
-from . import registry
+from ..core import registry
 
 CHECK = "check"
 STAGES = tuple(entry.short for entry in registry.STAGES) + (CHECK,)  # the columns of process's table

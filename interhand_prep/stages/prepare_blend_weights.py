@@ -35,7 +35,7 @@ from ..core.mano import ManoModel, load_mano_model, model_filename, shaped_joint
 from ..core.constants import HANDS
 from ..core.options import BlendWeightOptions, from_args, recipe as options_recipe
 from ..core.selection import SequenceSelector, selector_from_args
-from .processed import mano_files, processed_hands
+from ..core.processed import mano_files, processed_hands
 from .base import Plan, Previous, Stage, StageResult, join_reasons, run_stage, unit_digest
 
 # Below this many grid points in total (about 50 frames at the default voxel), forking workers

@@ -39,7 +39,7 @@ from ..core.manifest import digest
 from ..core.constants import HANDS
 from ..core.mano import forward, load_mano_model
 from ..core.options import RenderOptions, from_args, recipe as options_recipe
-from .processed import camera_digest, frame_digest, processed_hands
+from ..core.processed import camera_digest, frame_digest, processed_hands
 from ..core.selection import SequenceSelector, selector_from_args
 from .base import Plan, Previous, Stage, StageResult, join_reasons, run_stage, unit_digest
 

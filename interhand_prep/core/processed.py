@@ -1,6 +1,6 @@
 """What the stages of a sequence folder have processed, as later stages and commands ask it: the
 hands get_annots processed, the MANO files a run on some hands reads, and whether a stage's last
-run finished. Read from the manifest (core/manifest.py) and the stages' journals (base.py); the
+run finished. Read from the manifest (manifest.py) and the stages' journals (stages/base.py); the
 stages ask here instead of importing each other."""
 
 from __future__ import annotations
@@ -9,13 +9,12 @@ from pathlib import Path
 
 import numpy as np
 
-from ..core import gl_renderer
-from ..core.errors import InputError
-from ..core.layout import SequenceLayout
-from ..core.manifest import Manifest, digest
-from ..core.mano import model_filename
-from ..core.selection import SequenceSelector
-from . import registry
+from . import gl_renderer, registry
+from .errors import InputError
+from .layout import SequenceLayout
+from .manifest import Manifest, digest
+from .mano import model_filename
+from .selection import SequenceSelector
 
 
 def recorded_hands(layout: SequenceLayout, manifest: Manifest | None = None) -> tuple[str, ...]:

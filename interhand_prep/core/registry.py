@@ -1,13 +1,14 @@
 """The stages that record themselves in the manifest, listed once, in pipeline order.
 
-Each entry names the stage (its manifest record, its journal and its module `stages/<name>.py`,
-whose `STAGE` is the `base.Stage` that plans and writes), its command and script, its options
+Each entry names the stage (its manifest record, its journal and its module
+`interhand_prep/stages/<name>.py`, whose `STAGE` is the `stages.base.Stage` that plans and writes), its command and script, its options
 record, and the stages whose outputs it reads. The command line, the batch driver (pipeline and
 process), check-seq and export read this list; nothing else spells a stage's name. Adding a stage
 is one module under stages/ plus one entry here.
 
-This module imports nothing heavy (the command line's `--help` reads it); a stage's module is
-imported when the stage runs.
+The list lives beside the option records it names, below the command line and the stages that
+read it; it imports nothing heavy (the command line's `--help` reads it), and a stage's module is
+imported by name when the stage runs.
 """
 
 from __future__ import annotations
@@ -15,7 +16,10 @@ from __future__ import annotations
 import importlib
 from dataclasses import dataclass
 
-from ..core.options import AnnotsOptions, BlendWeightOptions, RenderOptions
+from .options import AnnotsOptions, BlendWeightOptions, NoOptions, RenderOptions
+
+
+STAGES_PACKAGE = "interhand_prep.stages"
 
 
 @dataclass(frozen=True)
@@ -24,7 +28,7 @@ class StageEntry:
     short: str                # its column in process's table and its key in a sequence's report
     command: str              # the subcommand of interhand-prep
     summary: str              # one line, for --help
-    options: type             # its options record
+    options: type = NoOptions  # its options record (options.py)
     needs: tuple[str, ...] = ()  # stages whose outputs it reads: refused while one of them is unfinished
 
     @property
@@ -35,7 +39,7 @@ class StageEntry:
     @property
     def stage(self):
         """The stage itself (`base.Stage`), importing its module."""
-        return importlib.import_module(f"{__package__}.{self.name}").STAGE
+        return importlib.import_module(f"{STAGES_PACKAGE}.{self.name}").STAGE
 
 
 GET_ANNOTS = StageEntry("get_annots", "annots", "get-annots",
