@@ -30,7 +30,8 @@ import re
 import struct
 import zlib
 from pathlib import Path
-from typing import Iterable
+from dataclasses import dataclass
+from typing import Callable, Iterable
 
 import numpy as np
 
@@ -47,7 +48,6 @@ LBS_SHARED_FILES = ("faces", "parents", "weights", "joints", "tvertices", "tbw")
 # mask labels: where the nearest surface is the left or the right hand; 0 is background
 MASK_LABELS = {"left": 100, "right": 200}
 PNG16_UNITS_PER_METRE = 10000  # depth png16: uint16 in units of 0.1 mm (max 6.5535 m)
-DEPTH_SUFFIX = {"npy": ".npy", "png16": ".png"}
 _ID_RE = re.compile(r"^\d+$")
 _FRAME_FILE_RE = re.compile(r"^(\d+)\.npy$")
 _IMAGE_FILE_RE = re.compile(r"^image(\d+)\.(jpg|png|npy)$")
@@ -155,6 +155,48 @@ def decode_depth(path: Path) -> np.ndarray:
         raise InputError(f"{path}: unreadable depth map ({exc})") from None
 
 
+# ---------------------------------------------------------------------------------------------
+# The per-view output kinds: one row each. Their files are <name>/cam<id>/image<frame><suffix>.
+
+
+@dataclass(frozen=True)
+class ViewKind:
+    """An image-like output with one file per camera view.
+
+    name            its folder, and how options and messages call it
+    stage           the stage that writes it
+    formats         {format: (file suffix, encoder of an array, approximate bytes per pixel on disk)}
+    decode          file -> array (any of its formats)
+    merged          merge-seq links it into a merged sequence
+    checked         check-seq verifies that every view has it, readable
+    exported        export carries it into other trainers' layouts
+    """
+
+    name: str
+    stage: str
+    formats: dict[str, tuple[str, Callable[[np.ndarray], bytes], float]]
+    decode: Callable[[Path], np.ndarray]
+    merged: bool = True
+    checked: bool = True
+    exported: bool = True
+
+    def suffix(self, fmt: str) -> str:
+        return self.formats[fmt][0]
+
+
+# Written in this order for each view: the mask last, as the mark of a whole view.
+VIEW_KINDS: dict[str, ViewKind] = {kind.name: kind for kind in (
+    ViewKind("depth", "render_mesh", {"npy": (".npy", lambda a: encode_depth(a, "npy"), 4.0),
+                                      "png16": (".png", lambda a: encode_depth(a, "png16"), 0.35)}, decode_depth),
+    ViewKind("mask", "render_mesh", {"png": (".png", encode_mask, 0.05)}, decode_mask),
+)}
+
+
+def render_formats(depth_format: str) -> dict[str, str]:
+    """{view kind: format} that render_mesh writes for a --depth-format ('none': masks only)."""
+    return {"mask": "png", **({"depth": depth_format} if depth_format != "none" else {})}
+
+
 class SequenceLayout:
     """All output paths of one processed (or merged) sequence folder, and their readers and writers."""
 
@@ -228,13 +270,22 @@ class SequenceLayout:
     def vertices(self, hand: str, frame: int) -> Path:
         return self.vertices_dir(hand) / f"{int(frame)}.npy"
 
+    def view(self, kind: str, cam: str, frame: int, fmt: str) -> Path:
+        """<kind>/cam<id>/image<frame><suffix of fmt>: one view's file of an output kind (VIEW_KINDS)."""
+        suffix = VIEW_KINDS[kind].suffix(fmt)
+        return self.root / kind / f"cam{_camera_id(cam, self.root)}" / f"image{int(frame):04d}{suffix}"
+
+    def view_files(self, cam: str, frame: int, formats: dict[str, str]) -> list[Path]:
+        """The files of one view, for {kind: format}."""
+        return [self.view(kind, cam, frame, fmt) for kind, fmt in formats.items()]
+
     def mask(self, cam: str, frame: int) -> Path:
         """mask/cam<id>/image<frame>.png"""
-        return self.root / "mask" / f"cam{_camera_id(cam, self.root)}" / f"image{int(frame):04d}.png"
+        return self.view("mask", cam, frame, "png")
 
     def depth(self, cam: str, frame: int, depth_format: str = "npy") -> Path:
         """depth/cam<id>/image<frame>.npy (float32 metres) or .png (png16: uint16, 0.1 mm)."""
-        return self.root / "depth" / f"cam{_camera_id(cam, self.root)}" / f"image{int(frame):04d}{DEPTH_SUFFIX[depth_format]}"
+        return self.view("depth", cam, frame, depth_format)
 
     def lbs_dir(self, hand: str) -> Path:
         return self.root / "lbs" / hand
@@ -265,7 +316,7 @@ class SequenceLayout:
         return self._frame_files(folder)
 
     def existing_view_files(self, kind: str) -> list[Path]:
-        """Every mask/cam<id>/image<frame>.png or depth/cam<id>/image<frame>.{npy,png} present."""
+        """Every <kind>/cam<id>/image<frame>.* present (mask, depth: VIEW_KINDS)."""
         top = self.root / kind
         if not top.is_dir():
             return []
@@ -400,18 +451,18 @@ class SequenceLayout:
                 raise InputError(f"{path}:{number}: malformed row {line!r}") from None
         return rows
 
-    def write_view(self, cam: str, frame: int, mask: np.ndarray, depth: np.ndarray | None, depth_format: str) -> int:
-        """One view's mask and depth (depth first: a mask marks the view done). -> files written."""
+    def write_view(self, cam: str, frame: int, outputs: dict[str, tuple[np.ndarray, str]]) -> int:
+        """One view's files, {kind: (array, format)}, in the order of VIEW_KINDS. -> files written."""
         written = 0
-        if depth_format != "none":
-            written += write_bytes(self.depth(cam, frame, depth_format), encode_depth(depth, depth_format))
-        written += write_bytes(self.mask(cam, frame), encode_mask(mask))
+        for kind in VIEW_KINDS.values():
+            if kind.name in outputs:
+                array, fmt = outputs[kind.name]
+                written += write_bytes(self.view(kind.name, cam, frame, fmt), kind.formats[fmt][1](array))
         return written
 
-    def view_done(self, cam: str, frame: int, depth_format: str) -> bool:
-        if not self.mask(cam, frame).is_file():
-            return False
-        return depth_format == "none" or self.depth(cam, frame, depth_format).is_file()
+    def view_done(self, cam: str, frame: int, formats: dict[str, str]) -> bool:
+        """Whether every file of the view, for {kind: format}, exists."""
+        return all(path.is_file() for path in self.view_files(cam, frame, formats))
 
     def hands_present(self) -> list[str]:
         """The hands whose params folder exists (for folders without a manifest)."""

@@ -23,7 +23,7 @@ from ..core import skinning
 from ..core.constants import HANDS, SPLITS
 from ..core.errors import InputError
 from ..core.fileio import load_npy
-from ..core.layout import LBS_SHARED_FILES, MASK_LABELS, PARAM_KEYS, SequenceLayout, decode_depth, decode_mask
+from ..core.layout import LBS_SHARED_FILES, MASK_LABELS, PARAM_KEYS, VIEW_KINDS, SequenceLayout, render_formats
 from ..core import registry
 from ..core.processed import recorded_hands, unfinished
 from ..core.manifest import Manifest, file_sha256
@@ -290,6 +290,7 @@ def _check_hand(report: CheckReport, layout: SequenceLayout, hand: str, frames: 
 def _check_views(report: CheckReport, layout: SequenceLayout, cams: list[str], frames: list[int], cameras,
                  sizes: dict, hand_vertices: dict, depth_format: str, meshes: "_LabelMeshes | None" = None) -> None:
     views = 0
+    formats = {kind: fmt for kind, fmt in render_formats(depth_format).items() if VIEW_KINDS[kind].checked}
     samples: dict[int, list[_ViewSample]] = defaultdict(list)
     label_problems: dict[Path, list[str]] = defaultdict(list)  # mask -> what is wrong with its labels
     for cam in cams:
@@ -302,15 +303,20 @@ def _check_views(report: CheckReport, layout: SequenceLayout, cams: list[str], f
             image = layout.image(cam, frame)
             if not image.is_file():
                 report.add("missing image", str(image))
-            mpath = layout.mask(cam, frame)
-            mask = None
-            if not mpath.is_file():
-                report.add("missing mask", str(mpath))
-            else:
+            # every view file of the output-kind table: present and readable (each kind on its own, so
+            # that a broken mask does not hide a broken depth map); then what each kind must hold
+            loaded = {}
+            for kind, fmt in formats.items():
+                path = layout.view(kind, cam, frame, fmt)
+                if not path.is_file():
+                    report.add(f"missing {kind}", str(path))
+                    continue
                 try:
-                    mask = decode_mask(mpath)
+                    loaded[kind] = VIEW_KINDS[kind].decode(path)
                 except InputError as exc:
-                    report.add("unreadable mask", str(exc))
+                    report.add(f"unreadable {kind}", str(exc))
+            mpath = layout.mask(cam, frame)
+            mask = loaded.get("mask")
             label_counts = {}
             if mask is not None:
                 if mask.shape == (height, width) and mask.dtype == np.uint8:
@@ -318,24 +324,16 @@ def _check_views(report: CheckReport, layout: SequenceLayout, cams: list[str], f
                 if not label_counts or sum(label_counts.values()) != mask.size:  # wrong shape or type, other labels
                     report.add("wrong mask", f"{mpath}: {mask.dtype} {mask.shape}, labels {np.unique(mask)[:5]}")
                     mask = None
-            depth = None  # checked also when the mask is broken: every damaged file is reported
-            if depth_format != "none":
+            depth = loaded.get("depth")  # checked also when the mask is broken: every damaged file is reported
+            if depth is not None:
                 dpath = layout.depth(cam, frame, depth_format)
-                if not dpath.is_file():
-                    report.add("missing depth", str(dpath))
+                if depth.shape != (height, width, 1):
+                    report.add("wrong depth", f"{dpath}: {depth.shape}, expected ({height}, {width}, 1)")
+                    depth = None
                 else:
-                    try:
-                        depth = decode_depth(dpath)
-                    except InputError as exc:
-                        report.add("unreadable depth", str(exc))
-                if depth is not None:
-                    if depth.shape != (height, width, 1):
-                        report.add("wrong depth", f"{dpath}: {depth.shape}, expected ({height}, {width}, 1)")
-                        depth = None
-                    else:
-                        depth = depth[..., 0]
-                        if mask is not None and np.count_nonzero((depth > 0) != (mask > 0)) > 0.001 * mask.size:
-                            report.add("depth and mask disagree", str(dpath))
+                    depth = depth[..., 0]
+                    if mask is not None and np.count_nonzero((depth > 0) != (mask > 0)) > 0.001 * mask.size:
+                        report.add("depth and mask disagree", str(dpath))
             if mask is None:
                 continue
             points = [v[frame] for v in hand_vertices.values() if frame in v]

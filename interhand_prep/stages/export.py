@@ -29,7 +29,7 @@ from ..core.cameras import CameraSet
 from ..core.dataset import image_size
 from ..core.errors import InputError
 from ..core.fileio import folder_swap, relative_symlink, swap_temporary_pattern, write_text
-from ..core.layout import ExportLayout, SequenceLayout, decode_depth
+from ..core.layout import VIEW_KINDS, ExportLayout, SequenceLayout, decode_depth, render_formats
 from ..core.locking import sequence_lock
 from ..core import registry
 from ..core.processed import outdated_render, recorded_hands, require_finished
@@ -119,12 +119,11 @@ def finished_sequence(layout: SequenceLayout) -> SequenceViews:
                 f"{len(cams_left)} camera(s) (e.g. cam{cams_left[0]})")
         raise InputError(f"{root}: render_mesh has not rendered {what} of frames.txt and cams.txt; run render_mesh.py on it")
     depth_format = ((render.get("recipe") or {}).get("options") or {}).get("depth_format", "npy")
+    carried = {kind: fmt for kind, fmt in render_formats(depth_format).items() if VIEW_KINDS[kind].exported}
     missing = [p for cam in cams for frame in frames
-               for p in [layout.image(cam, frame), layout.mask(cam, frame)]
-               + ([layout.depth(cam, frame, depth_format)] if depth_format != "none" else [])
-               if not p.is_file()]
+               for p in [layout.image(cam, frame), *layout.view_files(cam, frame, carried)] if not p.is_file()]
     if missing:
-        kinds = "image, mask and depth files" if depth_format != "none" else "image and mask files"
+        kinds = ", ".join(["image", *carried][:-1]) + f" and {[*carried][-1]} files"
         raise InputError(f"{missing[0]}: not found; {len(missing)} of the sequence's {kinds} "
                          f"{'is' if len(missing) == 1 else 'are'} missing; rerun process.sh on it")
     sizes = [image_size(layout.image(cam, frames[0])) for cam in cams]

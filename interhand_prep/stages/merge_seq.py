@@ -16,7 +16,7 @@ import numpy as np
 
 from ..core.errors import InputError
 from ..core.fileio import folder_swap, relative_symlink, write_bytes
-from ..core.layout import DEPTH_SUFFIX, LBS_SHARED_FILES, SequenceLayout, merge_dir
+from ..core.layout import LBS_SHARED_FILES, VIEW_KINDS, SequenceLayout, merge_dir
 from ..core.manifest import Manifest
 from ..core import registry
 from ..core.processed import recorded_hands
@@ -123,9 +123,10 @@ def build_merge(sources: list[Source], dest: Path) -> None:
         for frame in frames:
             for cam in cams:
                 relative_symlink(src.image(cam, frame), out.image(cam, frame))
-                _link_if_present(src.mask(cam, frame), out.mask(cam, frame))
-                for fmt in DEPTH_SUFFIX:
-                    _link_if_present(src.depth(cam, frame, fmt), out.depth(cam, frame, fmt))
+                for kind in VIEW_KINDS.values():
+                    if kind.merged:
+                        for fmt in kind.formats:
+                            _link_if_present(src.view(kind.name, cam, frame, fmt), out.view(kind.name, cam, frame, fmt))
             for hand in hands:
                 relative_symlink(src.params(hand, frame), out.params(hand, frame))
                 relative_symlink(src.vertices(hand, frame), out.vertices(hand, frame))

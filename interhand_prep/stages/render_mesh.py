@@ -34,7 +34,7 @@ from ..core.dataset import InterHandDataset, image_size
 from ..core.errors import InputError, interrupts_ignored
 from ..core.fileio import remove_files
 from ..core.locking import die_with_parent
-from ..core.layout import SequenceLayout
+from ..core.layout import VIEW_KINDS, SequenceLayout, render_formats
 from ..core.manifest import digest
 from ..core.constants import HANDS
 from ..core.mano import forward, load_mano_model
@@ -48,9 +48,6 @@ FRAMES_PER_TASK = 2
 # Below this many views one process renders (writes in threads beside it): starting a worker
 # (importing pyrender, creating a context) costs about as much as rendering a thousand views.
 PARALLEL_MIN_VIEWS = 1000
-# Rough bytes per pixel on disk, to check the free space before rendering (masks compress well).
-MASK_BYTES_PER_PIXEL = 0.05
-DEPTH_BYTES_PER_PIXEL = {"npy": 4.0, "png16": 0.35, "none": 0.0}
 
 
 @dataclass
@@ -204,8 +201,9 @@ def render_views(renderer: gl_renderer.HandViewRenderer, layout: SequenceLayout,
                         if problem:
                             raise RuntimeError(f"{layout.mask(cam, frame)}: the render gives wrong hand labels "
                                                f"twice ({problem}); nothing was written for this view")
-                    pending.append((view_unit(frame, cam),
-                                    writer.submit(layout.write_view, cam, frame, mask, depth, depth_format)))
+                    outputs = {"mask": (mask, "png"), "depth": (depth, depth_format)}
+                    outputs = {kind: outputs[kind] for kind in render_formats(depth_format)}
+                    pending.append((view_unit(frame, cam), writer.submit(layout.write_view, cam, frame, outputs)))
                 collect(64)
             collect(0)
         except BaseException:
@@ -266,7 +264,8 @@ class RenderMesh(Stage):
         global_reason = "--overwrite" if sel.overwrite else previous.manifest.stale_reason(self.name, recipe)
         old_frames = previous.record.get("frames", {}) if not global_reason else {}
         old_cams = previous.record.get("cameras", {}) if not global_reason else {}
-        fmt = opts.depth_format
+        formats = render_formats(opts.depth_format)
+        bytes_per_pixel = sum(VIEW_KINDS[kind].formats[fmt][2] for kind, fmt in formats.items())
         todo: dict[str, str] = {}
         views: dict[int, set[str]] = {}
         resumed = missing = needed = 0
@@ -278,19 +277,18 @@ class RenderMesh(Stage):
                 unit_hash = unit_digest(recipe, frame_digests[str(f)], camera_digests[cam.cam_id])
                 recorded = f not in changed_frames and cam.cam_id not in changed_cams
                 fresh, by_journal = previous.up_to_date(unit, unit_hash, recorded)
-                if fresh and layout.view_done(cam.cam_id, f, fmt):
+                if fresh and layout.view_done(cam.cam_id, f, formats):
                     resumed += by_journal
                     continue
                 todo[unit] = unit_hash
                 views.setdefault(f, set()).add(cam.cam_id)
                 missing += recorded
-                needed += cam.width * cam.height * (MASK_BYTES_PER_PIXEL + DEPTH_BYTES_PER_PIXEL[fmt])
+                needed += cam.width * cam.height * bytes_per_pixel
         if todo:  # files rewritten in place free their old space
-            needed -= sum(p.stat().st_size for unit in todo for p in _view_files(layout, unit, fmt) if p.is_file())
-        expected = {layout.mask(c.cam_id, f) for c in cameras for f in frames}
-        if fmt != "none":
-            expected |= {layout.depth(c.cam_id, f, fmt) for c in cameras for f in frames}
-        stale_files = [p for kind in ("mask", "depth") for p in layout.existing_view_files(kind) if p not in expected]
+            needed -= sum(p.stat().st_size for unit in todo for p in _view_files(layout, unit, formats) if p.is_file())
+        expected = {p for c in cameras for f in frames for p in layout.view_files(c.cam_id, f, formats)}
+        stale_files = [p for kind in VIEW_KINDS.values() if kind.stage == self.name
+                       for p in layout.existing_view_files(kind.name) if p not in expected]
         reasons = []
         if not global_reason:
             if changed_frames:
@@ -336,10 +334,9 @@ class RenderMesh(Stage):
                 "hands_drawn": result.hands_drawn}
 
 
-def _view_files(layout: SequenceLayout, unit: str, depth_format: str) -> list:
+def _view_files(layout: SequenceLayout, unit: str, formats: dict[str, str]) -> list:
     frame, cam = unit.split(":")
-    files = [layout.mask(cam, int(frame))]
-    return files + ([layout.depth(cam, int(frame), depth_format)] if depth_format != "none" else [])
+    return layout.view_files(cam, int(frame), formats)
 
 
 STAGE = RenderMesh()
