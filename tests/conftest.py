@@ -5,7 +5,8 @@
   once; `capture` is a private copy a test may write into.
 - `tiny_root` / `tiny`: a right-hand and a two-hand sequence, 4 cameras x 6 frames at 1/4 size.
 - `gl_platform`: a working offscreen OpenGL platform (tests using it are marked `gl`).
-- `helpers`: small functions over processed folders (run all stages, list outputs, run a script).
+- `helpers`: small functions over processed folders (run all stages, list outputs, run a script,
+  ray-cast the hands of a view: the independent answer that rendered masks are checked against).
 """
 
 from __future__ import annotations
@@ -215,10 +216,86 @@ def _assert_processed_sequence(root: Path, hands: tuple[str, ...], mano_dir: Pat
             assert np.load(layout.bs(hand, frame)).shape[-1] == 3
 
 
+RAY_CAST_TILE = 8
+
+
+def _ray_cast(layout, mano_dir, cam: str, frame: int, width: int, height: int, meshes: dict | None = None):
+    """Per pixel centre: the nearest ray-triangle hit over all faces of both hands (Moller-Trumbore).
+
+    -> label (H, W) uint8 (0, 100 left, 200 right), depth (H, W) z in metres (0 = no hit),
+       and per hand a boolean (H, W) of pixels whose ray hits that hand at all.
+    The hands are vertices/<hand>/<frame>.npy of `layout` with the faces of the models in
+    `mano_dir`, or `meshes` {hand: (vertices Vx3 world metres, faces Fx3)} when given.
+    The image is cast in tiles of RAY_CAST_TILE x RAY_CAST_TILE pixels, each against the triangles
+    whose projected bounding box (with a pixel of margin) reaches the tile: a ray through a pixel
+    centre outside a triangle's projection cannot hit it (every vertex is in front of the camera,
+    checked), so the result is that of casting every ray against every triangle.
+    """
+    from interhand_prep.core.mano import load_mano_model
+
+    cams = layout.read_cameras()
+    c = cams.ids.index(cam)
+    K, R, T = cams.K[c], cams.R[c], cams.T[c] / 1000.0
+    origin = -R.T @ T
+    if meshes is None:
+        meshes = {hand: (np.load(layout.vertices(hand, frame)), load_mano_model(mano_dir, hand).faces)
+                  for hand in ("left", "right")}
+    tris, labels = [], []
+    for hand, label in (("left", 100), ("right", 200)):
+        if hand not in meshes:
+            continue
+        v, f = meshes[hand]
+        v = np.asarray(v, dtype=np.float64)
+        tris.append(v[np.asarray(f)])
+        labels.append(np.full(len(f), label))
+    label_image = np.zeros((height, width), np.uint8)
+    depth = np.zeros((height, width))
+    hits_hand = {100: np.zeros((height, width), bool), 200: np.zeros((height, width), bool)}
+    if not tris:
+        return label_image, depth, hits_hand
+    tris, labels = np.concatenate(tris), np.concatenate(labels)
+    corners_cam = tris @ R.T + T
+    assert (corners_cam[..., 2] > 0).all()
+    corners_px = corners_cam[..., :2] / corners_cam[..., 2:] * [K[0, 0], K[1, 1]] + [K[0, 2], K[1, 2]]
+    lo, hi = corners_px.min(1) - 1.0, corners_px.max(1) + 1.0
+    tile = RAY_CAST_TILE
+    for y0 in range(0, height, tile):
+        for x0 in range(0, width, tile):
+            x1, y1 = min(x0 + tile, width), min(y0 + tile, height)
+            near = (lo[:, 0] <= x1 - 1) & (hi[:, 0] >= x0) & (lo[:, 1] <= y1 - 1) & (hi[:, 1] >= y0)
+            if not near.any():
+                continue
+            tri, lab = tris[near], labels[near]
+            v0, e1, e2 = tri[:, 0], tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0]
+            u, w = np.meshgrid(np.arange(x0, x1, dtype=np.float64), np.arange(y0, y1, dtype=np.float64))
+            rays_cam = np.stack([(u - K[0, 2]) / K[0, 0], (w - K[1, 2]) / K[1, 1], np.ones_like(u)], -1).reshape(-1, 3)
+            d = (rays_cam @ R)[:, None, :]  # world directions with camera z = 1: the hit distance t is the z-depth
+            p = np.cross(d, e2[None])
+            det = (e1[None] * p).sum(-1)
+            with np.errstate(divide="ignore", invalid="ignore"):
+                inv = 1.0 / det
+                s = origin - v0
+                bu = (s[None] * p).sum(-1) * inv
+                q = np.cross(s, e1)
+                bv = (d * q[None]).sum(-1) * inv
+                t = (e2 * q).sum(-1)[None] * inv
+            hit = (np.abs(det) > 1e-15) & (bu >= 0) & (bv >= 0) & (bu + bv <= 1) & (t > 0)
+            t = np.where(hit, t, np.inf)
+            k = t.argmin(1)
+            tk = t[np.arange(len(k)), k]
+            shape = (y1 - y0, x1 - x0)
+            label_image[y0:y1, x0:x1] = np.where(np.isfinite(tk), lab[k], 0).reshape(shape)
+            depth[y0:y1, x0:x1] = np.where(np.isfinite(tk), tk, 0.0).reshape(shape)
+            for value in (100, 200):
+                hits_hand[value][y0:y1, x0:x1] = hit[:, lab == value].any(1).reshape(shape)
+    return label_image, depth, hits_hand
+
+
 @pytest.fixture
 def helpers(request) -> SimpleNamespace:
     """selector, run_stages (all stages in-process, one render worker), output_files, state,
-    script, assert_processed_sequence, copy_capture (a private copy of a generated capture)."""
+    script, assert_processed_sequence, copy_capture (a private copy of a generated capture),
+    ray_cast (the CPU ray cast of a view's hands, `_ray_cast`)."""
 
     def run_stages(sel: SequenceSelector, opts=None):
         from interhand_prep.stages import pipeline
@@ -231,4 +308,5 @@ def helpers(request) -> SimpleNamespace:
         return report
 
     return SimpleNamespace(selector=_selector, run_stages=run_stages, output_files=_output_files, state=_state,
-                           script=_script, assert_processed_sequence=_assert_processed_sequence, copy_capture=_copy)
+                           script=_script, assert_processed_sequence=_assert_processed_sequence, copy_capture=_copy,
+                           ray_cast=_ray_cast)

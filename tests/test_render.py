@@ -14,7 +14,6 @@ from PIL import Image
 from interhand_prep.core import gl_platform as gl_platform_module
 from interhand_prep.core import gl_renderer as rendering
 from interhand_prep.core import pyrender_adapter
-from interhand_prep.core.layout import SequenceLayout
 from interhand_prep.core.options import RenderOptions
 from interhand_prep.core.selection import SequenceSelector
 from interhand_prep.stages import get_annots as annots
@@ -23,7 +22,6 @@ from interhand_prep.synthetic.capture import CaptureSpec, SequenceSpec, generate
 
 
 SEQ = "0266_dh_pray"
-TILE = 8
 
 
 @pytest.fixture(scope="module")
@@ -40,69 +38,7 @@ def rendered(tmp_path_factory, gl_platform):
     return sel, result, platform
 
 
-def ray_cast(layout: SequenceLayout, mano_dir, cam: str, frame: int, width: int, height: int):
-    """Per pixel centre: the nearest ray-triangle hit over all faces of both hands (Moller-Trumbore).
-
-    -> label (H, W) uint8 (0, 100 left, 200 right), depth (H, W) z in metres (0 = no hit),
-       and per hand a boolean (H, W) of pixels whose ray hits that hand at all.
-    The image is cast in tiles of TILE x TILE pixels, each against the triangles whose projected
-    bounding box (with a pixel of margin) reaches the tile: a ray through a pixel centre outside a
-    triangle's projection cannot hit it (every vertex is in front of the camera, checked), so the
-    result is that of casting every ray against every triangle.
-    """
-    cams = layout.read_cameras()
-    c = cams.ids.index(cam)
-    K, R, T = cams.K[c], cams.R[c], cams.T[c] / 1000.0
-    origin = -R.T @ T
-    tris, labels = [], []
-    from interhand_prep.core.mano import load_mano_model
-
-    for hand, label in (("left", 100), ("right", 200)):
-        v = np.load(layout.vertices(hand, frame)).astype(np.float64)
-        f = load_mano_model(mano_dir, hand).faces
-        tris.append(v[f])
-        labels.append(np.full(len(f), label))
-    tris, labels = np.concatenate(tris), np.concatenate(labels)
-    corners_cam = tris @ R.T + T
-    assert (corners_cam[..., 2] > 0).all()
-    corners_px = corners_cam[..., :2] / corners_cam[..., 2:] * [K[0, 0], K[1, 1]] + [K[0, 2], K[1, 2]]
-    lo, hi = corners_px.min(1) - 1.0, corners_px.max(1) + 1.0
-    label_image = np.zeros((height, width), np.uint8)
-    depth = np.zeros((height, width))
-    hits_hand = {100: np.zeros((height, width), bool), 200: np.zeros((height, width), bool)}
-    for y0 in range(0, height, TILE):
-        for x0 in range(0, width, TILE):
-            x1, y1 = min(x0 + TILE, width), min(y0 + TILE, height)
-            near = (lo[:, 0] <= x1 - 1) & (hi[:, 0] >= x0) & (lo[:, 1] <= y1 - 1) & (hi[:, 1] >= y0)
-            if not near.any():
-                continue
-            tri, lab = tris[near], labels[near]
-            v0, e1, e2 = tri[:, 0], tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0]
-            u, w = np.meshgrid(np.arange(x0, x1, dtype=np.float64), np.arange(y0, y1, dtype=np.float64))
-            rays_cam = np.stack([(u - K[0, 2]) / K[0, 0], (w - K[1, 2]) / K[1, 1], np.ones_like(u)], -1).reshape(-1, 3)
-            d = (rays_cam @ R)[:, None, :]  # world directions with camera z = 1: the hit distance t is the z-depth
-            p = np.cross(d, e2[None])
-            det = (e1[None] * p).sum(-1)
-            with np.errstate(divide="ignore", invalid="ignore"):
-                inv = 1.0 / det
-                s = origin - v0
-                bu = (s[None] * p).sum(-1) * inv
-                q = np.cross(s, e1)
-                bv = (d * q[None]).sum(-1) * inv
-                t = (e2 * q).sum(-1)[None] * inv
-            hit = (np.abs(det) > 1e-15) & (bu >= 0) & (bv >= 0) & (bu + bv <= 1) & (t > 0)
-            t = np.where(hit, t, np.inf)
-            k = t.argmin(1)
-            tk = t[np.arange(len(k)), k]
-            shape = (y1 - y0, x1 - x0)
-            label_image[y0:y1, x0:x1] = np.where(np.isfinite(tk), lab[k], 0).reshape(shape)
-            depth[y0:y1, x0:x1] = np.where(np.isfinite(tk), tk, 0.0).reshape(shape)
-            for value in (100, 200):
-                hits_hand[value][y0:y1, x0:x1] = hit[:, lab == value].any(1).reshape(shape)
-    return label_image, depth, hits_hand
-
-
-def test_masks_and_depth_match_the_ray_cast(rendered):
+def test_masks_and_depth_match_the_ray_cast(rendered, helpers):
     sel, result, _ = rendered
     layout = sel.layout
     assert result.rendered == len(layout.read_cams()) * len(layout.read_frames())
@@ -115,7 +51,7 @@ def test_masks_and_depth_match_the_ray_cast(rendered):
             assert mask.dtype == np.uint8 and set(np.unique(mask)) <= {0, 100, 200}
             assert depth.shape == (height, width, 1) and depth.dtype == np.float32
             depth = depth[..., 0]
-            label, ref_depth, hits = ray_cast(layout, sel.mano_dir, cam, frame, width, height)
+            label, ref_depth, hits = helpers.ray_cast(layout, sel.mano_dir, cam, frame, width, height)
             for value in (100, 200):
                 ours, ref = mask == value, label == value
                 if ref.sum() < 20:
@@ -273,3 +209,52 @@ def test_the_platform_is_decided_without_probing_twice(tmp_path, monkeypatch, gl
     monkeypatch.setattr(gl_platform_module, "nvidia_gpu_present", lambda: True)
     with_gpu = gl_platform_module.select_platform("auto")
     assert with_gpu.platform == "egl" and "NVIDIA GPU is present" in with_gpu.reason
+
+
+def test_a_gl_error_cannot_give_a_hand_the_other_hands_colour(rendered, caplog, monkeypatch):
+    """pyrender swallows a failed 'color' uniform update, which draws the right hand with the left
+    hand's label (the evidence mask). An error left pending before a draw is cleared; an error at
+    the colour update itself raises instead of giving a wrong mask."""
+    import ctypes
+
+    sel, _, platform = rendered
+    if not rendering.can_render_here(platform):
+        pytest.skip(f"this process renders with {rendering._imported_platform}")
+    monkeypatch.setenv("PYOPENGL_PLATFORM", platform)  # as select_platform left it for this process
+    layout = sel.layout
+    cams = layout.read_cameras()
+    frame = layout.read_frames()[0]
+    from interhand_prep.core.mano import load_mano_model
+
+    meshes = {h: (np.load(layout.vertices(h, frame)), load_mano_model(sel.mano_dir, h).faces) for h in ("left", "right")}
+    views = [rendering.ViewCamera(c, cams.K[k], cams.R[k], cams.T[k].reshape(3),
+                                  *Image.open(layout.image(c, frame)).size) for k, c in enumerate(cams.ids)]
+    with rendering.HandViewRenderer(views) as renderer:
+        size = (views[0].width, views[0].height)
+        renderer.set_hands(size, meshes)
+        cam = next(v.cam_id for v in views if (v.width, v.height) == size
+                   and {100, 200} <= set(np.unique(renderer.render(v.cam_id)[0])))
+        good = renderer.render(cam)[0]
+        from OpenGL import platform as opengl_platform
+        from pyrender.shader_program import ShaderProgram
+
+        raw_enable = opengl_platform.PLATFORM.GL["glEnable"]  # bare ctypes: leaves its error pending
+        raw_enable.argtypes, raw_enable.restype = [ctypes.c_uint], None
+        raw_enable(0x7FFF)  # GL_INVALID_ENUM, pending before the draw
+        with caplog.at_level("WARNING"):
+            assert (renderer.render(cam)[0] == good).all()
+        assert "GL error was pending before drawing" in caplog.text
+        loud = ShaderProgram.set_uniform
+
+        def failing_right_colour(self, name, value, unsigned=False):
+            if name == "color" and round(float(np.asarray(value)[0]) * 255) == 200:
+                raw_enable(0x7FFF)  # pending right at the right hand's colour
+            return loud(self, name, value, unsigned)
+
+        ShaderProgram.set_uniform = failing_right_colour
+        try:
+            with pytest.raises(Exception, match="invalid enum|GLError|1280"):
+                renderer.render(cam)
+        finally:
+            ShaderProgram.set_uniform = loud
+        assert (renderer.render(cam)[0] == good).all()

@@ -12,15 +12,21 @@ them fails loudly instead of rendering wrong images.
 2. Driving the renderer directly. `OffscreenRenderer.render` makes its context current twice per
    call and always draws the whole image. `activate` makes the context current once per image
    size (OSMesa's buffer has a fixed size: it is recreated on a size change) and `draw` runs
-   pyrender's `Renderer.render` on a viewport that may be smaller than the image (a crop around
-   the hands), reading colour and depth back as `OffscreenRenderer.render` does.
+   pyrender's `Renderer.render` with a scissor box (the crop around the hands), reading back only
+   the box with the depth arithmetic of `Renderer.read_depth_buf`.
+3. A loud segmentation colour. pyrender's `ShaderProgram.set_uniform` swallows every exception;
+   a 'color' update that failed would leave the previous hand's colour, so `draw` sets that
+   uniform itself (raising on failure) and clears any GL error left pending before it.
 """
 
 from __future__ import annotations
 
 import inspect
+import logging
 
 import numpy as np
+
+log = logging.getLogger(__name__)
 
 
 def stable_context_ids() -> None:
@@ -60,17 +66,94 @@ def activate(offscreen, size: tuple[int, int]) -> None:
     offscreen._platform.make_current()
 
 
-def draw(offscreen, scene, flags, seg_node_map: dict, viewport: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
-    """Render `scene` with `flags` into a viewport of `viewport` (width, height) pixels at the
-    image's top-left corner -> colour (h, w, 3) uint8 and linear depth (h, w) float32 (0: none)."""
-    import pyrender
+def draw(offscreen, scene, flags, seg_node_map: dict, size: tuple[int, int],
+         box: tuple[int, int, int, int] | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Render `scene` with `flags` at the full image size (width, height) -> the first colour channel
+    (h, w) uint8 and linear depth (h, w) float32 (0: nothing) of the whole image, or of `box`
+    (x0, y0, x1, y1; pixels, y down) only. With a box (OSMesa), rasterisation and read-back are
+    limited to it by the scissor test, over the full-size viewport and projection: its pixels are
+    those of a full render, bit for bit.
 
+    A GL error left pending by anything before (PyOpenGL raises it at the next checked call) is
+    cleared and logged first, and a segmentation colour that cannot be set raises: pyrender's
+    `set_uniform` swallows every exception, which would draw a hand with the previous hand's
+    colour (a mask with both hands under one label)."""
+    import pyrender
+    from OpenGL import GL
+
+    _clear_pending_errors()
+    _loud_colour_uniform()
     renderer = offscreen._renderer
-    renderer.viewport_width, renderer.viewport_height = viewport
+    width, height = size
+    renderer.viewport_width, renderer.viewport_height = width, height
     if uses_framebuffers(offscreen):
-        return renderer.render(scene, flags | pyrender.RenderFlags.OFFSCREEN, seg_node_map)
-    renderer.render(scene, flags, seg_node_map)
-    return renderer.read_color_buf(), renderer.read_depth_buf()
+        if box is not None:
+            raise ValueError("boxes are drawn with OSMesa only")
+        color, depth = renderer.render(scene, flags | pyrender.RenderFlags.OFFSCREEN, seg_node_map)
+        return np.ascontiguousarray(color[..., 0]), depth
+    x0, y0, x1, y1 = box if box is not None else (0, 0, width, height)
+    w, h = x1 - x0, y1 - y0
+    GL.glEnable(GL.GL_SCISSOR_TEST)
+    GL.glScissor(x0, height - y1, w, h)  # GL rows count from the bottom
+    try:
+        renderer.render(scene, flags, seg_node_map)
+    finally:
+        GL.glDisable(GL.GL_SCISSOR_TEST)
+    GL.glBindFramebuffer(GL.GL_READ_FRAMEBUFFER, 0)
+    GL.glReadBuffer(GL.GL_FRONT)
+    labels = np.frombuffer(GL.glReadPixels(x0, height - y1, w, h, GL.GL_RED, GL.GL_UNSIGNED_BYTE), np.uint8)
+    depth = np.frombuffer(GL.glReadPixels(x0, height - y1, w, h, GL.GL_DEPTH_COMPONENT, GL.GL_FLOAT), np.float32)
+    labels = np.ascontiguousarray(labels.reshape(h, w)[::-1])
+    return labels, linear_depth(depth.reshape(h, w)[::-1], renderer._latest_znear, renderer._latest_zfar)
+
+
+def linear_depth(buffer: np.ndarray, z_near: float, z_far: float) -> np.ndarray:
+    """Depth-buffer values (h, w) in [0, 1] -> z in scene units, 0 where nothing was drawn: the
+    arithmetic of pyrender's `Renderer.read_depth_buf` (float32, same order), so that a box and a
+    whole image agree bit for bit."""
+    depth = np.array(buffer, dtype=np.float32)
+    empty = depth == 1.0
+    depth = 2.0 * depth - 1.0
+    drawn = ~empty
+    depth[drawn] = (2.0 * z_near * z_far) / (z_far + z_near - depth[drawn] * (z_far - z_near))
+    depth[empty] = 0.0
+    return depth
+
+
+def _clear_pending_errors() -> None:
+    from OpenGL import GL
+
+    for _ in range(16):  # GL keeps at most one flag per error kind
+        error = GL.glGetError()
+        if error == GL.GL_NO_ERROR:
+            return
+        log.warning("a GL error was pending before drawing (0x%04x); cleared", int(error))
+
+
+_loud_colour_installed = False
+
+
+def _loud_colour_uniform() -> None:
+    """Let a failure to set the 'color' uniform raise (once per process)."""
+    global _loud_colour_installed
+    from pyrender.shader_program import ShaderProgram
+
+    if _loud_colour_installed:
+        return
+    _loud_colour_installed = True
+    original = ShaderProgram.set_uniform
+
+    def set_uniform(self, name, value, unsigned=False):
+        if name != "color":
+            return original(self, name, value, unsigned)
+        from OpenGL import GL
+
+        location = GL.glGetUniformLocation(self._program_id, name)
+        if location == -1:
+            raise RuntimeError("the segmentation shader has no 'color' uniform")
+        GL.glUniform3fv(location, 1, np.asarray(value, dtype=np.float32).reshape(3))
+
+    ShaderProgram.set_uniform = set_uniform
 
 
 def problems() -> list[str]:
@@ -98,4 +181,12 @@ def problems() -> list[str]:
     for flag in ("SEG", "OFFSCREEN"):
         if not hasattr(pyrender.RenderFlags, flag):
             found.append(f"pyrender.RenderFlags.{flag} is gone")
+    source = inspect.getsource(renderer.Renderer)
+    for needed in ("self._latest_znear", "self._latest_zfar", "program.set_uniform('color', color)",
+                   "2.0 * depth_im - 1.0", "(z_far + z_near - depth_im[noninf] *"):
+        if needed not in source:
+            found.append(f"pyrender Renderer no longer has {needed!r} (the box read-back and the colour uniform "
+                         "rely on it)")
+    if "_program_id" not in inspect.getsource(pyrender.shader_program.ShaderProgram):
+        found.append("pyrender ShaderProgram has no _program_id")
     return found
