@@ -48,3 +48,28 @@ def test_the_check_finds_a_split_table():
     broken = "| a | b |\n|---|---|\n| 1 | 2 |\n\n| 3 | 4 |\n"
     (_, first), (line, orphan) = tables(broken)
     assert len(first) == 3 and line == 5 and not SEPARATOR.match(orphan[0])
+
+
+def slug(heading: str) -> str:
+    """GitHub's anchor of a heading: lower case, punctuation dropped, spaces to hyphens."""
+    text = re.sub(r"[^\w\- ]", "", heading.strip().lower())
+    return text.replace(" ", "-")
+
+
+def test_every_link_inside_the_readme_has_its_heading():
+    text = README.read_text()
+    headings = {slug(m.group(1)) for m in re.finditer(r"^#+ (.+)$", text, re.MULTILINE)}
+    anchors = set(re.findall(r"\]\(#([^)]+)\)", text))
+    assert anchors and anchors <= headings, sorted(anchors - headings)
+
+
+def test_the_hand_types_suggested_for_the_demo_work_on_every_demo_sequence():
+    """A fixed --hand-type refuses a sequence without that hand ('both': without either)."""
+    from interhand_prep.stages.process import DEMO_SPEC
+
+    have = {s.name: ({"right", "left"} if s.hands == "both" else {s.hands}) for s in DEMO_SPEC.sequences}
+    suggested = re.findall(r"interhand-prep demo[^`\n]*--hand-type (\w+)", README.read_text())
+    assert suggested
+    for hand_type in suggested:
+        needs = {"right": {"right"}, "left": {"left"}, "both": {"right", "left"}, "auto": set()}[hand_type]
+        assert all(needs <= hands for hands in have.values()), f"README suggests demo --hand-type {hand_type}"

@@ -49,9 +49,12 @@ def test_a_refused_get_annots_leaves_folder_and_manifest_as_they_were(helpers, g
     assert helpers.state(sel.layout.root) == before  # bytes, times and modes of every file, prep.json too
     record = Manifest.read(sel.layout.root).stage("get_annots")
     assert record["result"]["hands"] == ["right"]
-    # the later stages still see the finished run
+    # the later stages, check-seq and export still see the finished run
     assert annots.run(sel, progress=False).up_to_date
     assert render_mesh.run(sel, RenderOptions(backend=gl_platform), progress=False).up_to_date
+    report = check_sequence(sel.layout.root)
+    assert report.ok and all(note.startswith("fit:") for note in report.notes), report.summary()
+    assert not export_stage.export(sel, ExportOptions(format="easymocap"), progress=False).up_to_date
 
 
 def test_a_joint_regressor_the_user_typed_must_exist(helpers, tiny, capsys):
