@@ -72,6 +72,12 @@ def process_cmd(data: Path, *extra: str) -> list[str]:
             str(data / "mano"), "--hand-type", "both", "--logs", str(data / "logs"), "--quiet", *extra]
 
 
+def slow_process(data: Path, capture: Path, platform: str) -> subprocess.Popen:
+    """process.sh on the two-hand sequence, each view slowed down, in a process group of its own."""
+    return subprocess.Popen(process_cmd(data, TWO, "--backend", platform), env=slow_env(capture),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+
+
 def render_cmd(data: Path, platform: str, *extra: str) -> list[str]:
     return [sys.executable, str(REPO / "render_mesh.py"), "--capture", "0", "--seq", TWO, "--basedir",
             str(data / "IH"), "--mano-dir", str(data / "mano"), "--hand-type", "both", "--backend", platform,
@@ -207,8 +213,7 @@ def test_ctrl_c_stops_render_within_two_seconds(helpers, gl_platform, data, capt
 
 def test_ctrl_c_of_process_reports_interrupted_and_the_rerun_resumes(gl_platform, data, capture):
     platform = gl_platform
-    proc = subprocess.Popen(process_cmd(data, TWO, "--backend", platform), env=slow_env(capture),
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    proc = slow_process(data, capture, platform)
     root = selector(data).layout.root
     wait_for_masks(root, 8, proc)
     os.killpg(proc.pid, signal.SIGINT)  # as a terminal sends it
@@ -228,8 +233,7 @@ def test_ctrl_c_of_process_reports_interrupted_and_the_rerun_resumes(gl_platform
 
 def test_a_refused_run_leaves_the_running_ones_files_alone(gl_platform, data, capture):
     platform = gl_platform
-    first = subprocess.Popen(process_cmd(data, TWO, "--backend", platform), env=slow_env(capture),
-                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    first = slow_process(data, capture, platform)
     root = selector(data).layout.root
     wait_for_masks(root, 2, first)
     log = data / "logs" / f"train_Capture0_{TWO}.log"

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import scipy.io
 
-from interhand_prep.core import mano, safe_pickle
+from interhand_prep.core import mano_file, safe_pickle
 from interhand_prep.core.errors import InputError
 from interhand_prep.core.layout import SequenceLayout
 from interhand_prep.core.selection import SequenceSelector
@@ -78,7 +78,7 @@ def test_a_malicious_mano_file_is_refused_before_it_runs(data, kind):
     marker = data / "marker"
     payload, name = payloads(marker)[kind]
     # the payload sits inside an otherwise plausible model dict, as a value
-    model = mano.read_model_file(data / "mano" / "MANO_LEFT.pkl")
+    model = mano_file.read_model_file(data / "mano" / "MANO_LEFT.pkl")
     model["hands_coeffs"] = payload
     (data / "mano" / "MANO_LEFT.pkl").write_bytes(pickle.dumps(model, protocol=2))
     proc = run_script("get_annots.py", "--capture", "0", "--seq", TWO, "--basedir", str(data / "IH"), "--mano-dir",

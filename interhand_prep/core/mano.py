@@ -1,10 +1,6 @@
-"""MANO hand model: chumpy-free loading of the official pickles, and the batched forward pass.
-
-The official MANO_RIGHT.pkl / MANO_LEFT.pkl are Python-2 pickles whose `shapedirs` is a chumpy
-object and whose `J_regressor` is a scipy csc_matrix. chumpy cannot be installed on current Python
-and numpy, so the unpickler maps the two chumpy classes and csc_matrix to inert stand-ins and
-reads their arrays (`Select` over `Ch`; the compressed columns). Only the exact globals an
-official file needs may be loaded from it (see `safe_pickle`).
+"""MANO hand model: the model as plain arrays (loaded once per file version, read-only, the left
+model's shapedirs defect fixed), and the batched forward pass. Reading the official pickles without
+chumpy is `mano_file`'s.
 
 The forward pass is MANO's linear blend skinning (as smplx's `lbs`, use_pca=False,
 flat_hand_mean=False: the 45 finger parameters of InterHand2.6M are relative to `hands_mean`),
@@ -22,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from . import safe_pickle
+from .mano_file import read_file_bytes, read_model_bytes
 from .constants import HANDS
 from .errors import InputError
 
@@ -33,12 +29,6 @@ NUM_JOINTS = 16
 PARENTS = np.array([-1, 0, 1, 2, 0, 4, 5, 0, 7, 8, 0, 10, 11, 0, 13, 14], dtype=np.int64)
 JOINT_NAMES = ("wrist", "index 1", "index 2", "index 3", "middle 1", "middle 2", "middle 3", "pinky 1", "pinky 2",
                "pinky 3", "ring 1", "ring 2", "ring 3", "thumb 1", "thumb 2", "thumb 3")  # from the palm outwards
-MANO_DOWNLOAD_HINT = (
-    "download the MANO model (Models & Code) from https://mano.is.tue.mpg.de under its licence "
-    "and put MANO_RIGHT.pkl and MANO_LEFT.pkl into {dir} (or pass --mano-dir)"
-)
-_REQUIRED_KEYS = ("v_template", "shapedirs", "posedirs", "J_regressor", "weights", "kintree_table", "f",
-                  "hands_mean", "hands_components")
 FORWARD_CHUNK = 256  # frames per forward-pass block (bounds the NxVx4x4 skinning transforms)
 
 
@@ -46,101 +36,6 @@ def model_filename(hand: str) -> str:
     if hand not in HANDS:
         raise ValueError(f"unknown hand {hand!r}; expected one of {HANDS}")
     return f"MANO_{hand.upper()}.pkl"
-
-
-# ---------------------------------------------------------------------------------------------
-# Unpickling without chumpy
-
-
-class _ChumpyStandIn:
-    """Holds the pickled state of a chumpy object; `value()` evaluates the supported kinds."""
-
-    kind = ""
-
-    def __setstate__(self, state):
-        if not isinstance(state, dict):
-            raise TypeError(f"chumpy.{self.kind} state is a {type(state).__name__}")
-        self.__dict__.update(state)
-
-    def value(self) -> np.ndarray:
-        if self.kind == "Ch":
-            return np.asarray(self.__dict__["x"], dtype=np.float64)
-        source = _as_array(self.__dict__["a"])  # Select: an index into another chumpy array
-        return source.ravel()[np.asarray(self.__dict__["idxs"])].reshape(self.__dict__["preferred_shape"])
-
-
-class ChumpyCh(_ChumpyStandIn):
-    kind = "Ch"
-
-
-class ChumpySelect(_ChumpyStandIn):
-    kind = "Select"
-
-
-class SparseColumns:
-    """Stand-in for scipy.sparse's csc_matrix (the official J_regressor): its pickled state is
-    data, indices, indptr and _shape; `toarray` builds the dense matrix with numpy. Reading it
-    needs no scipy import, and no scipy object is built from a file's state."""
-
-    def __setstate__(self, state):
-        if not isinstance(state, dict):
-            raise TypeError(f"csc_matrix state is a {type(state).__name__}")
-        self.__dict__.update(state)
-
-    def toarray(self) -> np.ndarray:
-        data, indices, indptr = (np.asarray(self.__dict__[k]) for k in ("data", "indices", "indptr"))
-        rows, cols = (int(n) for n in self.__dict__.get("_shape", self.__dict__.get("shape")))
-        counts = np.diff(indptr)
-        if len(counts) != cols or counts.min(initial=0) < 0 or len(data) != indptr[-1] or len(indices) != len(data):
-            raise ValueError("inconsistent compressed-column arrays")
-        dense = np.zeros((rows, cols), dtype=np.float64)
-        np.add.at(dense, (indices, np.repeat(np.arange(cols), counts)), data)
-        return dense
-
-
-def _mano_globals() -> dict:
-    table = {**safe_pickle.numpy_globals(), **safe_pickle.builtin_globals((ChumpyCh, ChumpySelect, SparseColumns))}
-    table[("chumpy.ch", "Ch")] = ChumpyCh
-    table[("chumpy.reordering", "Select")] = ChumpySelect
-    for module in ("scipy.sparse.csc", "scipy.sparse._csc", "scipy.sparse"):  # old and new scipy paths
-        table[(module, "csc_matrix")] = SparseColumns
-    return table
-
-
-def _as_array(value) -> np.ndarray:
-    if isinstance(value, _ChumpyStandIn):
-        return value.value()
-    if isinstance(value, SparseColumns):  # the J_regressor
-        return value.toarray()
-    return np.asarray(value)
-
-
-def read_model_bytes(data: bytes, path: Path) -> dict:
-    """Decode a MANO pickle (official chumpy format or plain numpy) into a dict of arrays."""
-    raw = safe_pickle.restricted_load(data, _mano_globals(), path, "a MANO model")
-    if not isinstance(raw, dict):
-        raise InputError(f"{path}: not a MANO model (a {type(raw).__name__}, expected a dict)")
-    missing = [k for k in _REQUIRED_KEYS if k not in raw]
-    if missing:
-        raise InputError(f"{path}: not a MANO model (missing {', '.join(missing)})")
-    try:
-        return {k: (v if isinstance(v, str) else _as_array(v)) for k, v in raw.items()}
-    except (TypeError, KeyError, ValueError, IndexError) as exc:
-        raise InputError(f"{path}: not a MANO model (unreadable chumpy array: {type(exc).__name__}: {exc})") from None
-
-
-def _read_file(path: Path) -> bytes:
-    try:
-        return path.read_bytes()
-    except FileNotFoundError:
-        raise InputError(f"{path}: MANO model not found; " + MANO_DOWNLOAD_HINT.format(dir=path.parent)) from None
-    except OSError as exc:
-        raise InputError(f"{path}: cannot read the MANO model ({exc.strerror})") from None
-
-
-def read_model_file(path: str | Path) -> dict:
-    path = Path(path)
-    return read_model_bytes(_read_file(path), path)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -234,7 +129,7 @@ def load_mano_model(mano_dir: str | Path, hand: str) -> ManoModel:
     try:
         stat = path.stat()
     except OSError:
-        _read_file(path)  # the clear "not found" error
+        read_file_bytes(path)  # the clear "not found" error
         raise
     return _load_cached(str(path.resolve()), hand, stat.st_size, stat.st_mtime_ns)
 
@@ -251,7 +146,7 @@ def _load_cached(path_str: str, hand: str, size: int, mtime_ns: int) -> ManoMode
 
 
 def _load(path: Path, hand: str) -> ManoModel:
-    data = _read_file(path)
+    data = read_file_bytes(path)
     model = _model_from_arrays(read_model_bytes(data, path), hand, path)
     model.sha256 = hashlib.sha256(data).hexdigest()
     if hand == "left":
