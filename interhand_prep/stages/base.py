@@ -205,25 +205,25 @@ class Stage:
     def plan(self, sel: SequenceSelector, opts, previous: Previous) -> Plan:
         raise NotImplementedError
 
-    def new_result(self, sel: SequenceSelector, opts, plan: Plan):
-        """The stage's result object; it must have `up_to_date`, `reason`, `resumed` and `seconds`."""
+    def new_result(self, sel: SequenceSelector, opts, plan: Plan) -> StageResult:
+        """The stage's result (a StageResult with the stage's own counts), before any work."""
         raise NotImplementedError
 
-    def prepare(self, sel: SequenceSelector, opts, plan: Plan, result) -> Any:
+    def prepare(self, sel: SequenceSelector, opts, plan: Plan, result: StageResult) -> Any:
         """Compute what needs no writing; may refuse with InputError (nothing written yet)."""
         return None
 
-    def write(self, sel: SequenceSelector, opts, plan: Plan, work: Any, result, done: Callable[[Iterable[str]], None],
-              lock, progress: bool) -> None:
+    def write(self, sel: SequenceSelector, opts, plan: Plan, work: Any, result: StageResult,
+              done: Callable[[Iterable[str]], None], lock, progress: bool) -> None:
         """Write the outputs; call `done(units)` as units finish (their files complete)."""
         raise NotImplementedError
 
-    def record_result(self, plan: Plan, result) -> dict:
+    def record_result(self, plan: Plan, result: StageResult) -> dict:
         """The counts stored in the record's "result"."""
         return {}
 
 
-def run_stage(stage: Stage, sel: SequenceSelector, opts, progress: bool = True):
+def run_stage(stage: Stage, sel: SequenceSelector, opts, progress: bool = True) -> StageResult:
     """Run `stage` on one sequence if anything is stale (see the module docstring)."""
     start, started = time.perf_counter(), time.time()
     layout = sel.layout
