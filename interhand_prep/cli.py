@@ -159,12 +159,22 @@ def process_parser(prog: str, summary: str, demo: bool = False) -> argparse.Argu
         parser.add_argument("--demo", action="store_true",
                             help="generate a synthetic capture under data/ if absent, process all of it, make GIFs")
     add_selector_options(parser, with_sequence=False, capture_default=0)
+    add_stage_switches(parser)
     for entry in registry.STAGES:
         add_to_parser(parser, entry.options, group_title=f"{entry.options.__doc__.split(':')[0]} options")
     add_runtime_flags(parser)
     if demo:
-        parser.set_defaults(demo=True, seqs=[], all=True, list=None)
+        parser.set_defaults(demo=True, seqs=[], all=True, list=None,
+                            **{entry.switch_dest: True for entry in registry.STAGES if entry.optional})
     return parser
+
+
+def add_stage_switches(parser: argparse.ArgumentParser) -> None:
+    """--<command> for each optional stage of the registry (off unless given; the demo runs them)."""
+    for entry in registry.STAGES:
+        if entry.optional:
+            parser.add_argument(entry.switch, dest=entry.switch_dest, action="store_true",
+                                help=f"also run {entry.command}: {entry.summary[0].lower()}{entry.summary[1:]}")
 
 
 @dataclass(frozen=True)

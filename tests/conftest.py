@@ -182,7 +182,7 @@ def _assert_processed_sequence(root: Path, hands: tuple[str, ...], mano_dir: Pat
     """Load a processed (or merged) sequence folder the way a trainer does, and check it."""
     from PIL import Image
 
-    from interhand_prep.core import mano
+    from interhand_prep.core import mano, mano_forward
     from interhand_prep.core.layout import SequenceLayout
 
     layout = SequenceLayout(root)
@@ -210,7 +210,7 @@ def _assert_processed_sequence(root: Path, hands: tuple[str, ...], mano_dir: Pat
             params = np.load(layout.params(hand, frame), allow_pickle=True).item()
             vertices = np.load(layout.vertices(hand, frame))
             assert vertices.shape == (model.num_vertices, 3)
-            unposed = (vertices - params["Th"]) @ mano.axis_angle_to_matrix(params["Rh"])[0]
+            unposed = (vertices - params["Th"]) @ mano_forward.axis_angle_to_matrix(params["Rh"])[0]
             assert np.abs(unposed).max() < 0.5  # pose space: the hand about the origin
             assert np.load(layout.bweights(hand, frame)).shape[-1] == 17
             assert np.load(layout.bs(hand, frame)).shape[-1] == 3

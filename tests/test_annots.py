@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from interhand_prep.core import dataset, mano
+from interhand_prep.core import dataset, mano, mano_forward
 from interhand_prep.core.errors import InputError
 from interhand_prep.core.options import AnnotsOptions
 from interhand_prep.core.selection import SequenceSelector
@@ -124,7 +124,7 @@ def test_annots_contract_and_params_identity(capture):
 
     for hand in ("right", "left"):
         model = mano.load_mano_model(capture / "mano", hand)
-        layer = lambda *a: mano.forward(model, *a)  # noqa: E731
+        layer = lambda *a: mano_forward.forward(model, *a)  # noqa: E731
         for frame in result.frames:
             params = np.load(layout.params(hand, frame), allow_pickle=True).item()
             assert {k: v.shape for k, v in params.items()} == {"poses": (1, 48), "Rh": (1, 3), "Th": (1, 3), "shapes": (1, 10)}
@@ -132,7 +132,7 @@ def test_annots_contract_and_params_identity(capture):
             assert vertices.shape == (778, 3) and vertices.dtype == np.float32
             np.testing.assert_array_equal(params["poses"][0, :3], 0.0)
             # (vertices - Th) @ Rodrigues(Rh) is the mesh posed with `poses`, no global motion
-            R = mano.axis_angle_to_matrix(params["Rh"])[0]
+            R = mano_forward.axis_angle_to_matrix(params["Rh"])[0]
             unposed = (vertices - params["Th"]) @ R
             hand_pose = params["poses"][:, 3:] - model.hands_mean  # the layer adds hands_mean back
             reference = layer(np.concatenate([np.zeros((1, 3)), hand_pose], 1), params["shapes"], np.zeros((1, 3)))
@@ -147,7 +147,7 @@ def test_annots_contract_and_params_identity(capture):
         np.testing.assert_allclose(tpose["Rh"], [[0, 0, np.pi / 2]], atol=1e-7)
         np.testing.assert_allclose(tpose["poses"][0], np.concatenate([np.zeros(3), model.hands_mean]), atol=1e-7)
         wrist = direct.joints[0, 0]
-        np.testing.assert_allclose(tpose["Th"][0], wrist - mano.axis_angle_to_matrix(tpose["Rh"])[0] @ wrist, atol=1e-6)
+        np.testing.assert_allclose(tpose["Th"][0], wrist - mano_forward.axis_angle_to_matrix(tpose["Rh"])[0] @ wrist, atol=1e-6)
         np.testing.assert_allclose(tpose["shapes"][0], entry["shape"], atol=1e-6)
 
 

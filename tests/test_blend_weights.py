@@ -104,7 +104,7 @@ def test_frame_grids_match_brute_force_on_several_frames(small_model):
     poses = np.concatenate([np.zeros((N, 3)), rng.normal(scale=0.3, size=(N, 45))], 1)
     shapes = rng.normal(size=(N, 10))
     # pose-space vertices from the model's own forward pass, as get_annots writes them
-    from interhand_prep.core.mano import forward
+    from interhand_prep.core.mano_forward import forward
 
     posed = forward(small_model, np.concatenate([np.zeros((N, 3)), poses[:, 3:] - small_model.hands_mean], 1), shapes,
                     np.zeros((N, 3))).vertices

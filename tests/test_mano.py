@@ -8,7 +8,7 @@ import shutil
 import numpy as np
 import pytest
 
-from interhand_prep.core import mano
+from interhand_prep.core import mano, mano_forward
 from interhand_prep.core.errors import InputError
 from interhand_prep.synthetic import hand as synthetic_hand
 
@@ -137,11 +137,11 @@ def test_forward_pass_equals_smplx(tmp_path):
         t = torch.from_numpy
         with torch.no_grad():
             ref = layer(global_orient=t(pose[:, :3]), hand_pose=t(pose[:, 3:]), betas=t(shape), transl=t(trans))
-        ours = mano.forward(model, pose, shape, trans)
+        ours = mano_forward.forward(model, pose, shape, trans)
         np.testing.assert_allclose(ours.vertices, ref.vertices.numpy(), atol=1e-6, rtol=0)
         np.testing.assert_allclose(ours.joints, ref.joints.numpy(), atol=1e-6, rtol=0)
         # a frame's result does not depend on the other frames of its batch (reruns stay byte-identical)
-        alone = mano.forward(model, pose[7:8], shape[7:8], trans[7:8])
+        alone = mano_forward.forward(model, pose[7:8], shape[7:8], trans[7:8])
         np.testing.assert_array_equal(alone.vertices[0], ours.vertices[7])
 
 
@@ -215,7 +215,7 @@ def test_fingers_bend_where_their_joints_are(tmp_path):
     flexion[1, 1] = [0.6, 0.6, 0.6]  # curl the index finger only
     fingers = synthetic_hand.finger_flexion_pose(flexion)
     pose = np.concatenate([np.zeros((2, 3)), fingers], axis=1)
-    out = mano.forward(model, pose, np.zeros((2, 10)), np.zeros((2, 3)))
+    out = mano_forward.forward(model, pose, np.zeros((2, 10)), np.zeros((2, 3)))
     moved = np.linalg.norm(out.vertices[1] - out.vertices[0], axis=1)
     assert moved[tips["index"]] > 0.03  # the tip travels centimetres
     for other in ("middle", "ring", "pinky", "thumb"):

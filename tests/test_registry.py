@@ -140,9 +140,10 @@ def test_a_new_stage_is_one_module_and_one_registry_line(gl_platform, tiny, tmp_
     run = cli("process", ONE, *where, "--backend", gl_platform, "--logs", str(tmp_path / "logs"), "--quiet")
     assert run.returncode == 0, run.stdout + run.stderr
     header = next(line for line in run.stdout.splitlines() if line.startswith("sequence"))
-    assert header.split()[3:8] == ["annots", "lbs", "render", "notes", "check"]
+    assert header.split()[3:9] == ["annots", "lbs", "render", "refine", "notes", "check"]
     row = next(line for line in run.stdout.splitlines() if line.startswith(ONE))
-    assert row.split()[9] == "done" and row.split()[-1] == "ok", run.stdout
+    # refine-masks is optional and not asked for: "off"
+    assert row.split()[9:11] == ["off", "done"] and row.split()[-1] == "ok", run.stdout
     root = tiny / "IH" / "images" / "train" / "Capture0" / ONE
     frames = (root / "frames.txt").read_text().split()
     assert sorted(p.stem for p in (root / "notes").iterdir()) == sorted(frames)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 import stat
@@ -13,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from interhand_prep.core import mano
+from interhand_prep.core import mano, mano_forward
 from interhand_prep.core.dataset import InterHandDataset
 from interhand_prep.core.manifest import MANIFEST_NAME, Manifest
 from interhand_prep.core.options import AnnotsOptions, BlendWeightOptions, RenderOptions
@@ -131,7 +130,7 @@ def test_the_left_hand_is_the_mirror_of_the_right(helpers, data):
     assert record["result"]["left_fix_applied"] is True
     cache = InterHandDataset(data / "IH", "train").capture_mano(0)
     pose, shape, trans = cache.arrays(result.frames, "left")
-    mirrored = mano.forward(right, np.concatenate([_mirror_pose(pose[:, :3]), _mirror_pose(pose[:, 3:])], 1), shape,
+    mirrored = mano_forward.forward(right, np.concatenate([_mirror_pose(pose[:, :3]), _mirror_pose(pose[:, 3:])], 1), shape,
                             trans * [-1, 1, 1]).vertices * [-1, 1, 1]
     written = np.stack([np.load(layout.vertices("left", f)) for f in result.frames])
     np.testing.assert_allclose(written, mirrored, atol=2e-6, rtol=0)

@@ -189,6 +189,8 @@ VIEW_KINDS: dict[str, ViewKind] = {kind.name: kind for kind in (
     ViewKind("depth", "render_mesh", {"npy": (".npy", lambda a: encode_depth(a, "npy"), 4.0),
                                       "png16": (".png", lambda a: encode_depth(a, "png16"), 0.35)}, decode_depth),
     ViewKind("mask", "render_mesh", {"png": (".png", encode_mask, 0.05)}, decode_mask),
+    # the masks refined against the images: the folder HandNeRF's loaders read before mask/
+    ViewKind("mask_cihp", "refine_masks", {"png": (".png", encode_mask, 0.05)}, decode_mask, exported=False),
 )}
 
 
@@ -234,6 +236,19 @@ class SequenceLayout:
     def progress(self, stage: str) -> Path:
         """.<stage>.progress: the journal of a stage's unfinished run (stages/base.py)."""
         return self.root / f".{check_name(stage, 'stage')}.progress"
+
+    def unfinished_rows(self, stage: str) -> Path:
+        """.<stage>.rows: the table rows of the views an unfinished run has done (refine_masks)."""
+        return self.root / f".{check_name(stage, 'stage')}.rows"
+
+    @property
+    def mask_quality(self) -> Path:
+        """mask_quality.csv: per view and hand, the refined mask against the MANO mask."""
+        return self.root / "mask_quality.csv"
+
+    def refined_mask(self, cam: str, frame: int) -> Path:
+        """mask_cihp/cam<id>/image<frame>.png: the mask refined against the image (refine_masks)."""
+        return self.view("mask_cihp", cam, frame, "png")
 
     def figure(self, name: str) -> Path:
         """figures/<name>: the notebooks' figures of this sequence (PNG)."""

@@ -189,6 +189,21 @@ class RenderOptions:
 
 
 @dataclass(frozen=True)
+class RefineOptions:
+    """refine_masks: the masks refined against the images."""
+
+    band_mm: float = option(8.0, "--band-mm", kind=positive_millimetres, metavar="MM",
+                            help="how far (mm, at the hand) the refined outline may lie from the MANO outline "
+                                 "(default: 8, above the MANO fits' error)")
+    refine_workers: int = option(0, "--refine-workers", kind=non_negative_int, output=False, metavar="N",
+                                 help="worker processes (default 0: one per core)")
+
+    def __post_init__(self):
+        check(0 < self.band_mm < float("inf"), f"--band-mm must be a positive number of millimetres, got {self.band_mm}")
+        check(self.refine_workers >= 0, f"--refine-workers must be 0 (one per core) or more, got {self.refine_workers}")
+
+
+@dataclass(frozen=True)
 class ExportOptions:
     """export: the layout of another trainer."""
 

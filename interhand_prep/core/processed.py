@@ -1,7 +1,8 @@
 """What the stages of a sequence folder have processed, as later stages and commands ask it: the
 hands get_annots processed, the MANO files a run on some hands reads, and whether a stage's last
-run finished. Read from the manifest (manifest.py) and the stages' journals (stages/base.py); the
-stages ask here instead of importing each other."""
+run finished; the cameras and hand meshes of the views render_mesh draws (and the stages after it
+read). Read from the manifest (manifest.py), the stages' journals (stages/base.py) and the sequence
+folder; the stages ask here instead of importing each other."""
 
 from __future__ import annotations
 
@@ -10,10 +11,14 @@ from pathlib import Path
 import numpy as np
 
 from . import gl_renderer, registry
+from .cameras import CameraSet
+from .constants import HANDS
+from .dataset import InterHandDataset, image_size
 from .errors import InputError
 from .layout import SequenceLayout
 from .manifest import Manifest, digest
-from .mano import model_filename
+from .mano import load_mano_model, model_filename
+from .mano_forward import forward
 from .selection import SequenceSelector
 
 
@@ -95,3 +100,55 @@ def outdated_render(layout: SequenceLayout, sizes: list[tuple[int, int]], hands:
         if old_frames.get(str(frame)) != frame_digest(meshes):
             return f"the hand meshes of frame {frame} changed since render_mesh ran"
     return None
+
+
+def view_cameras(sel: SequenceSelector, layout: SequenceLayout, all_cameras: bool) -> list[gl_renderer.ViewCamera]:
+    """The cameras whose views render_mesh draws (the kept ones; with `all_cameras` also those
+    get_annots filtered out), with their image sizes (one image header per camera)."""
+    kept = layout.read_cameras()
+    cams = kept
+    if all_cameras:
+        ds = InterHandDataset(sel.basedir, sel.split)
+        on_disk = ds.sequence_images(sel.capture, sel.seq).cameras
+        every = ds.capture_cameras(sel.capture)
+        extra = [c for c in sorted(on_disk, key=int) if c not in kept.ids and c in every.ids]
+        if extra:
+            more = every.subset(extra)
+            cams = CameraSet(kept.ids + more.ids, np.concatenate([kept.K, more.K]), np.concatenate([kept.R, more.R]),
+                             np.concatenate([kept.T, more.T]))
+    out = []
+    for c, cam in enumerate(cams.ids):
+        folder = layout.camera_dir(cam)
+        first = next((p for p in sorted(folder.glob("image*.jpg"))), None) if folder.is_dir() else None
+        if first is None:
+            raise InputError(f"{folder}: no images to take camera {cam}'s image size from")
+        width, height = image_size(first)
+        out.append(gl_renderer.ViewCamera(cam, cams.K[c], cams.R[c], cams.T[c].reshape(3), width, height))
+    return out
+
+
+def frame_meshes(sel: SequenceSelector, layout: SequenceLayout, frames: list[int], hands: tuple[str, ...]
+                 ) -> tuple[dict[int, dict[str, np.ndarray]], dict[str, np.ndarray]]:
+    """({frame: {hand: float32 vertices}}, {hand: faces}) for every hand that has MANO in each frame."""
+    meshes: dict[int, dict[str, np.ndarray]] = {f: {} for f in frames}
+    faces = {}
+    mano = None
+    for hand in HANDS:
+        if hand in hands:
+            model = load_mano_model(sel.mano_dir, hand)
+            faces[hand] = model.faces
+            for f in frames:
+                meshes[f][hand] = layout.read_vertices(layout.vertices(hand, f), model.num_vertices)
+            continue
+        # the hand get_annots did not process: pose it from the annotations where it has MANO
+        if mano is None:
+            mano = InterHandDataset(sel.basedir, sel.split).capture_mano(sel.capture)
+        have = [f for f, present in zip(frames, mano.has(frames, hand)) if present]
+        if have:
+            model = load_mano_model(sel.mano_dir, hand)
+            faces[hand] = model.faces
+            pose, shape, trans = mano.arrays(have, hand)
+            vertices = forward(model, pose, shape, trans).vertices.astype(np.float32)
+            for f, v in zip(have, vertices):
+                meshes[f][hand] = v
+    return meshes, faces

@@ -16,7 +16,7 @@ from __future__ import annotations
 import importlib
 from dataclasses import dataclass
 
-from .options import AnnotsOptions, BlendWeightOptions, NoOptions, RenderOptions
+from .options import AnnotsOptions, BlendWeightOptions, NoOptions, RefineOptions, RenderOptions
 
 
 STAGES_PACKAGE = "interhand_prep.stages"
@@ -30,11 +30,21 @@ class StageEntry:
     summary: str              # one line, for --help
     options: type = NoOptions  # its options record (options.py)
     needs: tuple[str, ...] = ()  # stages whose outputs it reads: refused while one of them is unfinished
+    optional: bool = False    # process.sh runs it only with --<command> (the demo always)
 
     @property
     def script(self) -> str:
         """The top-level script of the checkout that runs it."""
         return f"{self.name}.py"
+
+    @property
+    def switch(self) -> str:
+        """process.sh's flag that turns an optional stage on, and its argparse destination."""
+        return f"--{self.command}"
+
+    @property
+    def switch_dest(self) -> str:
+        return f"run_{self.name}"
 
     @property
     def stage(self):
@@ -53,7 +63,12 @@ RENDER_MESH = StageEntry(
     "A hand mask and a depth map for every camera view, rendered from the MANO mesh (pyrender offscreen).",
     RenderOptions, needs=("get_annots",))
 
-STAGES: list[StageEntry] = [GET_ANNOTS, PREPARE_BLEND_WEIGHTS, RENDER_MESH]
+REFINE_MASKS = StageEntry(
+    "refine_masks", "refine", "refine-masks",
+    "Every MANO mask refined against its camera image (mask_cihp/, mask_quality.csv).",
+    RefineOptions, needs=("get_annots", "render_mesh"), optional=True)
+
+STAGES: list[StageEntry] = [GET_ANNOTS, PREPARE_BLEND_WEIGHTS, RENDER_MESH, REFINE_MASKS]
 
 
 def names() -> tuple[str, ...]:

@@ -12,7 +12,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .mano import ManoModel, axis_angle_to_matrix, rigid_transforms, shaped_joints
+from .mano import ManoModel
+from .mano_forward import axis_angle_to_matrix, rigid_transforms, shaped_joints
 
 WEIGHT_CHANNELS = 17  # 16 skinning weights, then the distance (m)
 BLEND_SHAPE_CHANNELS = 3

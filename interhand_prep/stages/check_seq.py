@@ -27,7 +27,8 @@ from ..core.layout import LBS_SHARED_FILES, MASK_LABELS, PARAM_KEYS, VIEW_KINDS,
 from ..core import registry
 from ..core.processed import recorded_hands, unfinished
 from ..core.manifest import Manifest, file_sha256
-from ..core.mano import ManoModel, forward, load_mano_model, model_filename
+from ..core.mano import ManoModel, load_mano_model, model_filename
+from ..core.mano_forward import forward
 from ..core.options import DEFAULT_PADDING, DEFAULT_VOXEL_SIZE
 from ..core.safe_pickle import UnsafePickleError, read_npy
 

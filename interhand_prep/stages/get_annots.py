@@ -26,7 +26,8 @@ from ..core.fit_quality import REGRESSOR_NAME, fit_errors, fit_summary, load_joi
 from ..core.fileio import remove_files
 from ..core.layout import SequenceLayout
 from ..core.manifest import file_identity, file_sha256
-from ..core.mano import canonical_params, easymocap_params, forward, load_mano_model, model_filename
+from ..core.mano import load_mano_model, model_filename
+from ..core.mano_forward import canonical_params, easymocap_params, forward
 from ..core.constants import HANDS
 from ..core.options import AnnotsOptions, from_args, recipe as options_recipe
 from ..core.selection import SequenceSelector, selector_from_args

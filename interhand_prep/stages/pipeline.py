@@ -1,4 +1,5 @@
-"""All stages of one sequence: get_annots, prepare_blend_weights, render_mesh, then check_seq.
+"""All stages of one sequence: get_annots, prepare_blend_weights, render_mesh, refine_masks (when
+asked for: --refine-masks), then check_seq.
 
 Each stage decides for itself, from the manifest, whether it has anything to do, and the log says
 why it ran (the option or input that changed) or that it was up to date. `python -m
@@ -15,7 +16,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from ..cli import run_main, stage_parser
+from ..cli import add_stage_switches, run_main, stage_parser
 from ..core.errors import InputError, Stopped
 from ..core.fileio import write_text
 from ..core.options import from_args, to_argv
@@ -26,26 +27,37 @@ CHECK = "check"
 STAGES = tuple(entry.short for entry in registry.STAGES) + (CHECK,)  # the columns of process's table
 
 
+OPTIONAL = [entry for entry in registry.STAGES if entry.optional]
+
+
 def _stage_options(cls, args: argparse.Namespace) -> "StageOptions":
-    return cls(**{entry.short: from_args(entry.options, args) for entry in registry.STAGES})
+    return cls(**{entry.short: from_args(entry.options, args) for entry in registry.STAGES},
+               **{entry.switch_dest: bool(getattr(args, entry.switch_dest, False)) for entry in OPTIONAL})
 
 
 def _stage_argv(self) -> list[str]:
-    return [arg for entry in registry.STAGES for arg in to_argv(getattr(self, entry.short))]
+    return ([entry.switch for entry in OPTIONAL if getattr(self, entry.switch_dest)]
+            + [arg for entry in registry.STAGES for arg in to_argv(getattr(self, entry.short))])
+
+
+def _stage_on(self, entry: registry.StageEntry) -> bool:
+    return not entry.optional or getattr(self, entry.switch_dest)
 
 
 # The options of every stage, as one batch run passes them on: one field per stage (`annots`,
-# `lbs`, `render`), made from the registry.
+# `lbs`, `render`, ...), and whether each optional stage runs (`run_refine_masks`, ...), made from
+# the registry.
 StageOptions = dataclasses.make_dataclass(
     "StageOptions", [(entry.short, entry.options, dataclasses.field(default_factory=entry.options))
-                     for entry in registry.STAGES],
-    frozen=True, namespace={"from_args": classmethod(_stage_options), "to_argv": _stage_argv, "__module__": __name__,
+                     for entry in registry.STAGES] + [(entry.switch_dest, bool, False) for entry in OPTIONAL],
+    frozen=True, namespace={"from_args": classmethod(_stage_options), "to_argv": _stage_argv, "on": _stage_on,
+                            "__module__": __name__,
                             "__doc__": "The options of every stage, as one batch run passes them on."})
 
 
 @dataclass
 class StageReport:
-    status: str = "pending"  # done | skipped | failed | interrupted | not run
+    status: str = "pending"  # done | skipped | off (an optional stage not asked for) | failed | interrupted | not run
     seconds: float = 0.0
     detail: str = ""
 
@@ -59,7 +71,7 @@ class SequenceReport:
 
     @property
     def ok(self) -> bool:
-        return all(s.status in ("done", "skipped") for s in self.stages.values())
+        return all(s.status in ("done", "skipped", "off") for s in self.stages.values())
 
     @property
     def interrupted(self) -> bool:
@@ -97,6 +109,9 @@ def run_sequence(sel: SequenceSelector, opts: StageOptions = StageOptions(), pro
         entry = report.stages[stage]
         start = time.perf_counter()
         try:
+            if stage != CHECK and not opts.on(recording[stage]):
+                entry.status, entry.detail = "off", f"not asked for ({recording[stage].switch})"
+                continue
             if stage == CHECK:
                 result = check_sequence(sel.layout.root)
                 log(result.summary())
@@ -139,6 +154,7 @@ def run_sequence(sel: SequenceSelector, opts: StageOptions = StageOptions(), pro
 def build_parser() -> argparse.ArgumentParser:
     parser = stage_parser("interhand_prep.stages.pipeline", "All stages of one sequence.",
                           *(entry.options for entry in registry.STAGES))
+    add_stage_switches(parser)
     parser.add_argument("--report", type=Path, help="write the JSON report here")
     return parser
 

@@ -31,7 +31,8 @@ from ..core.fileio import remove_files, save_npy
 from ..core.locking import die_with_parent
 from ..core.layout import LBS_SHARED_FILES, SequenceLayout, write_grid
 from ..core.manifest import file_digest, file_sha256
-from ..core.mano import ManoModel, load_mano_model, model_filename, shaped_joints
+from ..core.mano import ManoModel, load_mano_model, model_filename
+from ..core.mano_forward import shaped_joints
 from ..core.constants import HANDS
 from ..core.options import BlendWeightOptions, from_args, recipe as options_recipe
 from ..core.selection import SequenceSelector, selector_from_args

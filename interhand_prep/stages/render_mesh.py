@@ -29,17 +29,14 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..core import gl_platform, gl_renderer
-from ..core.cameras import CameraSet
-from ..core.dataset import InterHandDataset, image_size
-from ..core.errors import InputError, interrupts_ignored
+from ..core.errors import interrupts_ignored
 from ..core.fileio import remove_files
 from ..core.locking import die_with_parent
 from ..core.layout import VIEW_KINDS, SequenceLayout, render_formats
 from ..core.manifest import digest
 from ..core.constants import HANDS
-from ..core.mano import forward, load_mano_model
 from ..core.options import RenderOptions, from_args, recipe as options_recipe
-from ..core.processed import camera_digest, frame_digest, processed_hands
+from ..core.processed import camera_digest, frame_digest, frame_meshes, processed_hands, view_cameras
 from ..core.selection import SequenceSelector, selector_from_args
 from .base import Plan, Previous, Stage, StageResult, join_reasons, run_stage, unit_digest
 
@@ -79,57 +76,6 @@ class RenderResult(StageResult):
                 f"{self.backend or 'no GL needed'}, {self.workers} worker(s); {self.seconds:.2f} s{rate}\n"
                 f"  hands drawn: {hands or 'none'}"
                 + (f"\n  {self.rechecked} view(s) rendered again after a failed label check" if self.rechecked else ""))
-
-
-def view_cameras(sel: SequenceSelector, layout: SequenceLayout, all_cameras: bool) -> list[gl_renderer.ViewCamera]:
-    """The cameras to render with their image sizes (one image header per camera)."""
-    kept = layout.read_cameras()
-    cams = kept
-    if all_cameras:
-        ds = InterHandDataset(sel.basedir, sel.split)
-        on_disk = ds.sequence_images(sel.capture, sel.seq).cameras
-        every = ds.capture_cameras(sel.capture)
-        extra = [c for c in sorted(on_disk, key=int) if c not in kept.ids and c in every.ids]
-        if extra:
-            more = every.subset(extra)
-            cams = CameraSet(kept.ids + more.ids, np.concatenate([kept.K, more.K]), np.concatenate([kept.R, more.R]),
-                             np.concatenate([kept.T, more.T]))
-    out = []
-    for c, cam in enumerate(cams.ids):
-        folder = layout.camera_dir(cam)
-        first = next((p for p in sorted(folder.glob("image*.jpg"))), None) if folder.is_dir() else None
-        if first is None:
-            raise InputError(f"{folder}: no images to take camera {cam}'s image size from")
-        width, height = image_size(first)
-        out.append(gl_renderer.ViewCamera(cam, cams.K[c], cams.R[c], cams.T[c].reshape(3), width, height))
-    return out
-
-
-def frame_meshes(sel: SequenceSelector, layout: SequenceLayout, frames: list[int], hands: tuple[str, ...]
-                 ) -> tuple[dict[int, dict[str, np.ndarray]], dict[str, np.ndarray]]:
-    """({frame: {hand: float32 vertices}}, {hand: faces}) for every hand that has MANO in each frame."""
-    meshes: dict[int, dict[str, np.ndarray]] = {f: {} for f in frames}
-    faces = {}
-    mano = None
-    for hand in HANDS:
-        if hand in hands:
-            model = load_mano_model(sel.mano_dir, hand)
-            faces[hand] = model.faces
-            for f in frames:
-                meshes[f][hand] = layout.read_vertices(layout.vertices(hand, f), model.num_vertices)
-            continue
-        # the hand get_annots did not process: pose it from the annotations where it has MANO
-        if mano is None:
-            mano = InterHandDataset(sel.basedir, sel.split).capture_mano(sel.capture)
-        have = [f for f, present in zip(frames, mano.has(frames, hand)) if present]
-        if have:
-            model = load_mano_model(sel.mano_dir, hand)
-            faces[hand] = model.faces
-            pose, shape, trans = mano.arrays(have, hand)
-            vertices = forward(model, pose, shape, trans).vertices.astype(np.float32)
-            for f, v in zip(have, vertices):
-                meshes[f][hand] = v
-    return meshes, faces
 
 
 # ---------------------------------------------------------------------------------------------

@@ -26,7 +26,8 @@ from ..core.cameras import CameraSet, look_at_rotation
 from ..core.fileio import write_bytes, write_text
 from ..core.fit_quality import REGRESSOR_NAME, load_joint_regressor, regress_joints
 from ..core.constants import HANDS
-from ..core.mano import axis_angle_to_matrix, forward, load_mano_model
+from ..core.mano import load_mano_model
+from ..core.mano_forward import axis_angle_to_matrix, forward
 from .hand import finger_flexion_pose, write_synthetic_mano
 
 PORTRAIT_SIZE = (334, 512)  # (width, height)

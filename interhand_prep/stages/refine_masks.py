@@ -1,0 +1,433 @@
+"""The refine_masks stage: every rendered MANO mask refined against its camera image.
+
+For every view render_mesh drew, `mask_cihp/cam<id>/image<frame>.png` holds the hands as they
+appear in the image (same labels as mask/: 0, 100 left, 200 right), by `core.mask_refine`: the
+MANO outline moves onto the image's edges within a band around it, never past the wrist onto the
+forearm. mask/ stays the MANO render. HandNeRF's loaders read mask_cihp/ before mask/ (the Neural
+Body convention for masks taken from the images), so a refined sequence needs no change there.
+
+`mask_quality.csv` has one row per view and hand of the sequence:
+    frame, camera, hand, mano_pixels, refined_pixels, iou_with_mano, status
+status is `refined`, `kept_mano_<reason>` (mask_cihp/ holds the MANO mask of that hand in that
+view; reasons: black_image, too_small, no_contrast, collapsed, exploded, disagrees) or `no_hand`
+(the hand is not in the view). refined_pixels and iou_with_mano describe what the refinement
+found, also where its result was not kept; they are empty where it did not run.
+
+A camera is flagged in the summary (and the record) when its median IoU with MANO lies more than
+3 median absolute deviations, and at least 0.05, below the sequence's median over all cameras: a
+dead, dark or miscalibrated camera. Views of black images count as IoU 0 there.
+
+Reruns: the recipe (the method's settings) decides whether every view is redone; render_mesh's
+digests of each frame's meshes and of each camera, and the size and time of each camera's images,
+decide which views are. A stopped run keeps the rows of the views it finished in `.refine_masks.rows`
+beside its journal, so a rerun does only the rest.
+"""
+
+from __future__ import annotations
+
+import csv
+import importlib.util
+import io
+import logging
+import multiprocessing
+import os
+import signal
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from ..core import mask_refine
+from ..core.cameras import CameraSet
+from ..core.constants import HANDS
+from ..core.errors import InputError, interrupts_ignored
+from ..core.fileio import remove_files, write_text
+from ..core.layout import MASK_LABELS, VIEW_KINDS, SequenceLayout, decode_mask
+from ..core.locking import die_with_parent
+from ..core.manifest import digest
+from ..core.mano import load_mano_model
+from ..core.options import RefineOptions, from_args, recipe as options_recipe
+from ..core.processed import frame_meshes, processed_hands, view_cameras
+from ..core import registry
+from ..core.selection import SequenceSelector, selector_from_args
+from .base import Plan, Previous, Stage, StageResult, join_reasons, run_stage, unit_digest
+
+log = logging.getLogger(__name__)
+
+QUALITY_COLUMNS = ("frame", "camera", "hand", "mano_pixels", "refined_pixels", "iou_with_mano", "status")
+KIND = "mask_cihp"
+VIEWS_PER_TASK = 8
+PARALLEL_MIN_VIEWS = 200  # below, one process (a worker's start-up costs about 20 views)
+WRIST, MIDDLE_KNUCKLE = 0, 4  # MANO joint order (mano.JOINT_NAMES)
+FLAG_MADS, FLAG_MIN_DROP = 3.0, 0.05
+LABEL_HAND = {label: hand for hand, label in MASK_LABELS.items()}
+
+
+@dataclass
+class RefineResult(StageResult):
+    cameras: int = 0
+    frames: int = 0
+    refined_views: int = 0
+    skipped: int = 0
+    removed: int = 0
+    workers: int = 1
+    statuses: dict[str, int] = field(default_factory=dict)   # per hand and view
+    flagged: dict[str, str] = field(default_factory=dict)    # camera -> why
+
+    def summary(self) -> str:
+        if self.up_to_date:
+            return (f"{self.layout.root}: refined masks up to date ({self.cameras} cameras x {self.frames} frames); "
+                    "nothing to do")
+        statuses = ", ".join(f"{n} {s}" for s, n in sorted(self.statuses.items(), key=lambda kv: -kv[1]))
+        lines = [f"{self.layout.root}: masks refined against the images, {self.cameras} cameras x {self.frames} frames"
+                 + (f"  ({self.reason})" if self.reason else ""),
+                 f"  {self.refined_views} views refined, {self.skipped} up to date"
+                 + (f" ({self.resumed} of them finished by an interrupted run)" if self.resumed else "")
+                 + f", {self.removed} files removed; {self.workers} worker(s); {self.seconds:.2f} s",
+                 f"  hands in views: {statuses or 'none'} (mask_quality.csv)"]
+        if self.flagged:
+            lines.append(f"  {len(self.flagged)} camera(s) disagree with MANO far more than the others "
+                         "(dead, dark or miscalibrated?):")
+            lines += [f"    cam{cam}: {why}" for cam, why in sorted(self.flagged.items())]
+        return "\n".join(lines)
+
+
+# ---------------------------------------------------------------------------------------------
+# Pure parts: where the hands are in each view, the quality table, the camera rule
+
+
+def hands_in_views(cameras: CameraSet, joints_mm: dict[str, np.ndarray]) -> list[list[mask_refine.HandInView]]:
+    """Per camera, the hands of one frame: joints_mm {hand: 16x3 world joints (mm)} ->
+    [[HandInView for each hand] for each camera]."""
+    out: list[list[mask_refine.HandInView]] = [[] for _ in cameras.ids]
+    for hand, joints in joints_mm.items():
+        pixels, depth = cameras.project(joints[[WRIST, MIDDLE_KNUCKLE]])
+        focal = cameras.K[:, [0, 1], [0, 1]].mean(axis=1)
+        for c in range(len(cameras.ids)):
+            ahead = depth[c, 0] > 0
+            scale = float(focal[c] / depth[c, 0]) if ahead else float("nan")
+            out[c].append(mask_refine.HandInView(MASK_LABELS[hand], pixels[c, 0], pixels[c, 1] if ahead else pixels[c, 0],
+                                                 scale))
+    return out
+
+
+def quality_rows(frame: int, cam: str, outcomes: list[mask_refine.HandOutcome], hands: tuple[str, ...]) -> list[list[str]]:
+    """The table rows of one view: one per hand of the sequence (no_hand for those not in it)."""
+    by_hand = {LABEL_HAND[o.label]: o for o in outcomes}
+    rows = []
+    for hand in hands:
+        o = by_hand.get(hand)
+        if o is None:
+            rows.append([str(frame), cam, hand, "0", "", "", mask_refine.NO_HAND])
+            continue
+        rows.append([str(frame), cam, hand, str(o.mano_pixels), "" if o.refined_pixels is None else str(o.refined_pixels),
+                     "" if o.iou is None else f"{o.iou:.4f}", o.status])
+    return rows
+
+
+def camera_flags(rows: list[list[str]]) -> dict[str, str]:
+    """{camera: why} for cameras whose median IoU with MANO is an outlier low (module docstring)."""
+    per_cam: dict[str, list[float]] = {}
+    for frame, cam, hand, mano_px, refined_px, iou, status in rows:
+        if status == mask_refine.KEPT + "black_image":
+            per_cam.setdefault(cam, []).append(0.0)
+        elif iou:
+            per_cam.setdefault(cam, []).append(float(iou))
+    if len(per_cam) < 3:
+        return {}
+    medians = {cam: float(np.median(v)) for cam, v in per_cam.items()}
+    values = np.array(list(medians.values()))
+    centre = float(np.median(values))
+    mad = float(np.median(np.abs(values - centre)))
+    limit = centre - max(FLAG_MADS * mad, FLAG_MIN_DROP)
+    return {cam: f"median IoU with MANO {m:.3f}, against {centre:.3f} over all cameras (limit {limit:.3f})"
+            for cam, m in medians.items() if m < limit}
+
+
+def read_rows(text: str) -> dict[str, list[list[str]]]:
+    """Table text (with or without its header) -> {view unit: rows}."""
+    out: dict[str, list[list[str]]] = {}
+    for row in csv.reader(io.StringIO(text)):
+        if len(row) != len(QUALITY_COLUMNS) or row[0] == QUALITY_COLUMNS[0]:
+            continue
+        out.setdefault(view_unit(int(row[0]), row[1]), []).append(row)
+    return out
+
+
+def rows_text(rows: list[list[str]], header: bool = False) -> str:
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    if header:
+        writer.writerow(QUALITY_COLUMNS)
+    writer.writerows(rows)
+    return buf.getvalue()
+
+
+def view_unit(frame: int, cam: str) -> str:
+    """A view's name in the journal."""
+    return f"{int(frame)}:{cam}"
+
+
+# ---------------------------------------------------------------------------------------------
+# Work on views (in this process or in spawned workers)
+
+_worker: dict = {}
+
+
+def _init_worker(parent: int, lock, layout_root: str, params: mask_refine.RefineParams) -> None:
+    die_with_parent(parent)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent stops the pool on Ctrl-C
+    _worker.update(lock=lock, layout=SequenceLayout(layout_root), params=params)
+
+
+def _refine_task(views: list[tuple[int, str, list[mask_refine.HandInView]]], hands: tuple[str, ...]) -> list[tuple[str, list]]:
+    return refine_views(_worker["layout"], views, hands, _worker["params"])
+
+
+def refine_views(layout: SequenceLayout, views: list[tuple[int, str, list[mask_refine.HandInView]]],
+                 hands: tuple[str, ...], params: mask_refine.RefineParams,
+                 done: list | None = None) -> list[tuple[str, list]]:
+    """Refine and write the views [(frame, camera, hands in view)] -> [(unit, table rows)], also
+    appended to `done` as each view's file is complete."""
+    from PIL import Image
+
+    done = [] if done is None else done
+    for frame, cam, in_view in views:
+        path = layout.image(cam, frame)
+        try:
+            with Image.open(path) as im:
+                image = np.asarray(im.convert("RGB"))
+        except (OSError, ValueError) as exc:
+            raise InputError(f"{path}: unreadable image ({exc})") from None
+        mano = decode_mask(layout.mask(cam, frame))
+        if mano.shape != image.shape[:2]:
+            raise InputError(f"{layout.mask(cam, frame)}: mask is {mano.shape[1]}x{mano.shape[0]}, its image "
+                             f"{image.shape[1]}x{image.shape[0]}; rerun render_mesh.py")
+        refined, outcomes = mask_refine.refine_view(image, mano, in_view, params)
+        layout.write_view(cam, frame, {KIND: (refined, "png")})
+        done.append((view_unit(frame, cam), quality_rows(frame, cam, outcomes, hands)))
+    return done
+
+
+# ---------------------------------------------------------------------------------------------
+# The stage
+
+
+@dataclass
+class _Views:
+    frames: list[int]
+    cameras: list[str]
+    hands: tuple[str, ...]                 # the hands of the sequence (table rows per view)
+    todo: list[tuple[int, str, list]]      # (frame, camera, hands in view)
+    expected: list[str]                    # every view unit, in table order
+
+
+class RefineMasks(Stage):
+    def check(self, sel: SequenceSelector, opts: RefineOptions) -> None:
+        if not sel.layout.frames_txt.is_file():
+            sel.layout.read_frames()  # the clear "run get_annots.py first" error
+        super().check(sel, opts)
+        if importlib.util.find_spec("cv2") is None:
+            raise InputError("refine_masks needs OpenCV: pip install opencv-python-headless (requirements.txt pins it)")
+
+    def plan(self, sel: SequenceSelector, opts: RefineOptions, previous: Previous) -> Plan:
+        layout = sel.layout
+        render = previous.manifest.stage(registry.RENDER_MESH.name)
+        if not isinstance(render, dict) or not isinstance(render.get("frames"), dict):
+            raise InputError(f"{layout.root}: no masks rendered here (run render_mesh.py first)")
+        frames = layout.read_frames()
+        all_cameras = bool((render.get("inputs") or {}).get("all_cameras"))
+        cameras = view_cameras(sel, layout, all_cameras)
+        params = mask_refine.RefineParams(band_mm=opts.band_mm)
+        recipe = {"options": options_recipe(opts), "method": params.as_dict(),
+                  "render": digest(repr(sorted((render.get("recipe") or {}).items())).encode())}
+        render_frames, render_cams = render.get("frames") or {}, render.get("cameras") or {}
+        frame_digests = {str(f): str(render_frames.get(str(f))) for f in frames}
+        camera_digests = {c.cam_id: digest(str(render_cams.get(c.cam_id)).encode(), _images_identity(layout, c.cam_id, frames))
+                          for c in cameras}
+        global_reason = "--overwrite" if sel.overwrite else previous.manifest.stale_reason(self.name, recipe)
+        old_frames = previous.record.get("frames", {}) if not global_reason else {}
+        old_cams = previous.record.get("cameras", {}) if not global_reason else {}
+        changed_frames = {f for f in frames if old_frames.get(str(f)) != frame_digests[str(f)]}
+        changed_cams = {c.cam_id for c in cameras if old_cams.get(c.cam_id) != camera_digests[c.cam_id]}
+        fmt = {KIND: "png"}
+        todo: dict[str, str] = {}
+        todo_views: list[tuple[int, str]] = []
+        resumed = missing = 0
+        needed = 0.0
+        for f in frames:
+            for cam in cameras:
+                unit = view_unit(f, cam.cam_id)
+                unit_hash = unit_digest(recipe, frame_digests[str(f)], camera_digests[cam.cam_id])
+                recorded = f not in changed_frames and cam.cam_id not in changed_cams
+                fresh, by_journal = previous.up_to_date(unit, unit_hash, recorded)
+                if fresh and layout.view_done(cam.cam_id, f, fmt):
+                    resumed += by_journal
+                    continue
+                todo[unit] = unit_hash
+                todo_views.append((f, cam.cam_id))
+                missing += recorded
+                needed += cam.width * cam.height * VIEW_KINDS[KIND].formats["png"][2]
+        expected_files = {layout.refined_mask(c.cam_id, f) for c in cameras for f in frames}
+        stale_files = [p for p in layout.existing_view_files(KIND) if p not in expected_files]
+        reasons = []
+        if not global_reason:
+            if changed_frames:
+                reasons.append(f"{len(changed_frames)} frame(s) new or changed")
+            if changed_cams:
+                reasons.append(f"{len(changed_cams)} camera(s) new or changed")
+            if missing:
+                reasons.append(f"{missing} view(s) missing")
+            if stale_files:
+                reasons.append(f"{len(stale_files)} file(s) of views no longer wanted")
+        total = len(frames) * len(cameras)
+        if global_reason or reasons or previous.interrupted:
+            reason = join_reasons(global_reason, "; ".join(reasons), previous.interruption_note(resumed, total))
+        else:
+            reason = None
+        expected = [view_unit(f, c.cam_id) for f in frames for c in cameras]
+        return Plan(reason, recipe, inputs={"all_cameras": all_cameras},
+                    state={"frames": frame_digests, "cameras": camera_digests}, todo=todo, total=total,
+                    resumed=resumed, needed_bytes=needed, needed_for=f"{len(todo)} refined masks",
+                    stale_files=stale_files,
+                    data=(_Views(frames, [c.cam_id for c in cameras], (), [], expected), todo_views, cameras, params))
+
+    def new_result(self, sel: SequenceSelector, opts: RefineOptions, plan: Plan) -> RefineResult:
+        views = plan.data[0]
+        result = RefineResult(layout=sel.layout, frames=len(views.frames), cameras=len(views.cameras))
+        result.skipped = plan.total - len(plan.todo)
+        return result
+
+    def prepare(self, sel: SequenceSelector, opts: RefineOptions, plan: Plan, result: RefineResult):
+        """Where each hand is in each view to refine (joints of the MANO meshes, projected)."""
+        views, todo_views, cameras, params = plan.data
+        meshes, _ = frame_meshes(sel, sel.layout, views.frames, processed_hands(sel))
+        hands = tuple(h for h in HANDS if any(h in m for m in meshes.values()))
+        regressors = {h: load_mano_model(sel.mano_dir, h).J_regressor for h in hands}
+        camera_set = CameraSet([c.cam_id for c in cameras], np.stack([c.K for c in cameras]),
+                               np.stack([c.R for c in cameras]), np.stack([np.reshape(c.T, 3) for c in cameras]))
+        index = {c.cam_id: i for i, c in enumerate(cameras)}
+        per_frame: dict[int, list] = {}
+        todo = []
+        for f, cam in todo_views:
+            if f not in per_frame:
+                joints = {h: regressors[h] @ v.astype(np.float64) * 1000.0 for h, v in meshes[f].items()}
+                per_frame[f] = hands_in_views(camera_set, joints)
+            todo.append((f, cam, per_frame[f][index[cam]]))
+        views.hands, views.todo = hands, todo
+        return views
+
+    def write(self, sel, opts: RefineOptions, plan: Plan, work: _Views, result: RefineResult, done, lock,
+              progress: bool) -> None:
+        layout = sel.layout
+        rows_path = layout.unfinished_rows(self.name)
+        new_rows: dict[str, list] = {}
+        if work.todo:
+            with open(rows_path, "a", encoding="utf-8") as rows_file:
+                def finished(units_rows: list[tuple[str, list]]) -> None:
+                    for unit, rows in units_rows:
+                        new_rows[unit] = rows
+                    rows_file.write(rows_text([r for _, rows in units_rows for r in rows]))
+                    rows_file.flush()
+                    os.fsync(rows_file.fileno())  # the rows before the journal says done
+                    done([unit for unit, _ in units_rows])
+                    result.refined_views += len(units_rows)
+
+                _refine(work, plan.data[3], opts, result, lock, layout, progress, finished)
+        result.removed = remove_files(plan.stale_files, layout.root)
+        rows = _table_rows(layout, work, rows_path, new_rows)
+        for row in rows:
+            result.statuses[row[6]] = result.statuses.get(row[6], 0) + 1
+        result.flagged = camera_flags(rows)
+        write_text(layout.mask_quality, rows_text(rows, header=True))
+        rows_path.unlink(missing_ok=True)
+
+    def record_result(self, plan: Plan, result: RefineResult) -> dict:
+        return {"cameras": result.cameras, "frames": result.frames, "views_refined": result.refined_views,
+                "views_resumed": result.resumed, "statuses": result.statuses, "flagged_cameras": result.flagged}
+
+
+def _images_identity(layout: SequenceLayout, cam: str, frames: list[int]) -> bytes:
+    """Size and modification time of a camera's images: a changed image redoes its camera."""
+    parts = []
+    for f in frames:
+        try:
+            st = layout.image(cam, f).stat()
+            parts.append(f"{f}:{st.st_size}:{st.st_mtime_ns}")
+        except OSError:
+            parts.append(f"{f}:-")
+    return ";".join(parts).encode()
+
+
+def _table_rows(layout: SequenceLayout, views: _Views, rows_path, new_rows: dict[str, list]) -> list[list[str]]:
+    """mask_quality.csv's rows for every view: this run's, else an unfinished run's, else the old table's."""
+    old = read_rows(layout.mask_quality.read_text(encoding="utf-8")) if layout.mask_quality.is_file() else {}
+    partial = read_rows(rows_path.read_text(encoding="utf-8")) if rows_path.is_file() else {}
+    rows = []
+    for unit in views.expected:
+        found = new_rows.get(unit) or partial.get(unit) or old.get(unit)
+        if found is None:
+            frame, cam = unit.split(":")
+            raise InputError(f"{layout.mask_quality}: no row for camera {cam}, frame {frame}; "
+                             "rerun refine_masks.py with --overwrite")
+        rows += found
+    return rows
+
+
+STAGE = RefineMasks()
+
+
+def run(sel: SequenceSelector, opts: RefineOptions | None = None, progress: bool = True) -> RefineResult:
+    return run_stage(STAGE, sel, opts or RefineOptions(), progress)
+
+
+def _refine(views: _Views, params: mask_refine.RefineParams, opts: RefineOptions, result: RefineResult, lock,
+            layout: SequenceLayout, progress: bool, finished) -> None:
+    from tqdm import tqdm
+
+    tasks = [views.todo[i:i + VIEWS_PER_TASK] for i in range(0, len(views.todo), VIEWS_PER_TASK)]
+    workers = opts.refine_workers or (os.cpu_count() or 1 if len(views.todo) >= PARALLEL_MIN_VIEWS else 1)
+    workers = max(1, min(workers, len(tasks)))
+    bar = tqdm(total=len(views.todo), desc=f"{layout.root.name} refined masks", unit="view", disable=not progress,
+               leave=False)
+
+    def report(units_rows) -> None:
+        finished(units_rows)
+        bar.update(len(units_rows))
+
+    try:
+        if workers == 1:
+            for task in tasks:
+                written: list = []
+                try:
+                    refine_views(layout, task, views.hands, params, written)
+                finally:
+                    if written:
+                        report(written)  # also the views finished before a stop
+            return
+        result.workers = workers
+        ctx = multiprocessing.get_context("spawn")
+        with ProcessPoolExecutor(workers, mp_context=ctx, initializer=_init_worker,
+                                 initargs=(os.getpid(), lock.inheritable(), str(layout.root), params)) as pool:
+            jobs = [pool.submit(_refine_task, task, views.hands) for task in tasks]
+            reported = set()
+            try:
+                for job in as_completed(jobs):
+                    reported.add(job)
+                    report(job.result())
+            except BaseException:
+                with interrupts_ignored():
+                    pool.shutdown(wait=True, cancel_futures=True)  # running tasks finish: files stay whole
+                    for job in jobs:
+                        if job not in reported and job.done() and not job.cancelled() and job.exception() is None:
+                            report(job.result())
+                raise
+    finally:
+        bar.close()
+
+
+def main(args) -> int:
+    """refine-masks / refine_masks.py"""
+    result = run(selector_from_args(args), from_args(RefineOptions, args), progress=not args.quiet)
+    print(result.summary())
+    return 0

@@ -1,0 +1,264 @@
+"""refine_masks: the refinement on drawn images with a known true hand, and the stage on a tiny
+capture (outputs for every rendered view, the quality table, reruns, stops, camera flags)."""
+
+from __future__ import annotations
+
+import csv
+
+import numpy as np
+import pytest
+
+from interhand_prep.core import mask_refine
+from interhand_prep.core.errors import InputError
+from interhand_prep.core.layout import MASK_LABELS, SequenceLayout, decode_mask
+from interhand_prep.core.manifest import Manifest
+from interhand_prep.core.options import RefineOptions, RenderOptions
+from interhand_prep.stages import get_annots as annots
+from interhand_prep.stages import refine_masks, render_mesh
+from interhand_prep.stages.base import Previous
+
+ONE, TWO = "0051_dinosaur", "0266_dh_pray"
+RIGHT, LEFT = MASK_LABELS["right"], MASK_LABELS["left"]
+SKIN = np.array([215.0, 160.0, 130.0])
+
+
+def iou(a: np.ndarray, b: np.ndarray) -> float:
+    return np.count_nonzero(a & b) / max(np.count_nonzero(a | b), 1)
+
+
+def hand_shape(h: int, w: int, cx: float, wrist_y: float, scale: float = 1.0) -> np.ndarray:
+    """A palm (ellipse) with four fingers pointing up (-y) and the wrist at the bottom, bool (h, w)."""
+    ys, xs = np.mgrid[0:h, 0:w].astype(np.float64)
+    palm_cy = wrist_y - 30 * scale
+    shape = ((xs - cx) / (26 * scale)) ** 2 + ((ys - palm_cy) / (30 * scale)) ** 2 <= 1
+    for k, dx in enumerate((-18, -6, 6, 18)):
+        top = palm_cy - (48 + 6 * (k in (1, 2))) * scale
+        shape |= (np.abs(xs - cx - dx * scale) <= 4.5 * scale) & (ys >= top) & (ys <= palm_cy)
+    return shape
+
+
+def scene(rng, h=220, w=180, shift=(3, -2), forearm=True, mono=False):
+    """A textured, striped background, a skin-coloured hand (and forearm below the wrist), and a
+    MANO mask of the same hand drawn a few pixels off, thicker fingers: (image, mano labels, truth)."""
+    ys, xs = np.mgrid[0:h, 0:w]
+    background = np.where(((xs + ys) // 9) % 2 == 0, 60.0, 95.0)[..., None] * np.array([0.6, 0.7, 1.0])
+    image = background + rng.normal(0, 6, (h, w, 3))
+    truth = hand_shape(h, w, 90, 160)
+    arm = forearm & (np.abs(xs - 90) <= 22) & (ys > 150) if forearm else np.zeros((h, w), bool)
+    shade = 1.0 - 0.25 * (ys / h)[..., None]
+    for region in (arm, truth):
+        image[region] = (SKIN * shade[region]) + rng.normal(0, 5, (int(region.sum()), 3))
+    if mono:
+        image = image.mean(axis=2, keepdims=True).repeat(3, axis=2)
+    mano_shape = hand_shape(h, w, 90 + shift[0], 160 + shift[1], scale=1.06)
+    mano = np.where(mano_shape, RIGHT, 0).astype(np.uint8)
+    return np.clip(image, 0, 255).astype(np.uint8), mano, truth
+
+
+def right_hand(px_per_mm=1.0, wrist=(90.0, 160.0), knuckle=(90.0, 100.0)):
+    return mask_refine.HandInView(RIGHT, np.array(wrist), np.array(knuckle), px_per_mm)
+
+
+@pytest.mark.parametrize("mono", [False, True], ids=["colour", "grey"])
+def test_the_refined_mask_is_closer_to_the_true_hand_than_the_mano_mask(mono):
+    rng = np.random.default_rng(3)
+    image, mano, truth = scene(rng, mono=mono)
+    refined, outcomes = mask_refine.refine_view(image, mano, [right_hand()])
+    assert outcomes[0].status == mask_refine.REFINED
+    assert set(np.unique(refined)) == {0, RIGHT}
+    before, after = iou(mano > 0, truth), iou(refined > 0, truth)
+    assert before < 0.85 and after > before + 0.05, (before, after)
+    # the forearm below the wrist continues the hand in the same skin: none of it is hand
+    below_wrist = np.zeros_like(truth)
+    below_wrist[165:] = True
+    assert not (refined.astype(bool) & below_wrist & ~(mano > 0)).any()
+    # nothing farther than the band from the MANO outline
+    from scipy import ndimage
+
+    distance = ndimage.distance_transform_edt(mano == 0)
+    band = mask_refine.RefineParams().band_mm * 1.0
+    assert distance[refined > 0].max() <= band + 1
+
+
+def test_a_black_image_keeps_the_mano_mask_and_says_so():
+    rng = np.random.default_rng(5)
+    image, mano, _ = scene(rng)
+    refined, outcomes = mask_refine.refine_view(np.zeros_like(image), mano, [right_hand()])
+    assert np.array_equal(refined, mano)
+    assert outcomes[0].status == "kept_mano_black_image" and outcomes[0].refined_pixels is None
+
+
+def test_a_collapsing_refinement_keeps_the_mano_mask():
+    """The MANO mask is far larger than the hand the image shows (a small hand on a blue shirt) and
+    nothing inside it is taken for sure: the refinement shrinks to the hand, below min_ratio."""
+    rng = np.random.default_rng(6)
+    h, w = 220, 180
+    ys, xs = np.mgrid[0:h, 0:w]
+    image = np.array([40.0, 50.0, 150.0]) + rng.normal(0, 6, (h, w, 3))
+    truth = hand_shape(h, w, 90, 160, scale=0.6)
+    image[truth] = SKIN + rng.normal(0, 5, (int(truth.sum()), 3))
+    image = np.clip(image, 0, 255).astype(np.uint8)
+    mano = np.where(((xs - 90) / 60) ** 2 + ((ys - 120) / 80) ** 2 <= 1, RIGHT, 0).astype(np.uint8)
+    params = mask_refine.RefineParams(band_mm=10.0, sure_mm=200.0)
+    refined, outcomes = mask_refine.refine_view(image, mano, [right_hand()], params)
+    assert outcomes[0].status == "kept_mano_collapsed"
+    assert outcomes[0].refined_pixels < params.min_ratio * outcomes[0].mano_pixels
+    assert np.array_equal(refined, mano)
+
+
+def test_two_hands_keep_their_labels_and_a_hand_cut_by_the_border_is_refined():
+    rng = np.random.default_rng(7)
+    image, mano, truth = scene(rng, forearm=False)
+    # the right half of the mask is the left hand's; the hand runs off the top of the image
+    image, mano, truth = image[30:], mano[30:].copy(), truth[30:]
+    mano[:, 90 + 3:][mano[:, 90 + 3:] > 0] = LEFT
+    hands = [right_hand(wrist=(90.0, 130.0), knuckle=(90.0, 70.0)),
+             mask_refine.HandInView(LEFT, np.array([90.0, 130.0]), np.array([90.0, 70.0]), 1.0)]
+    refined, outcomes = mask_refine.refine_view(image, mano, hands)
+    assert [o.status for o in outcomes] == ["refined", "refined"]
+    assert set(np.unique(refined)) == {0, LEFT, RIGHT}
+    # every hand pixel carries the label of the nearest MANO pixel; inside MANO, MANO's label
+    inside = (refined > 0) & (mano > 0)
+    assert np.array_equal(refined[inside], mano[inside])
+    assert (refined[:, :80][refined[:, :80] > 0] == RIGHT).all()
+    assert (refined[:, 100:][refined[:, 100:] > 0] == LEFT).all()
+    assert iou(refined > 0, truth) > iou(mano > 0, truth)
+
+
+def test_a_view_without_a_hand_stays_empty():
+    image = np.full((40, 30, 3), 90, np.uint8)
+    refined, outcomes = mask_refine.refine_view(image, np.zeros((40, 30), np.uint8), [right_hand()])
+    assert not refined.any() and outcomes[0].status == mask_refine.NO_HAND
+
+
+def test_camera_flags_pick_the_dark_camera_only():
+    rows = []
+    rng = np.random.default_rng(8)
+    for cam in ("400002", "400004", "400016", "400026", "410001"):
+        for frame in range(10):
+            if cam == "410001":
+                status, value = ("kept_mano_black_image", "") if frame < 6 else ("refined", "0.9")
+            else:
+                status, value = "refined", f"{rng.uniform(0.88, 0.95):.4f}"
+            rows.append([str(frame), cam, "right", "900", "" if not value else "880", value, status])
+    flags = refine_masks.camera_flags(rows)
+    assert list(flags) == ["410001"], flags
+    # cameras that agree within a few hundredths are never flagged, however small their spread
+    steady = [[r[0], r[1], r[2], r[3], r[4], "0.9000" if r[1] != "400004" else "0.8800", "refined"] for r in rows]
+    assert refine_masks.camera_flags(steady) == {}
+
+
+# ---------------------------------------------------------------------------------------------
+# The stage
+
+
+def rendered(helpers, gl_platform, tiny, seq=TWO, hand_type="both"):
+    sel = helpers.selector(tiny, seq, hand_type=hand_type)
+    annots.run(sel, progress=False)
+    render_mesh.run(sel, RenderOptions(backend=gl_platform, render_workers=1), progress=False)
+    return sel
+
+
+def quality_table(layout: SequenceLayout) -> list[dict]:
+    with open(layout.mask_quality, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def test_the_stage_refines_every_rendered_view_and_tables_every_hand(helpers, gl_platform, tiny):
+    sel = rendered(helpers, gl_platform, tiny)
+    layout = sel.layout
+    result = refine_masks.run(sel, RefineOptions(refine_workers=1), progress=False)
+    frames, cams = layout.read_frames(), layout.read_cams()
+    assert result.refined_views == len(frames) * len(cams)
+    rows = quality_table(layout)
+    assert list(rows[0]) == list(refine_masks.QUALITY_COLUMNS)
+    assert len(rows) == len(frames) * len(cams) * 2  # both hands in every view
+    for row in rows:
+        cam, frame, hand = row["camera"], int(row["frame"]), row["hand"]
+        mano, refined = decode_mask(layout.mask(cam, frame)), decode_mask(layout.refined_mask(cam, frame))
+        label = MASK_LABELS[hand]
+        assert int(row["mano_pixels"]) == np.count_nonzero(mano == label)
+        if row["status"].startswith("kept_mano_"):
+            assert np.array_equal(refined == label, mano == label), row
+        elif row["status"] == "refined":
+            assert int(row["refined_pixels"]) == np.count_nonzero(refined == label)
+            assert float(row["iou_with_mano"]) == pytest.approx(iou(refined == label, mano == label), abs=1e-4)
+        else:
+            assert row["status"] == "no_hand" and not (mano == label).any()
+    record = Manifest.read(layout.root).stage("refine_masks")
+    assert record["result"]["views_refined"] == result.refined_views
+    assert refine_masks.run(sel, RefineOptions(refine_workers=1), progress=False).up_to_date
+
+
+def test_reruns_redo_what_changed(helpers, gl_platform, tiny):
+    sel = rendered(helpers, gl_platform, tiny)
+    layout = sel.layout
+    opts = RefineOptions(refine_workers=1)
+    refine_masks.run(sel, opts, progress=False)
+    table = layout.mask_quality.read_text()
+    cam = layout.read_cams()[1]
+    frame = layout.read_frames()[3]
+    untouched = layout.refined_mask(layout.read_cams()[0], frame)
+    mtime = untouched.stat().st_mtime_ns
+    image = layout.image(cam, frame)
+    image.write_bytes(image.read_bytes())  # a new copy of one image: that camera is redone
+    again = refine_masks.run(sel, opts, progress=False)
+    assert again.refined_views == len(layout.read_frames()) and "1 camera(s) new or changed" in again.reason
+    assert untouched.stat().st_mtime_ns == mtime
+    assert layout.mask_quality.read_text() == table  # same image bytes: same rows
+    wider = refine_masks.run(sel, RefineOptions(band_mm=12.0, refine_workers=1), progress=False)
+    assert wider.refined_views == len(layout.read_frames()) * len(layout.read_cams()) and "band_mm" in wider.reason
+
+
+def test_a_stopped_run_resumes_and_keeps_the_rows_of_finished_views(helpers, gl_platform, tiny, tmp_path, monkeypatch):
+    sel = rendered(helpers, gl_platform, tiny)
+    layout = sel.layout
+    opts = RefineOptions(refine_workers=1)
+    real = SequenceLayout.write_view
+    calls = {"n": 0}
+
+    def stop_in_second_task(self, *args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == refine_masks.VIEWS_PER_TASK + 3:
+            raise KeyboardInterrupt
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(SequenceLayout, "write_view", stop_in_second_task)
+    with pytest.raises(KeyboardInterrupt):
+        refine_masks.run(sel, opts, progress=False)
+    monkeypatch.undo()
+    views = len(layout.read_frames()) * len(layout.read_cams())
+    assert layout.progress("refine_masks").is_file() and layout.unfinished_rows("refine_masks").is_file()
+    assert not layout.mask_quality.exists() and Manifest.read(layout.root).stage("refine_masks") is None
+    plan = refine_masks.STAGE.plan(sel, opts, Previous.read(layout, "refine_masks"))
+    finished = views - len(plan.todo)
+    assert "interrupted" in plan.reason and refine_masks.VIEWS_PER_TASK < finished < views
+    again = refine_masks.run(sel, opts, progress=False)
+    assert again.refined_views == views - finished and again.resumed == finished
+    assert not layout.unfinished_rows("refine_masks").exists() and not layout.progress("refine_masks").exists()
+    reference = helpers.selector(tiny, TWO, hand_type="both", out_root=tmp_path / "ref")
+    annots.run(reference, progress=False)
+    render_mesh.run(reference, RenderOptions(backend=gl_platform, render_workers=1), progress=False)
+    refine_masks.run(reference, opts, progress=False)
+    assert layout.mask_quality.read_text() == reference.layout.mask_quality.read_text()
+    for path in sorted((layout.root / "mask_cihp").rglob("*.png")):
+        assert path.read_bytes() == (reference.layout.root / path.relative_to(layout.root)).read_bytes()
+
+
+def test_refine_masks_needs_rendered_masks(helpers, tiny):
+    sel = helpers.selector(tiny, ONE)
+    annots.run(sel, progress=False)
+    with pytest.raises(InputError, match="run render_mesh.py first"):
+        refine_masks.run(sel, RefineOptions(), progress=False)
+    assert not sel.layout.progress("refine_masks").exists()
+
+
+def test_process_runs_the_stage_only_when_asked(helpers, gl_platform, tiny):
+    from interhand_prep.stages import pipeline
+
+    sel = helpers.selector(tiny, ONE)
+    report = helpers.run_stages(sel)
+    assert report.stages["refine"].status == "off" and not (sel.layout.root / "mask_cihp").exists()
+    report = helpers.run_stages(sel, pipeline.StageOptions(run_refine_masks=True))
+    assert report.stages["refine"].status == "done" and report.ok
+    assert pipeline.StageOptions(run_refine_masks=True).to_argv()[0] == "--refine-masks"
