@@ -25,11 +25,13 @@ EXPORT_FORMATS = ("nerfstudio", "easymocap")
 
 
 def option(default: Any, *flags: str, help: str, choices=None, kind=None, output: bool = True, metavar=None,
-           required: bool = False):
+           required: bool = False, nargs=None, const=None):
     """A dataclass field that also describes its command-line option (first flag is canonical;
-    more flags are aliases such as the reference scripts' underscore spellings)."""
+    more flags are aliases such as the reference scripts' underscore spellings). `nargs` and
+    `const` are argparse's (nargs="?" with a const: the flag alone means const)."""
     return field(default=default, metadata={"flags": flags, "help": help, "choices": choices, "kind": kind,
-                                            "output": output, "metavar": metavar, "required": required})
+                                            "output": output, "metavar": metavar, "required": required,
+                                            "nargs": nargs, "const": const})
 
 
 def add_to_parser(parser: argparse.ArgumentParser, record_type, group_title: str | None = None,
@@ -52,6 +54,9 @@ def add_to_parser(parser: argparse.ArgumentParser, record_type, group_title: str
             for key, arg in (("kind", "type"), ("choices", "choices"), ("metavar", "metavar")):
                 if meta[key]:
                     kwargs[arg] = meta[key]
+            for key in ("nargs", "const"):
+                if meta.get(key) is not None:
+                    kwargs[key] = meta[key]
         kwargs.update((overrides or {}).get(f.name, {}))
         target.add_argument(*meta["flags"], **kwargs)
 
@@ -214,10 +219,16 @@ class ExportOptions:
                               help="export folder (default: <sequence>/export/<format>/); replaced whole when it "
                                    "holds an earlier export")
     copy: bool = option(False, "--copy", help="copy images and masks instead of linking them (relative symbolic links)")
+    MASKS = ("auto", "mano", "refined")
+    masks: str = option("auto", "--masks", choices=MASKS,
+                        help="the masks exported: mano, the rendered MANO masks (mask/); refined, the masks refined "
+                             "against the images (mask_cihp/, refine-masks); auto, the refined ones where "
+                             "refine-masks finished on the sequence and is up to date, else mano (default: auto)")
 
     def __post_init__(self):
         check(self.format in EXPORT_FORMATS,
               f"unknown export format {self.format!r}; expected one of {', '.join(EXPORT_FORMATS)}")
+        check(self.masks in self.MASKS, f"unknown --masks {self.masks!r}; expected one of {', '.join(self.MASKS)}")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -264,5 +275,13 @@ class GifOptions:
     stride: int = option(1, "--stride", kind=positive_int, help="use every n-th frame (default: 1)")
     max_width: int | None = option(None, "--max-width", "--max_width", kind=positive_int, metavar="PX",
                                    help="downscale wider images to this width")
-    overlay: bool = option(False, "--overlay", help="tint the rendered masks over the images")
+    OVERLAYS = ("mano", "refined")
+    overlay: str | None = option(None, "--overlay", choices=OVERLAYS, nargs="?", const="mano",
+                                 help="tint masks over the images: mano (also --overlay alone), the rendered MANO "
+                                      "masks (mask/); refined, the masks refined against the images (mask_cihp/, "
+                                      "refine-masks)")
+
+    def __post_init__(self):
+        check(self.overlay is None or self.overlay in self.OVERLAYS,
+              f"unknown --overlay {self.overlay!r}; expected one of {', '.join(self.OVERLAYS)}")
 

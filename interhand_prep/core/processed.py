@@ -152,3 +152,65 @@ def frame_meshes(sel: SequenceSelector, layout: SequenceLayout, frames: list[int
             for f, v in zip(have, vertices):
                 meshes[f][hand] = v
     return meshes, faces
+
+
+# ---------------------------------------------------------------------------------------------
+# refine_masks: what its refined masks depend on (the stage's staleness rule; export asks it too)
+
+
+def images_identity(layout: SequenceLayout, cam: str, frames: list[int]) -> bytes:
+    """Size and modification time of a camera's images: a changed image redoes its camera's views."""
+    parts = []
+    for f in frames:
+        try:
+            st = layout.image(cam, f).stat()
+            parts.append(f"{f}:{st.st_size}:{st.st_mtime_ns}")
+        except OSError:
+            parts.append(f"{f}:-")
+    return ";".join(parts).encode()
+
+
+def refine_recipe(options: dict, render_record: dict) -> dict:
+    """refine_masks' recipe: its options, the method's settings they give, and render_mesh's recipe."""
+    from .mask_refine import RefineParams
+
+    return {"options": options, "method": RefineParams(band_mm=options["band_mm"]).as_dict(),
+            "render": digest(repr(sorted((render_record.get("recipe") or {}).items())).encode())}
+
+
+def refine_digests(layout: SequenceLayout, render_record: dict, cams: list[str], frames: list[int]
+                   ) -> tuple[dict[str, str], dict[str, str]]:
+    """refine_masks' digests of each frame (render_mesh's: the meshes it drew) and of each camera
+    (render_mesh's, and its images' sizes and times)."""
+    render_frames, render_cams = render_record.get("frames") or {}, render_record.get("cameras") or {}
+    return ({str(f): str(render_frames.get(str(f))) for f in frames},
+            {c: digest(str(render_cams.get(c)).encode(), images_identity(layout, c, frames)) for c in cams})
+
+
+def outdated_refinement(layout: SequenceLayout, cams: list[str], frames: list[int],
+                        manifest: Manifest | None = None) -> str | None:
+    """Why the refined masks of the views (cams x frames) are not usable as they are (refine_masks
+    has no record, or its rule says they are stale, or a file is missing); None when they are."""
+    manifest = manifest or Manifest.read(layout.root)
+    stage = registry.REFINE_MASKS.name
+    record = manifest.stage(stage)
+    if not isinstance(record, dict):
+        return f"{stage} has not run here"
+    render = manifest.stage(registry.RENDER_MESH.name) or {}
+    recipe = record.get("recipe") or {}
+    options = recipe.get("options") or {}
+    if "band_mm" not in options or recipe != refine_recipe(options, render):
+        return f"{stage} ran with another method or render_mesh ran with other options since"
+    frame_digests, camera_digests = refine_digests(layout, render, cams, frames)
+    done_frames, done_cams = record.get("frames") or {}, record.get("cameras") or {}
+    for f in frames:
+        if done_frames.get(str(f)) != frame_digests[str(f)]:
+            return f"the masks of frame {f} were rendered again since {stage}"
+    for cam in cams:
+        if done_cams.get(cam) != camera_digests[cam]:
+            return f"camera {cam} or its images changed since {stage}"
+    for cam in cams:
+        for f in frames:
+            if not layout.refined_mask(cam, f).is_file():
+                return f"{layout.refined_mask(cam, f)} is missing"
+    return None

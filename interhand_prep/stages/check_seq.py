@@ -9,10 +9,34 @@ skips those checks on purpose.
 The mask labels are checked against the hand meshes without the renderer: sampled hand pixels of
 every view are back-projected with their depth and must lie nearest the surface of the hand their
 label names (see _check_labels).
+
+Where refine_masks ran (its record in the manifest, or a mask_cihp/ folder), mask_cihp/ is checked
+as mask/ is (a readable file for every view with a MANO mask, the same size, labels 0/100/200), and
+against mask/ (see _check_refined_view):
+- inside the MANO footprint a refined hand pixel carries mask/'s label there;
+- a refined pixel labelled L lies within the bound of a mask/ pixel labelled L, where
+      bound = max(2, round(band_mm * focal / depth_mm)) + 1 px
+  band_mm as recorded (stages.refine_masks.recipe.options.band_mm; the default 8 where nothing is
+  recorded), focal the mean of fx and fy of the camera (annots.npy), depth_mm the nearest point of
+  the hands in the view's MANO mask: the least depth of their pixels in the depth map and of their
+  vertices (vertices/, or the hand posed from the annotations) in front of the camera. The
+  refinement moves an outline at most max(2, round(band_mm * focal / wrist depth)) px, the largest
+  over the hands in the view; the wrist joint (a weighted mean of vertices) is never nearer than the
+  nearest vertex, so with the vertices known this bound is never tighter (with the depth map alone
+  it rests on the nearest visible point); the extra pixel covers the digital disk of the
+  refinement's dilation (at most half a pixel beyond its radius);
+- mask_quality.csv has its header and exactly one row per view and hand of the sequence; a row's
+  mano_pixels is the hand's pixel count in mask/ (0 exactly where the status is no_hand); its
+  status is refined, kept_mano_<reason> or no_hand; where it is kept_mano_<reason> the hand's
+  pixels in mask_cihp/ are exactly its pixels in mask/.
+A sequence without refine_masks is not a problem.
 """
 
 from __future__ import annotations
 
+import csv
+import io
+import re
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,7 +53,7 @@ from ..core.processed import recorded_hands, unfinished
 from ..core.manifest import Manifest, file_sha256
 from ..core.mano import ManoModel, load_mano_model, model_filename
 from ..core.mano_forward import forward
-from ..core.options import DEFAULT_PADDING, DEFAULT_VOXEL_SIZE
+from ..core.options import DEFAULT_PADDING, DEFAULT_VOXEL_SIZE, RefineOptions
 from ..core.safe_pickle import UnsafePickleError, read_npy
 
 PARAMS_TOLERANCE_M = 1e-4     # float32 storage of params and vertices
@@ -42,6 +66,12 @@ ONE_MESH_ON_M = 0.001         # with one hand's mesh only: a pixel this near it 
 ONE_MESH_OFF_M = 0.005        # and one farther than this must carry the other hand's
 MIN_VISIBLE_PIXELS = 50       # a hand whose vertices show on this many pixels must have its label in the mask
 VISIBLE_TOLERANCE_M = 0.004   # a vertex at most this far behind the depth map is visible there
+# The refined masks (_check_refined_view): see the module docstring
+REFINED_KIND = "mask_cihp"
+REFINED_MIN_BAND_PX = 2       # the refinement's band is never narrower
+REFINED_SLACK_PX = 1          # added to the band: the digital disk of its dilation
+QUALITY_HEADER = ("frame", "camera", "hand", "mano_pixels", "refined_pixels", "iou_with_mano", "status")
+QUALITY_STATUS = re.compile(r"^(refined|no_hand|kept_mano_[a-z][a-z_]*)$")
 
 
 @dataclass
@@ -209,7 +239,13 @@ def check_sequence(root: Path, mano_dir: Path | None = None, voxel_size: float |
         report.notes.append("mask labels not checked: the sequence has no depth maps (--depth-format none)")
     elif not no_mano:
         meshes = _label_meshes(report, frames, settings, hand_vertices, source)
-    _check_views(report, layout, cams, frames, cameras, sizes, hand_vertices, settings.depth_format, meshes)
+    refined = _refined_setup(report, layout, frames, cams)
+    _check_views(report, layout, cams, frames, cameras, sizes, hand_vertices, settings.depth_format, meshes, refined)
+    if refined is not None:
+        report.counts["refined views"] = refined.views
+        if refined.unbounded:
+            report.notes.append(f"{refined.unbounded} view(s) of {REFINED_KIND}/ not checked against the bound: no "
+                                "depth of their hands known (no depth map, no vertices)")
     _check_fit_quality(report, layout, frames, settings.hands)
     return report
 
@@ -289,7 +325,8 @@ def _check_hand(report: CheckReport, layout: SequenceLayout, hand: str, frames: 
 
 
 def _check_views(report: CheckReport, layout: SequenceLayout, cams: list[str], frames: list[int], cameras,
-                 sizes: dict, hand_vertices: dict, depth_format: str, meshes: "_LabelMeshes | None" = None) -> None:
+                 sizes: dict, hand_vertices: dict, depth_format: str, meshes: "_LabelMeshes | None" = None,
+                 refined: "_Refined | None" = None) -> None:
     views = 0
     formats = {kind: fmt for kind, fmt in render_formats(depth_format).items() if VIEW_KINDS[kind].checked}
     samples: dict[int, list[_ViewSample]] = defaultdict(list)
@@ -337,6 +374,10 @@ def _check_views(report: CheckReport, layout: SequenceLayout, cams: list[str], f
                         report.add("depth and mask disagree", str(dpath))
             if mask is None:
                 continue
+            if refined is not None and view_camera is not None:
+                posed = {**((meshes.frames.get(frame) or {}) if meshes is not None else {}),
+                         **{h: v[frame] for h, v in hand_vertices.items() if frame in v}}
+                _check_refined_view(report, refined, layout, cam, frame, mask, depth, view_camera, posed)
             points = [v[frame] for v in hand_vertices.values() if frame in v]
             if points and view_camera is not None:
                 pixels, z = view_camera.project(np.concatenate(points) * 1000.0)
@@ -356,6 +397,215 @@ def _check_views(report: CheckReport, layout: SequenceLayout, cams: list[str], f
         _check_labels(report, samples, meshes, label_problems)
     for mpath in sorted(label_problems):
         report.add("mask labels disagree with the meshes", f"{mpath}: " + "; ".join(label_problems[mpath]))
+
+
+# ---------------------------------------------------------------------------------------------
+# The refined masks (mask_cihp/, mask_quality.csv) against the MANO masks: the rule in the module
+# docstring, worked out here from the manifest, the cameras and the depths, not from the refinement.
+
+
+@dataclass
+class _Refined:
+    """What the refined masks of a sequence are checked with: the recorded band (mm), the rows of
+    mask_quality.csv by view ({(frame, camera): {hand: row}}; None when the table is unusable, a
+    problem reported already) and the hands it names; counts of the views checked and of those
+    whose bound could not be worked out."""
+
+    band_mm: float
+    rows: dict[tuple[int, str], dict[str, list[str]]] | None
+    hands: set[str]
+    views: int = 0
+    unbounded: int = 0
+
+
+def _refined_setup(report: CheckReport, layout: SequenceLayout, frames: list[int],
+                   cams: list[str]) -> _Refined | None:
+    """The refined masks to check, when refine_masks is recorded or mask_cihp/ exists (else None)."""
+    stage = registry.REFINE_MASKS.name
+    record = Manifest.read(layout.root).stage(stage)
+    if not isinstance(record, dict) and not (layout.root / REFINED_KIND).exists():
+        return None
+    if layout.progress(stage).is_file():  # reported as a stage stopped before it finished
+        report.notes.append(f"{REFINED_KIND}/ not checked: {stage} was stopped before it finished")
+        return None
+    record = record if isinstance(record, dict) else {}
+    band_mm = ((record.get("recipe") or {}).get("options") or {}).get("band_mm")
+    if isinstance(band_mm, bool) or not isinstance(band_mm, (int, float)) or not 0 < band_mm < float("inf"):
+        band_mm = RefineOptions().band_mm
+        report.notes.append(f"{stage} records no band: {REFINED_KIND}/ checked against the default "
+                            f"--band-mm {band_mm:g}")
+    all_cameras = bool((record.get("inputs") or {}).get("all_cameras"))
+    rows = _read_quality(report, layout, frames, cams, all_cameras)
+    hands = {h for view in (rows or {}).values() for h in view}
+    return _Refined(float(band_mm), rows, hands)
+
+
+def _quality_row_problem(row: list[str]) -> str | None:
+    """What is wrong with one row of mask_quality.csv on its own (None: nothing)."""
+    if len(row) != len(QUALITY_HEADER):
+        return f"{len(row)} cells, expected {len(QUALITY_HEADER)}"
+    frame, cam, hand, mano_pixels, refined_pixels, iou, status = row
+    if not frame.isdigit() or not cam.isdigit():
+        return f"frame {frame!r} or camera {cam!r} is not a number"
+    if hand not in HANDS:
+        return f"hand {hand!r} is not one of {', '.join(HANDS)}"
+    if not mano_pixels.isdigit() or not (refined_pixels == "" or refined_pixels.isdigit()):
+        return f"pixel counts {mano_pixels!r}, {refined_pixels!r} are not counts"
+    try:
+        if iou != "" and not 0.0 <= float(iou) <= 1.0:
+            return f"iou_with_mano {iou} is not within [0, 1]"
+    except ValueError:
+        return f"iou_with_mano {iou!r} is not a number"
+    if not QUALITY_STATUS.match(status):
+        return f"status {status!r} is not refined, kept_mano_<reason> or no_hand"
+    if (status == "no_hand") != (int(mano_pixels) == 0):
+        return f"status {status} with {mano_pixels} MANO pixels"
+    return None
+
+
+def _read_quality(report: CheckReport, layout: SequenceLayout, frames: list[int], cams: list[str],
+                  all_cameras: bool) -> dict[tuple[int, str], dict[str, list[str]]] | None:
+    """The rows of mask_quality.csv by view and hand; its problems on its own are reported here
+    (the rows against the masks are checked with each view)."""
+    path = layout.mask_quality
+    if not path.is_file():
+        report.add("missing mask_quality.csv", str(path))
+        return None
+    try:
+        lines = list(csv.reader(io.StringIO(path.read_text(encoding="utf-8"))))
+    except (OSError, UnicodeDecodeError, csv.Error) as exc:
+        report.add("unreadable mask_quality.csv", f"{path}: {exc}")
+        return None
+    if not lines or tuple(lines[0]) != QUALITY_HEADER:
+        report.add("wrong mask_quality.csv", f"{path}: the header is not {','.join(QUALITY_HEADER)}")
+        return None
+    frame_set, cam_set = set(frames), set(cams)
+    rows: dict[tuple[int, str], dict[str, list[str]]] = {}
+    for number, row in enumerate(lines[1:], start=2):
+        problem = _quality_row_problem(row)
+        if problem is None:
+            frame, cam, hand = int(row[0]), row[1], row[2]
+            if frame not in frame_set:
+                problem = f"frame {frame} is not in frames.txt"
+            elif cam not in cam_set:
+                if all_cameras:
+                    continue  # a camera get_annots filtered out, drawn with --all-cameras
+                problem = f"camera {cam} is not in cams.txt"
+            elif hand in rows.get((frame, cam), {}):
+                problem = f"a second row for frame {frame}, camera {cam}, {hand} hand"
+        if problem is not None:
+            report.add("wrong mask_quality.csv", f"{path}:{number}: {problem}")
+            continue
+        rows.setdefault((frame, cam), {})[hand] = row
+    return rows
+
+
+def _bound_px(band_mm: float, camera, mask: np.ndarray, depth: np.ndarray | None,
+              posed: dict[str, np.ndarray]) -> tuple[int, float, float] | None:
+    """(bound px, focal px, depth mm) of a view: the module docstring's rule over the hands in its
+    MANO mask; None when no depth of them is known."""
+    K, R, T = camera.K[0], camera.R[0], camera.T[0].reshape(3)
+    focal = float(K[0, 0] + K[1, 1]) / 2.0
+    nearest = []
+    for hand, label in MASK_LABELS.items():
+        pixels = mask == label
+        if not pixels.any():
+            continue
+        if depth is not None:
+            seen = depth[pixels]
+            seen = seen[seen > 0]
+            if seen.size:
+                nearest.append(float(seen.min()) * 1000.0)
+        if hand in posed:
+            z = (np.asarray(posed[hand], dtype=np.float64) * 1000.0) @ R[2] + T[2]  # mm, camera z
+            z = z[z > 0]
+            if z.size:
+                nearest.append(float(z.min()))
+    if not nearest:
+        return None
+    depth_mm = min(nearest)
+    band = max(REFINED_MIN_BAND_PX, int(round(band_mm * focal / depth_mm)))
+    return band + REFINED_SLACK_PX, focal, depth_mm
+
+
+def _distance_to(labels: np.ndarray, where: np.ndarray) -> np.ndarray:
+    """Euclidean distance (px) from each pixel of `where` to the nearest pixel of `labels` (bool,
+    not empty), over the box holding both (which holds every pixel of `labels`: exact)."""
+    from scipy import ndimage
+
+    ys, xs = np.nonzero(labels | where)
+    box = (slice(ys.min(), ys.max() + 1), slice(xs.min(), xs.max() + 1))
+    distance = ndimage.distance_transform_edt(~labels[box])
+    return distance[where[box]]
+
+
+def _check_refined_view(report: CheckReport, refined: _Refined, layout: SequenceLayout, cam: str, frame: int,
+                        mask: np.ndarray, depth: np.ndarray | None, camera, posed: dict[str, np.ndarray]) -> None:
+    """One view's refined mask against its MANO mask, and its rows of mask_quality.csv."""
+    refined.views += 1
+    path, mpath = layout.refined_mask(cam, frame), layout.mask(cam, frame)
+    ours = None
+    if not path.is_file():
+        report.add(f"missing {REFINED_KIND}", str(path))
+    else:
+        try:
+            ours = VIEW_KINDS[REFINED_KIND].decode(path)
+        except InputError as exc:
+            report.add(f"unreadable {REFINED_KIND}", str(exc))
+        if ours is not None and (ours.shape != mask.shape or ours.dtype != np.uint8
+                                 or not np.isin(ours, (0, *MASK_LABELS.values())).all()):
+            report.add(f"wrong {REFINED_KIND}", f"{path}: {ours.dtype} {ours.shape}, labels {np.unique(ours)[:5]}; "
+                                                f"the MANO mask is uint8 {mask.shape}, labels 0, 100, 200")
+            ours = None
+    counts = {hand: int(np.count_nonzero(mask == label)) for hand, label in MASK_LABELS.items()}
+    if refined.rows is not None:
+        rows = refined.rows.get((frame, cam), {})
+        wanted = refined.hands | {h for h, n in counts.items() if n}
+        lacking = sorted(wanted - set(rows))
+        if lacking:
+            report.add("mask_quality.csv lacks rows", f"{layout.mask_quality}: frame {frame}, camera {cam}: no row "
+                                                      f"for the {' and '.join(lacking)} hand")
+        for hand, row in sorted(rows.items()):
+            if int(row[3]) != counts[hand]:
+                report.add("mask_quality.csv disagrees with mask/",
+                           f"{layout.mask_quality}: frame {frame}, camera {cam}, {hand} hand: {row[3]} MANO pixels, "
+                           f"{mpath} has {counts[hand]}")
+            label = MASK_LABELS[hand]
+            differ = int(np.count_nonzero((ours == label) != (mask == label))) if ours is not None else 0
+            if row[6].startswith("kept_mano_") and differ:
+                report.add(f"{REFINED_KIND} differs from mask/ where mask_quality.csv says kept_mano",
+                           f"{path}: the {hand} hand ({row[6]}) differs from {mpath} on {differ} pixel(s)")
+    if ours is None:
+        return
+    relabelled = (mask > 0) & (ours > 0) & (ours != mask)
+    if relabelled.any():
+        report.add(f"{REFINED_KIND} relabels MANO pixels",
+                   f"{path}: {np.count_nonzero(relabelled)} hand pixel(s) inside the MANO footprint carry another "
+                   f"label than in {mpath}")
+    beyond = []
+    for hand, label in MASK_LABELS.items():
+        if (ours == label).any() and not counts[hand]:
+            beyond.append(f"{np.count_nonzero(ours == label)} pixel(s) at {label} ({hand}), a hand the MANO mask "
+                          "does not show")
+    limit = None
+    if ((ours > 0) & (ours != mask)).any():
+        bound = _bound_px(refined.band_mm, camera, mask, depth, posed)
+        if bound is None:
+            refined.unbounded += 1
+        else:
+            limit, focal, depth_mm = bound
+    for hand, label in MASK_LABELS.items():
+        outside = (ours == label) & (mask != label)
+        if limit is None or not counts[hand] or not outside.any():
+            continue
+        distance = _distance_to(mask == label, outside)
+        if (distance > limit).any():
+            beyond.append(f"{np.count_nonzero(distance > limit)} pixel(s) at {label} ({hand}) up to "
+                          f"{distance.max():.1f} px from the MANO {hand} hand")
+    if beyond:
+        rule = (f" (bound {limit} px: {refined.band_mm:g} mm at {depth_mm:.0f} mm with focal length {focal:.0f} px, "
+                f"+ {REFINED_SLACK_PX} px)") if limit is not None else ""
+        report.add(f"{REFINED_KIND} beyond its bound around the MANO mask", f"{path}: " + "; ".join(beyond) + rule)
 
 
 # ---------------------------------------------------------------------------------------------

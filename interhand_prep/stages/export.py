@@ -10,6 +10,13 @@ multiplies what it loads by its parser option depth_unit_scale_factor, 1e-3 by d
 transforms.json cannot set. The export is built under a temporary name and renamed into place, so
 an earlier export is replaced whole, never left half old and half new; a rerun with the same
 options on an unchanged sequence does nothing.
+
+The masks (nerfstudio's mask_path, EasyMocap's masks/) are the MANO renders (mask/) or the masks
+refined against the images (mask_cihp/, refine_masks), as --masks says: auto takes the refined ones
+where refine_masks has finished on the sequence and is not out of date (the masks, cameras and
+images it refined are the sequence's now, and its method is this version's), else the MANO ones;
+refined refuses without them; mano never reads them. Where refine_masks was stopped before it
+finished, auto and refined refuse. The summary says which masks were exported.
 """
 
 from __future__ import annotations
@@ -32,7 +39,7 @@ from ..core.fileio import folder_swap, relative_symlink, swap_temporary_pattern,
 from ..core.layout import VIEW_KINDS, ExportLayout, SequenceLayout, decode_depth, render_formats
 from ..core.locking import sequence_lock
 from ..core import registry
-from ..core.processed import outdated_render, recorded_hands, require_finished
+from ..core.processed import outdated_refinement, outdated_render, recorded_hands, require_finished, unfinished
 from ..core.manifest import Manifest, digest
 from ..core.options import ExportOptions, from_args
 from ..core.selection import SequenceSelector
@@ -45,6 +52,9 @@ NEEDED_STAGES = (registry.GET_ANNOTS.name, registry.RENDER_MESH.name)
 EXPORT_FORMAT_VERSION = 1
 # the parts of a stage record that say when, not what: left out of the source digest
 _WHEN = ("started", "finished", "seconds")
+# --masks: the view kind whose files the export's masks are (auto: refined where usable, else mano)
+MASK_KINDS = {"mano": "mask", "refined": "mask_cihp"}
+MASK_NAMES = {"mask": "MANO renders (mask/)", "mask_cihp": "refined against the images (mask_cihp/)"}
 
 
 @dataclass
@@ -58,6 +68,8 @@ class SequenceViews:
     sizes: list[tuple[int, int]]
     depth_format: str
     source_digest: str
+    mask_kind: str = "mask"         # the view kind the export's masks come from (MASK_KINDS)
+    masks_note: str | None = None   # why --masks auto did not take the refined masks the sequence has
 
     @property
     def views(self) -> int:
@@ -74,19 +86,45 @@ class ExportResult:
     depth: bool = False
     up_to_date: bool = False
     seconds: float = 0.0
+    masks: str = "mask"               # the view kind the masks came from
+    masks_note: str | None = None     # why --masks auto did not take the refined masks, where it had some
 
     def summary(self) -> str:
+        used = f"masks: {MASK_NAMES[self.masks]}" + (f"; {self.masks_note}" if self.masks_note else "")
         if self.up_to_date:
-            return f"{self.dest}: {self.format} export is up to date ({self.cameras} cameras x {self.frames} frames); nothing to do"
+            return (f"{self.dest}: {self.format} export is up to date ({self.cameras} cameras x {self.frames} frames, "
+                    f"{used}); nothing to do")
         files = "images and masks " + ("copied" if self.copied else "linked")
         if self.depth:
             files += ", depth maps in millimetres (nerfstudio's default depth_unit_scale_factor 1e-3 reads them)"
         return (f"{self.dest}: {self.format} export of {self.cameras * self.frames} views ({self.cameras} cameras x "
-                f"{self.frames} frames), {files}, in {self.seconds:.1f} s")
+                f"{self.frames} frames), {files}, in {self.seconds:.1f} s\n  {used}")
 
 
-def finished_sequence(layout: SequenceLayout) -> SequenceViews:
-    """The sequence as get_annots and render_mesh left it; one-line InputError naming what is missing."""
+def _choose_masks(layout: SequenceLayout, manifest: Manifest, cams: list[str], frames: list[int],
+                  masks: str) -> tuple[str, str | None]:
+    """--masks -> (the view kind to export, why auto fell back to the MANO masks where the sequence
+    has refined ones); one-line InputError where the choice cannot be honoured."""
+    stage = registry.REFINE_MASKS.name
+    if masks == "mano":
+        return MASK_KINDS["mano"], None
+    if unfinished(layout, (stage,)):
+        raise InputError(f"{layout.root}: {stage} was stopped before it finished here; rerun it before export, "
+                         "or export the MANO masks with --masks mano")
+    problem = outdated_refinement(layout, cams, frames, manifest)
+    if problem is None:
+        return MASK_KINDS["refined"], None
+    if masks == "refined":
+        raise InputError(f"{layout.root}: no refined masks to export ({problem}); run refine_masks.py on it, "
+                         "or use --masks mano")
+    return MASK_KINDS["mano"], (f"the refined masks are not used ({problem})"
+                                if isinstance(manifest.stage(stage), dict) else None)
+
+
+def finished_sequence(layout: SequenceLayout, masks: str = "mano") -> SequenceViews:
+    """The sequence as get_annots and render_mesh (and for `masks` other than mano, refine_masks)
+    left it; one-line InputError naming what is missing. The masks chosen are in `mask_kind`, and
+    why auto did not take refined ones where there are some in `masks_note`."""
     root = layout.root
     if not root.is_dir():
         import difflib
@@ -131,14 +169,16 @@ def finished_sequence(layout: SequenceLayout) -> SequenceViews:
     outdated = outdated_render(layout, sizes, processed)
     if outdated:
         raise InputError(f"{root}: its masks and depth maps are out of date ({outdated}); run render_mesh.py on it")
-    records = {s: {k: v for k, v in manifest.stage(s).items() if k not in _WHEN} for s in NEEDED_STAGES}
+    mask_kind, note = _choose_masks(layout, manifest, cams, frames, masks)
+    stages = NEEDED_STAGES + ((registry.REFINE_MASKS.name,) if mask_kind == MASK_KINDS["refined"] else ())
+    records = {s: {k: v for k, v in manifest.stage(s).items() if k not in _WHEN} for s in stages}
     source = digest(json.dumps(records, sort_keys=True).encode(), json.dumps(sizes).encode())
-    return SequenceViews(layout, cameras, frames, sizes, depth_format, source)
+    return SequenceViews(layout, cameras, frames, sizes, depth_format, source, mask_kind, note)
 
 
 def _recipe(source: SequenceViews, options: ExportOptions) -> dict:
     return {"version": EXPORT_FORMAT_VERSION, "format": options.format, "copy": options.copy,
-            "source": str(source.layout.root),
+            "masks": source.mask_kind, "source": str(source.layout.root),
             "source_digest": source.source_digest}
 
 
@@ -188,7 +228,7 @@ def _nerfstudio(source: SequenceViews, out: ExportLayout, copy: bool, tick) -> N
     for cam in source.cameras.ids:
         for frame in source.frames:
             _place(seq.image(cam, frame), out.image(cam, frame), copy)
-            _place(seq.mask(cam, frame), out.mask(cam, frame), copy)
+            _place(seq.view(source.mask_kind, cam, frame, "png"), out.mask(cam, frame), copy)
             if with_depth:
                 depth_mm = decode_depth(seq.depth(cam, frame, source.depth_format))[..., 0] * np.float32(MM_PER_M)
                 out.depth(cam, frame).parent.mkdir(parents=True, exist_ok=True)
@@ -210,7 +250,7 @@ def _easymocap(source: SequenceViews, out: ExportLayout, copy: bool, tick) -> No
     for cam in source.cameras.ids:
         for frame in source.frames:
             _place(seq.image(cam, frame), out.image(cam, frame), copy)
-            _place(seq.mask(cam, frame), out.mask(cam, frame), copy)
+            _place(seq.view(source.mask_kind, cam, frame, "png"), out.mask(cam, frame), copy)
             tick()
     write_text(out.intri_yml, easymocap_intri(source.cameras, source.sizes))
     write_text(out.extri_yml, easymocap_extri(source.cameras))
@@ -234,16 +274,18 @@ def export(sel: SequenceSelector, options: ExportOptions, progress: bool = True)
     layout = SequenceLayout(os.path.realpath(sel.layout.root)) if sel.layout.root.exists() else sel.layout
     dest = Path(options.out) if options.out is not None else layout.export_dir(options.format)
     dest = Path(os.path.realpath(dest.parent)) / dest.name
-    source = finished_sequence(layout)
+    source = finished_sequence(layout, options.masks)
     result = ExportResult(dest, options.format, len(source.cameras.ids), len(source.frames), options.copy,
-                          options.format == "nerfstudio" and source.depth_format != "none")
+                          options.format == "nerfstudio" and source.depth_format != "none", masks=source.mask_kind,
+                          masks_note=source.masks_note)
     marker = _check_destination(dest)
     if (marker is not None and marker.get("recipe") == _recipe(source, options)
             and all(path.exists() for path in expected_files(source, ExportLayout(dest), options.format))):
         result.up_to_date = True  # (exists() follows the links: a link whose target went is missing)
         return result
     with sequence_lock(layout.root):
-        source = finished_sequence(layout)  # again, under the lock: no stage changes it meanwhile
+        source = finished_sequence(layout, options.masks)  # again, under the lock: no stage changes it meanwhile
+        result.masks, result.masks_note = source.mask_kind, source.masks_note
         _check_destination(dest)
         _remove_leftovers(dest)
         bar = None

@@ -1,4 +1,6 @@
-"""GIF previews of processed sequences, optionally with the rendered masks tinted over the images."""
+"""GIF previews of processed sequences, optionally with masks tinted over the images: the rendered
+MANO masks (mask/; --overlay or --overlay mano) or the masks refined against the images
+(mask_cihp/ of refine_masks; --overlay refined)."""
 
 from __future__ import annotations
 
@@ -11,10 +13,24 @@ from PIL import Image
 from ..core.constants import HAND_COLORS
 from ..core.errors import InputError
 from ..core.fileio import write_bytes
-from ..core.layout import MASK_LABELS, SequenceLayout, gif_path, output_capture_dir, processed_sequences
+from ..core.layout import MASK_LABELS, SequenceLayout, decode_mask, gif_path, output_capture_dir, processed_sequences
 
 DEFAULT_CAMERA = "400002"
 OVERLAY_ALPHA = 0.5  # tint colours: HAND_COLORS, blended at this weight over the image
+# --overlay: the view kind tinted over the images; the script that writes each
+OVERLAY_KINDS = {"mano": "mask", "refined": "mask_cihp"}
+WRITTEN_BY = {"mask": "render_mesh.py", "mask_cihp": "refine_masks.py"}
+DESCRIBED = {"mask": "rendered masks (mask/)", "mask_cihp": "refined masks (mask_cihp/)"}
+
+
+def overlay_kind(overlay: bool | str | None) -> str | None:
+    """--overlay's value (also True: mano, False or None: none) -> the view kind tinted, or None."""
+    if overlay is None or overlay is False:
+        return None
+    choice = "mano" if overlay is True else overlay
+    if choice not in OVERLAY_KINDS:
+        raise InputError(f"unknown --overlay {overlay!r}; expected one of {', '.join(OVERLAY_KINDS)}")
+    return OVERLAY_KINDS[choice]
 
 
 def overlay_mask(image: np.ndarray, mask: np.ndarray) -> np.ndarray:
@@ -39,8 +55,19 @@ def draw_legend(image: np.ndarray) -> np.ndarray:
     return np.asarray(canvas)
 
 
+def check_overlay(layout: SequenceLayout, overlay: bool | str | None) -> None:
+    """A one-line error when the sequence has no masks of the kind --overlay asks for."""
+    kind = overlay_kind(overlay)
+    if kind is not None and not (layout.root / kind).is_dir():
+        other = ", or use --overlay mano" if kind != OVERLAY_KINDS["mano"] else ""
+        raise InputError(f"{layout.root}: no {DESCRIBED[kind]} to overlay; run {WRITTEN_BY[kind]} on it first{other}")
+
+
 def sequence_frames_rgb(layout: SequenceLayout, cam: str, stride: int = 1, max_width: int | None = None,
-                        overlay: bool = False) -> list[np.ndarray]:
+                        overlay: bool | str | None = False) -> list[np.ndarray]:
+    """The frames of one camera as RGB arrays; `overlay` (mano, refined; True: mano) tints masks over."""
+    kind = overlay_kind(overlay)
+    check_overlay(layout, overlay)
     frames = layout.read_frames()[::stride]
     images = []
     for frame in frames:
@@ -50,15 +77,15 @@ def sequence_frames_rgb(layout: SequenceLayout, cam: str, stride: int = 1, max_w
         except (OSError, ValueError) as exc:
             raise InputError(f"{path}: unreadable image ({exc})") from None
         array = np.asarray(image)
-        if overlay:
-            mpath = layout.mask(cam, frame)
+        if kind is not None:
+            mpath = layout.view(kind, cam, frame, "png")
             if not mpath.is_file():
-                raise InputError(f"{mpath}: no mask to overlay (run render_mesh.py first)")
-            array = overlay_mask(array, np.asarray(Image.open(mpath)))
+                raise InputError(f"{mpath}: no mask to overlay (run {WRITTEN_BY[kind]} first)")
+            array = overlay_mask(array, decode_mask(mpath))
         if max_width and array.shape[1] > max_width:
             height = round(array.shape[0] * max_width / array.shape[1])
             array = np.asarray(Image.fromarray(array).resize((max_width, height), Image.Resampling.BILINEAR))
-        if overlay:
+        if kind is not None:
             array = draw_legend(array)
         images.append(array)
     return images
@@ -72,11 +99,14 @@ def write_gif(path: Path, images: list[np.ndarray], fps: float) -> None:
 
 
 def make_capture_gifs(basedir: Path, split: str, capture: int, out_root: Path | None = None, cam: str | None = None,
-                      fps: float = 30.0, stride: int = 1, max_width: int | None = None, overlay: bool = False,
-                      seqs: list[str] | None = None, progress: bool = True) -> list[Path]:
+                      fps: float = 30.0, stride: int = 1, max_width: int | None = None,
+                      overlay: bool | str | None = False, seqs: list[str] | None = None,
+                      progress: bool = True) -> list[Path]:
     """One GIF per processed sequence of the capture -> the GIF paths.
 
-    The camera is `cam`, else 400002 when kept, else the first kept camera.
+    The camera is `cam`, else 400002 when kept, else the first kept camera. `overlay`: None or
+    False, the images alone; "mano" (or True), the rendered masks tinted over; "refined", the
+    refined ones (every sequence must have them: checked before any GIF is written).
     GIFs go to <out_root or basedir>/gif/<split>/Capture<N>/<seq>/cam<id>.gif.
     """
     from tqdm import tqdm
@@ -89,6 +119,9 @@ def make_capture_gifs(basedir: Path, split: str, capture: int, out_root: Path | 
     seqs = seqs or processed_sequences(capture_root)
     if not seqs:
         raise InputError(f"{capture_root}: no processed sequence (run get_annots.py first)")
+    overlay_kind(overlay)
+    for seq in seqs:
+        check_overlay(SequenceLayout.for_sequence(basedir, split, capture, seq, out_root), overlay)
     written = []
     for seq in tqdm(seqs, desc=f"GIFs Capture{capture}", unit="seq", disable=not progress):
         layout = SequenceLayout.for_sequence(basedir, split, capture, seq, out_root)

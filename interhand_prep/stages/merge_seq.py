@@ -4,26 +4,35 @@
 grid of the sources (the shared lbs files and tpose.npy from the first one), and small files of its
 own: annots.npy (cameras of the first sequence, images of all), frames.txt, cams.txt, seqs.txt.
 It loads exactly like a single processed sequence. Nothing is written when a check fails.
+
+Frames keep their InterHand2.6M ids (they must not collide). The outputs of an optional stage
+(refine_masks: mask_cihp/ and mask_quality.csv, whose rows of all sources are joined) are merged
+only when every source has them, finished, with the same options; otherwise they are left out
+whole, with a note, and the merged manifest does not record that stage.
 """
 
 from __future__ import annotations
 
+import csv
+import io
 import re
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 
 from ..core.errors import InputError
-from ..core.fileio import folder_swap, relative_symlink, write_bytes
+from ..core.fileio import folder_swap, relative_symlink, write_bytes, write_text
 from ..core.layout import LBS_SHARED_FILES, VIEW_KINDS, SequenceLayout, merge_dir
 from ..core.manifest import Manifest
 from ..core import registry
-from ..core.processed import recorded_hands
-from ..core.constants import SPLITS
+from ..core.processed import recorded_hands, unfinished
+from ..core.constants import HANDS, SPLITS
 
 _CAPTURE_RE = re.compile(r"^Capture(\d+)$")
 CAMERA_TOLERANCE = 1e-6
+QUALITY_HEADER = ("frame", "camera", "hand", "mano_pixels", "refined_pixels", "iou_with_mano", "status")
 
 
 @dataclass
@@ -103,12 +112,103 @@ def _link_if_present(target: Path, link: Path) -> None:
         relative_symlink(target, link)
 
 
-def build_merge(sources: list[Source], dest: Path) -> None:
-    """Write the merged sequence into `dest` (a new, empty folder)."""
+def _quality_rows(layout: SequenceLayout) -> list[list[str]] | None:
+    """The rows of a sequence's mask_quality.csv (None: missing, unreadable or another header)."""
+    try:
+        lines = list(csv.reader(io.StringIO(layout.mask_quality.read_text(encoding="utf-8"))))
+    except (OSError, UnicodeDecodeError, csv.Error):
+        return None
+    if not lines or tuple(lines[0]) != QUALITY_HEADER:
+        return None
+    return lines[1:]
+
+
+def _joined_quality_rows(tables: list[list[list[str]]]) -> list[list[str]]:
+    """The rows of the sources' tables, in their order, with one row per view and hand of the merged
+    sequence: a hand that a source does not have (no MANO in any of its frames) is absent from each
+    of its views, so those views get a no_hand row for it."""
+    hands = {row[2] for table in tables for row in table if len(row) == len(QUALITY_HEADER)}
+    out = []
+    for table in tables:
+        views: dict[tuple[str, str], dict[str, list[str]]] = {}
+        for row in table:
+            if len(row) == len(QUALITY_HEADER):
+                views.setdefault((row[0], row[1]), {})[row[2]] = row
+        for (frame, cam), by_hand in views.items():
+            out += [by_hand.get(h) or [frame, cam, h, "0", "", "", "no_hand"] for h in HANDS if h in hands]
+    return out
+
+
+def _optional_missing(source: Source, entry: registry.StageEntry, first_recipe: dict | None) -> str | None:
+    """Why a source lacks the merged outputs of an optional stage (None: it has them, like the first)."""
+    layout = source.layout
+    if unfinished(layout, (entry.name,)):
+        return f"{source.name}: {entry.name} was stopped before it finished"
+    recipe = Manifest.read(layout.root).recipe(entry.name)
+    if not isinstance(recipe, dict):
+        return f"{source.name} has no {entry.name} record"
+    theirs = {k: recipe.get(k) for k in ("options", "method")}
+    if first_recipe is not None and theirs != first_recipe:
+        return f"{entry.name} options differ between the sources ({source.name}: {theirs.get('options')})"
+    kinds = [k for k in VIEW_KINDS.values() if k.stage == entry.name and k.merged]
+    for frame in layout.read_frames():
+        for cam in layout.read_cams():
+            for kind in kinds:
+                if not any(layout.view(kind.name, cam, frame, fmt).is_file() for fmt in kind.formats):
+                    return f"{source.name} lacks {layout.view(kind.name, cam, frame, next(iter(kind.formats)))}"
+    if entry is registry.REFINE_MASKS and _quality_rows(layout) is None:
+        return f"{source.name} has no readable {layout.mask_quality.name}"
+    return None
+
+
+def optional_stages(sources: list[Source]) -> tuple[list[registry.StageEntry], list[str]]:
+    """The optional stages whose outputs every source has (merged), and a note per stage that only
+    some sources have (left out)."""
+    merged, notes = [], []
+    for entry in registry.STAGES:
+        if not entry.optional:
+            continue
+        recipe = Manifest.read(sources[0].layout.root).recipe(entry.name)
+        first_recipe = {k: recipe.get(k) for k in ("options", "method")} if isinstance(recipe, dict) else None
+        why = [w for w in (_optional_missing(s, entry, first_recipe) for s in sources) if w]
+        if not why:
+            merged.append(entry)
+        elif len(why) < len(sources):  # some have them: say why none are merged
+            kinds = [f"{k.name}/" for k in VIEW_KINDS.values() if k.stage == entry.name and k.merged]
+            extra = [sources[0].layout.mask_quality.name] if entry is registry.REFINE_MASKS else []
+            notes.append(f"{' and '.join(kinds + extra)} left out of the merge: {why[0]}"
+                         + (f" (and {len(why) - 1} more)" if len(why) > 1 else "")
+                         + f"; run {entry.command} on every source to merge them")
+    return merged, notes
+
+
+def _merged_manifest(first: SequenceLayout, out: SequenceLayout, left_out: list[str]) -> None:
+    """The first source's manifest (what the sources were processed with: they agree, for
+    check_seq), without the records of optional stages left out of the merge."""
+    if not first.manifest.is_file():
+        return
+    manifest = Manifest.read(first.root)
+    if manifest.problem or not any(name in manifest.stages for name in left_out):
+        write_bytes(out.manifest, first.manifest.read_bytes())
+        return
+    stages = {name: record for name, record in manifest.stages.items() if name not in left_out}
+    kept = Manifest(out.manifest, stages)
+    name = next(iter(stages), None)
+    if name is not None:
+        kept.record(name, stages[name])  # writes the whole manifest (checksum included)
+
+
+def build_merge(sources: list[Source], dest: Path, note: Callable[[str], None] = print) -> None:
+    """Write the merged sequence into `dest` (a new, empty folder); `note` gets what was left out."""
     first = sources[0].layout
     out = SequenceLayout(dest)
     cams = first.read_cams()
     hands = _hands(first)
+    optional, notes = optional_stages(sources)
+    for line in notes:
+        note(line)
+    merged_stages = {e.name for e in registry.STAGES if not e.optional} | {e.name for e in optional}
+    kinds = [k for k in VIEW_KINDS.values() if k.merged and k.stage in merged_stages]
     ims: dict[int, list[str]] = {}
     for s in sources:
         src = s.layout
@@ -123,10 +223,9 @@ def build_merge(sources: list[Source], dest: Path) -> None:
         for frame in frames:
             for cam in cams:
                 relative_symlink(src.image(cam, frame), out.image(cam, frame))
-                for kind in VIEW_KINDS.values():
-                    if kind.merged:
-                        for fmt in kind.formats:
-                            _link_if_present(src.view(kind.name, cam, frame, fmt), out.view(kind.name, cam, frame, fmt))
+                for kind in kinds:
+                    for fmt in kind.formats:
+                        _link_if_present(src.view(kind.name, cam, frame, fmt), out.view(kind.name, cam, frame, fmt))
             for hand in hands:
                 relative_symlink(src.params(hand, frame), out.params(hand, frame))
                 relative_symlink(src.vertices(hand, frame), out.vertices(hand, frame))
@@ -142,13 +241,18 @@ def build_merge(sources: list[Source], dest: Path) -> None:
     out.write_ids(out.frames_txt, frames)
     out.write_ids(out.cams_txt, cams)
     out.write_ids(out.seqs_txt, [s.name for s in sources])
-    if first.manifest.is_file():  # what the sources were processed with (they agree): for check_seq
-        write_bytes(out.manifest, first.manifest.read_bytes())
+    if registry.REFINE_MASKS in optional:  # the rows of every source; frames keep their ids
+        rows = _joined_quality_rows([_quality_rows(s.layout) for s in sources])
+        buf = io.StringIO()
+        csv.writer(buf, lineterminator="\n").writerows([list(QUALITY_HEADER), *rows])
+        write_text(out.mask_quality, buf.getvalue())
+    _merged_manifest(first, out, [e.name for e in registry.STAGES if e.name not in merged_stages])
 
 
 def merge_sequences(basedir: Path, entries: list[str], new_name: str, split: str = "train", capture: int = 0,
-                    out_root: Path | None = None, force: bool = False) -> Path:
-    """Merge `entries` into <out_root or basedir>/merge/<new_name> -> that folder."""
+                    out_root: Path | None = None, force: bool = False, note: Callable[[str], None] = print) -> Path:
+    """Merge `entries` into <out_root or basedir>/merge/<new_name> -> that folder; `note` gets what
+    was left out (outputs of an optional stage that only some sources have)."""
     sources = []
     for entry in entries:
         sp, cap, seq = parse_entry(entry, split, capture)
@@ -160,14 +264,14 @@ def merge_sequences(basedir: Path, entries: list[str], new_name: str, split: str
         raise InputError(f"{dest} exists; pass --force to replace it")
     check_sources(sources)
     with folder_swap(dest) as tmp:  # --force: the old merge (links only) is replaced whole
-        build_merge(sources, tmp)
+        build_merge(sources, tmp, note)
     return dest
 
 
 def main(args) -> int:
     """merge-seq / merge_seq.py"""
     dest = merge_sequences(args.basedir, args.seq, args.new_name, split=args.split, capture=args.capture,
-                           out_root=args.out_root, force=args.force)
+                           out_root=args.out_root, force=args.force, note=lambda line: print(f"note: {line}"))
     layout = SequenceLayout(dest)
     print(f"{dest}: {len(args.seq)} sequences, {len(layout.read_frames())} frames, {len(layout.read_cams())} cameras")
     return 0

@@ -44,10 +44,9 @@ from ..core.errors import InputError, interrupts_ignored
 from ..core.fileio import remove_files, write_text
 from ..core.layout import MASK_LABELS, VIEW_KINDS, SequenceLayout, decode_mask
 from ..core.locking import die_with_parent
-from ..core.manifest import digest
 from ..core.mano import load_mano_model
 from ..core.options import RefineOptions, from_args, recipe as options_recipe
-from ..core.processed import frame_meshes, processed_hands, view_cameras
+from ..core.processed import frame_meshes, processed_hands, refine_digests, refine_recipe, view_cameras
 from ..core import registry
 from ..core.selection import SequenceSelector, selector_from_args
 from .base import Plan, Previous, Stage, StageResult, join_reasons, run_stage, unit_digest
@@ -238,13 +237,9 @@ class RefineMasks(Stage):
         frames = layout.read_frames()
         all_cameras = bool((render.get("inputs") or {}).get("all_cameras"))
         cameras = view_cameras(sel, layout, all_cameras)
-        params = mask_refine.RefineParams(band_mm=opts.band_mm)
-        recipe = {"options": options_recipe(opts), "method": params.as_dict(),
-                  "render": digest(repr(sorted((render.get("recipe") or {}).items())).encode())}
-        render_frames, render_cams = render.get("frames") or {}, render.get("cameras") or {}
-        frame_digests = {str(f): str(render_frames.get(str(f))) for f in frames}
-        camera_digests = {c.cam_id: digest(str(render_cams.get(c.cam_id)).encode(), _images_identity(layout, c.cam_id, frames))
-                          for c in cameras}
+        recipe = refine_recipe(options_recipe(opts), render)
+        params = mask_refine.RefineParams(**recipe["method"])
+        frame_digests, camera_digests = refine_digests(layout, render, [c.cam_id for c in cameras], frames)
         global_reason = "--overwrite" if sel.overwrite else previous.manifest.stale_reason(self.name, recipe)
         old_frames = previous.record.get("frames", {}) if not global_reason else {}
         old_cams = previous.record.get("cameras", {}) if not global_reason else {}
@@ -345,18 +340,6 @@ class RefineMasks(Stage):
     def record_result(self, plan: Plan, result: RefineResult) -> dict:
         return {"cameras": result.cameras, "frames": result.frames, "views_refined": result.refined_views,
                 "views_resumed": result.resumed, "statuses": result.statuses, "flagged_cameras": result.flagged}
-
-
-def _images_identity(layout: SequenceLayout, cam: str, frames: list[int]) -> bytes:
-    """Size and modification time of a camera's images: a changed image redoes its camera."""
-    parts = []
-    for f in frames:
-        try:
-            st = layout.image(cam, f).stat()
-            parts.append(f"{f}:{st.st_size}:{st.st_mtime_ns}")
-        except OSError:
-            parts.append(f"{f}:-")
-    return ";".join(parts).encode()
 
 
 def _table_rows(layout: SequenceLayout, views: _Views, rows_path, new_rows: dict[str, list]) -> list[list[str]]:
