@@ -37,25 +37,26 @@ def hand_shape(h: int, w: int, cx: float, wrist_y: float, scale: float = 1.0) ->
     return shape
 
 
-def scene(rng, h=220, w=180, shift=(3, -2), forearm=True, mono=False):
-    """A textured, striped background, a skin-coloured hand (and forearm below the wrist), and a
-    MANO mask of the same hand drawn a few pixels off, thicker fingers: (image, mano labels, truth)."""
+def scene(rng, h=300, w=240, shift=(3, -2), forearm=True, mono=False, size=1.5):
+    """A textured, striped background, a skin-coloured hand (and forearm below the wrist; the hand
+    about 170 px tall, as InterHand2.6M's), and a MANO mask of the same hand drawn a few pixels
+    off, with thicker fingers: (image, mano labels, truth)."""
     ys, xs = np.mgrid[0:h, 0:w]
     background = np.where(((xs + ys) // 9) % 2 == 0, 60.0, 95.0)[..., None] * np.array([0.6, 0.7, 1.0])
     image = background + rng.normal(0, 6, (h, w, 3))
-    truth = hand_shape(h, w, 90, 160)
-    arm = forearm & (np.abs(xs - 90) <= 22) & (ys > 150) if forearm else np.zeros((h, w), bool)
+    truth = hand_shape(h, w, 120, 240, scale=size)
+    arm = forearm & (np.abs(xs - 120) <= 22 * size) & (ys > 225) if forearm else np.zeros((h, w), bool)
     shade = 1.0 - 0.25 * (ys / h)[..., None]
     for region in (arm, truth):
         image[region] = (SKIN * shade[region]) + rng.normal(0, 5, (int(region.sum()), 3))
     if mono:
         image = image.mean(axis=2, keepdims=True).repeat(3, axis=2)
-    mano_shape = hand_shape(h, w, 90 + shift[0], 160 + shift[1], scale=1.06)
+    mano_shape = hand_shape(h, w, 120 + shift[0], 240 + shift[1], scale=1.06 * size)
     mano = np.where(mano_shape, RIGHT, 0).astype(np.uint8)
     return np.clip(image, 0, 255).astype(np.uint8), mano, truth
 
 
-def right_hand(px_per_mm=1.0, wrist=(90.0, 160.0), knuckle=(90.0, 100.0)):
+def right_hand(px_per_mm=1.0, wrist=(120.0, 240.0), knuckle=(120.0, 150.0)):
     return mask_refine.HandInView(RIGHT, np.array(wrist), np.array(knuckle), px_per_mm)
 
 
@@ -70,7 +71,7 @@ def test_the_refined_mask_is_closer_to_the_true_hand_than_the_mano_mask(mono):
     assert before < 0.85 and after > before + 0.05, (before, after)
     # the forearm below the wrist continues the hand in the same skin: none of it is hand
     below_wrist = np.zeros_like(truth)
-    below_wrist[165:] = True
+    below_wrist[245:] = True
     assert not (refined.astype(bool) & below_wrist & ~(mano > 0)).any()
     # nothing farther than the band from the MANO outline
     from scipy import ndimage
@@ -100,7 +101,8 @@ def test_a_collapsing_refinement_keeps_the_mano_mask():
     image = np.clip(image, 0, 255).astype(np.uint8)
     mano = np.where(((xs - 90) / 60) ** 2 + ((ys - 120) / 80) ** 2 <= 1, RIGHT, 0).astype(np.uint8)
     params = mask_refine.RefineParams(band_mm=10.0, sure_mm=200.0)
-    refined, outcomes = mask_refine.refine_view(image, mano, [right_hand()], params)
+    refined, outcomes = mask_refine.refine_view(image, mano, [right_hand(wrist=(90.0, 160.0), knuckle=(90.0, 100.0))],
+                                                params)
     assert outcomes[0].status == "kept_mano_collapsed"
     assert outcomes[0].refined_pixels < params.min_ratio * outcomes[0].mano_pixels
     assert np.array_equal(refined, mano)
@@ -110,18 +112,18 @@ def test_two_hands_keep_their_labels_and_a_hand_cut_by_the_border_is_refined():
     rng = np.random.default_rng(7)
     image, mano, truth = scene(rng, forearm=False)
     # the right half of the mask is the left hand's; the hand runs off the top of the image
-    image, mano, truth = image[30:], mano[30:].copy(), truth[30:]
-    mano[:, 90 + 3:][mano[:, 90 + 3:] > 0] = LEFT
-    hands = [right_hand(wrist=(90.0, 130.0), knuckle=(90.0, 70.0)),
-             mask_refine.HandInView(LEFT, np.array([90.0, 130.0]), np.array([90.0, 70.0]), 1.0)]
+    image, mano, truth = image[40:], mano[40:].copy(), truth[40:]
+    mano[:, 123:][mano[:, 123:] > 0] = LEFT
+    hands = [right_hand(wrist=(120.0, 200.0), knuckle=(120.0, 110.0)),
+             mask_refine.HandInView(LEFT, np.array([120.0, 200.0]), np.array([120.0, 110.0]), 1.0)]
     refined, outcomes = mask_refine.refine_view(image, mano, hands)
     assert [o.status for o in outcomes] == ["refined", "refined"]
     assert set(np.unique(refined)) == {0, LEFT, RIGHT}
     # every hand pixel carries the label of the nearest MANO pixel; inside MANO, MANO's label
     inside = (refined > 0) & (mano > 0)
     assert np.array_equal(refined[inside], mano[inside])
-    assert (refined[:, :80][refined[:, :80] > 0] == RIGHT).all()
-    assert (refined[:, 100:][refined[:, 100:] > 0] == LEFT).all()
+    assert (refined[:, :110][refined[:, :110] > 0] == RIGHT).all()
+    assert (refined[:, 135:][refined[:, 135:] > 0] == LEFT).all()
     assert iou(refined > 0, truth) > iou(mano > 0, truth)
 
 
@@ -217,9 +219,11 @@ def test_a_stopped_run_resumes_and_keeps_the_rows_of_finished_views(helpers, gl_
     real = SequenceLayout.write_view
     calls = {"n": 0}
 
+    per_camera = len(layout.read_frames())  # a task: one camera's views
+
     def stop_in_second_task(self, *args, **kwargs):
         calls["n"] += 1
-        if calls["n"] == refine_masks.VIEWS_PER_TASK + 3:
+        if calls["n"] == per_camera + 3:
             raise KeyboardInterrupt
         return real(self, *args, **kwargs)
 
@@ -232,7 +236,7 @@ def test_a_stopped_run_resumes_and_keeps_the_rows_of_finished_views(helpers, gl_
     assert not layout.mask_quality.exists() and Manifest.read(layout.root).stage("refine_masks") is None
     plan = refine_masks.STAGE.plan(sel, opts, Previous.read(layout, "refine_masks"))
     finished = views - len(plan.todo)
-    assert "interrupted" in plan.reason and refine_masks.VIEWS_PER_TASK < finished < views
+    assert "interrupted" in plan.reason and per_camera < finished < views
     again = refine_masks.run(sel, opts, progress=False)
     assert again.refined_views == views - finished and again.resumed == finished
     assert not layout.unfinished_rows("refine_masks").exists() and not layout.progress("refine_masks").exists()
@@ -262,3 +266,19 @@ def test_process_runs_the_stage_only_when_asked(helpers, gl_platform, tiny):
     report = helpers.run_stages(sel, pipeline.StageOptions(run_refine_masks=True))
     assert report.stages["refine"].status == "done" and report.ok
     assert pipeline.StageOptions(run_refine_masks=True).to_argv()[0] == "--refine-masks"
+
+
+def test_outline_shift_is_the_mean_distance_the_outline_moved_in_millimetres():
+    import cv2
+
+    truth = hand_shape(300, 240, 120, 240, scale=1.5)
+    grown = cv2.dilate(truth.astype(np.uint8), cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (9, 9))).astype(bool)
+    assert mask_refine.outline_shift_mm(truth, truth, 1.0) == 0.0
+    # grown by 4 px all round (less where the gaps between fingers fill up)
+    assert 3.0 < mask_refine.outline_shift_mm(grown, truth, 1.0) < 4.5
+    assert mask_refine.outline_shift_mm(grown, truth, 2.0) == pytest.approx(mask_refine.outline_shift_mm(grown, truth, 1.0) / 2)
+    # a refinement that moves the outline that far is not kept
+    rng = np.random.default_rng(9)
+    image, mano, _ = scene(rng)
+    _, kept = mask_refine.refine_view(image, mano, [right_hand()], mask_refine.RefineParams(max_shift_mm=0.5))
+    assert kept[0].status == "kept_mano_disagrees"

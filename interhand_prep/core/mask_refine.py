@@ -10,13 +10,21 @@ error can put it, and never onto the forearm:
   everything farther out stays background and everything deeper inside stays hand;
 - beyond each wrist (the half-plane behind the wrist joint, away from the knuckles, in the image)
   nothing outside the MANO mask becomes hand: the forearm continues the hand with the same skin;
-- inside the band, OpenCV's GrabCut decides (colour models of hand and surroundings from the crop
-  around the hand, a graph cut that follows image edges);
+- inside the band, each pixel's colour is weighed under two colour models, of the hands and of
+  their surroundings, learnt once per camera and sequence (`camera_model`: GrabCut's Gaussian
+  mixtures, in CIELAB, learnt by GrabCut on a mosaic of the crops of up to `model_frames` frames
+  spread over the sequence; many frames give steadier models than one view, and the per-view work
+  stays small); the evidence, with a small prior towards MANO's answer, is smoothed along the
+  image's edges (a guided filter on lightness) and its sign decides: the outline snaps to the
+  edges. A view without a camera model learns its own;
 - components not touching the MANO hand are dropped; every hand pixel takes the label of the
   nearest MANO pixel (the render's depth order decides where the hands overlap);
 - a refinement that collapses or explodes (refined area outside [min_ratio, max_ratio] of the
-  MANO area, or IoU with MANO below min_iou), a black image or a hand too small to refine keeps
-  the MANO mask of that hand, and says why.
+  MANO area) or disagrees with MANO (IoU below min_iou, or an outline moved by more than
+  max_shift_mm on average: the pixels of one mask and not the other per pixel of MANO's outline,
+  in millimetres at the hand; more than MANO fits are off, where the synthetic benchmark shows
+  refinements getting worse than MANO), a black image or a hand too small to refine keeps the MANO
+  mask of that hand, and says why.
 
 Shapes: image (H, W, 3) uint8 (grey cameras: three equal channels), masks (H, W) uint8 labels
 (0 background, 100 left hand, 200 right hand; layout.MASK_LABELS). Pixel coordinates follow the
@@ -29,10 +37,14 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .layout import MASK_LABELS
+
 REFINED = "refined"
 KEPT = "kept_mano_"  # + reason: black_image, too_small, no_contrast, collapsed, exploded, disagrees
 NO_HAND = "no_hand"
 RNG_SEED = 20817
+EVIDENCE_LIMIT = 10.0  # |log-likelihood ratio| cap: one odd colour cannot outweigh its neighbours
+TABLE_BITS = 6         # colour quantisation of the evidence table (64^3 entries)
 
 
 @dataclass(frozen=True)
@@ -52,10 +64,16 @@ class RefineParams:
 
     band_mm: float = 8.0         # the outline may move this far from MANO's, either way
     sure_mm: float = 8.0         # MANO pixels this deep inside the outline are hand for sure
-    iterations: int = 5          # GrabCut iterations
+    model_frames: int = 6        # frames a camera's colour models are learnt from
+    model_iterations: int = 2    # GrabCut iterations that learn them
+    model_scale: float = 0.5     # they are learnt on the crops scaled by this (colours need no detail)
+    prior: float = 1.0           # evidence (log-likelihood ratio) towards MANO's answer in the band
+    snap_radius: int = 3         # guided filter window radius (px) and regularisation
+    snap_eps: float = 1e-3
     min_ratio: float = 0.6       # refined / MANO area outside [min_ratio, max_ratio]: kept MANO
     max_ratio: float = 1.6
-    min_iou: float = 0.6         # refined vs MANO IoU below this: kept MANO
+    min_iou: float = 0.5         # refined vs MANO IoU below this: kept MANO
+    max_shift_mm: float = 3.5    # the outline moved more than this on average (mm at the hand): kept MANO
     black_level: int = 12        # an image whose brightest pixel in the crop is below: black
     min_pixels: int = 80         # a hand with fewer MANO pixels in a view is kept as MANO
     min_axis_px: float = 6.0     # wrist-knuckle distance in the image below which the wrist cut is off
@@ -85,6 +103,18 @@ def _disk(radius: int) -> np.ndarray:
     return cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * radius + 1, 2 * radius + 1))
 
 
+def outline_shift_mm(refined: np.ndarray, mano: np.ndarray, px_per_mm: float) -> float:
+    """How far one hand's outline moved, on average (mm at the hand): the pixels in one of the
+    (h, w) bool masks and not the other, per pixel of the MANO mask's outline length."""
+    import cv2
+
+    contours, _ = cv2.findContours(mano.view(np.uint8), cv2.RETR_LIST, cv2.CHAIN_APPROX_NONE)
+    perimeter = sum(cv2.arcLength(c, True) for c in contours)
+    if perimeter <= 0 or not np.isfinite(px_per_mm) or px_per_mm <= 0:
+        return 0.0
+    return float(np.count_nonzero(refined ^ mano) / perimeter / px_per_mm)
+
+
 def _crop_box(fg: np.ndarray, margin: int) -> tuple[slice, slice]:
     ys, xs = np.nonzero(fg)
     h, w = fg.shape
@@ -94,13 +124,14 @@ def _crop_box(fg: np.ndarray, margin: int) -> tuple[slice, slice]:
 
 def nearest_labels(labels: np.ndarray) -> np.ndarray:
     """(h, w) uint8 labels -> (h, w) the label of the nearest labelled pixel, everywhere."""
-    present = np.unique(labels[labels > 0])
-    if len(present) <= 1:
-        return np.full(labels.shape, present[0] if len(present) else 0, np.uint8)
-    from scipy import ndimage
+    import cv2
 
-    _, (iy, ix) = ndimage.distance_transform_edt(labels == 0, return_indices=True)
-    return labels[iy, ix]
+    present = [label for label in sorted(MASK_LABELS.values()) if (labels == label).any()]
+    if len(present) <= 1:
+        return np.full(labels.shape, present[0] if present else 0, np.uint8)
+    distances = [cv2.distanceTransform((labels != label).view(np.uint8), cv2.DIST_L2, cv2.DIST_MASK_PRECISE)
+                 for label in present]
+    return np.where(distances[0] <= distances[1], present[0], present[1]).astype(np.uint8)
 
 
 def forearm_side(shape: tuple[int, int], origin: tuple[int, int], hand: HandInView, min_axis_px: float) -> np.ndarray | None:
@@ -118,30 +149,27 @@ def forearm_side(shape: tuple[int, int], origin: tuple[int, int], hand: HandInVi
 
 
 def refine_view(image: np.ndarray, mano: np.ndarray, hands: list[HandInView],
-                params: RefineParams = RefineParams()) -> tuple[np.ndarray, list[HandOutcome]]:
+                params: RefineParams = RefineParams(), model: "ColourModel | None" = None
+                ) -> tuple[np.ndarray, list[HandOutcome]]:
     """The refined labels of one view and each hand's outcome (hands without MANO pixels: no_hand).
 
-    image (H, W, 3) uint8, mano (H, W) uint8 labels, hands: the hands that have MANO in the frame.
+    image (H, W, 3) uint8, mano (H, W) uint8 labels, hands: the hands that have MANO in the frame,
+    model: the camera's colour models (`camera_model`), else the view learns its own.
     """
     out = np.zeros_like(mano)
     fg = mano > 0
     counts = {h.label: int(np.count_nonzero(mano == h.label)) for h in hands}
     if not fg.any():
         return out, [HandOutcome(h.label, 0, None, None, NO_HAND) for h in hands]
-    scale = max((h.px_per_mm for h in hands if counts[h.label] and np.isfinite(h.px_per_mm)), default=1.0)
-    band = max(2, int(round(params.band_mm * scale)))
-    sure = max(1, int(round(params.sure_mm * scale)))
-    rows, cols = _crop_box(fg, band + 2)
-    crop_mano = mano[rows, cols]
-    crop_fg = crop_mano > 0
-    crop_image = np.ascontiguousarray(image[rows, cols, :3])
+    view = _ViewCrop.of(image, mano, hands, params)
+    crop_mano, rows, cols = view.mano, view.rows, view.cols
     refined, reason = None, None
-    if int(crop_image.max(initial=0)) < params.black_level:
+    if int(view.image.max(initial=0)) < params.black_level:
         reason = "black_image"
     elif all(counts[h.label] < params.min_pixels for h in hands if counts[h.label]):
         reason = "too_small"
     else:
-        refined, reason = _grabcut(crop_image, crop_mano, crop_fg, hands, (rows.start, cols.start), band, sure, params)
+        refined, reason = _snap(view, params, model)
     outcomes = []
     result = refined if refined is not None else crop_mano.copy()
     for h in hands:
@@ -163,7 +191,7 @@ def refine_view(image: np.ndarray, mano: np.ndarray, hands: list[HandInView],
             status = KEPT + "collapsed"
         elif n_ref > params.max_ratio * n_mano:
             status = KEPT + "exploded"
-        elif iou < params.min_iou:
+        elif iou < params.min_iou or outline_shift_mm(r, m, h.px_per_mm) > params.max_shift_mm:
             status = KEPT + "disagrees"
         if status != REFINED:  # this hand as MANO drew it
             result[result == h.label] = 0
@@ -173,40 +201,188 @@ def refine_view(image: np.ndarray, mano: np.ndarray, hands: list[HandInView],
     return out, outcomes
 
 
-def _grabcut(crop_image: np.ndarray, crop_mano: np.ndarray, crop_fg: np.ndarray, hands: list[HandInView],
-             origin: tuple[int, int], band: int, sure: int, params: RefineParams) -> tuple[np.ndarray | None, str | None]:
-    """GrabCut inside the band -> (refined crop labels, None) or (None, why it could not run)."""
+@dataclass
+class ColourModel:
+    """A camera's colour models: GrabCut's Gaussian mixtures (5 components, CIELAB) of the
+    surroundings and of the hands, as OpenCV stores them ((1, 65) float64 each)."""
+
+    background: np.ndarray
+    hand: np.ndarray
+
+    def __post_init__(self):
+        self._table: np.ndarray | None = None
+
+    def __getstate__(self):  # the table is rebuilt where it is used, not pickled to workers
+        return {"background": self.background, "hand": self.hand}
+
+    def __setstate__(self, state):
+        self.__dict__.update(state)
+        self._table = None
+
+    def evidence(self, lab: np.ndarray) -> np.ndarray:
+        """Log-likelihood ratio hand : surroundings of CIELAB pixels (N, 3) uint8, capped at
+        +-EVIDENCE_LIMIT, from a table over colours quantised to TABLE_BITS per channel (the
+        mixtures are smooth at that step; a view then costs a lookup, not 10 Gaussians per pixel)."""
+        if self._table is None:
+            step = 256 >> TABLE_BITS
+            centres = np.arange(1 << TABLE_BITS, dtype=np.float64) * step + (step - 1) / 2
+            grid = np.stack(np.meshgrid(centres, centres, centres, indexing="ij"), axis=-1).reshape(-1, 3)
+            ratio = log_likelihood(self.hand, grid) - log_likelihood(self.background, grid)
+            self._table = np.clip(np.nan_to_num(ratio, nan=0.0), -EVIDENCE_LIMIT, EVIDENCE_LIMIT).astype(np.float32)
+        q = (np.asarray(lab, np.uint8) >> (8 - TABLE_BITS)).astype(np.intp)
+        return self._table[(q[:, 0] << (2 * TABLE_BITS)) | (q[:, 1] << TABLE_BITS) | q[:, 2]]
+
+
+@dataclass
+class _ViewCrop:
+    """A view cut down to its hands: the crop's rows and columns in the image, its CIELAB pixels
+    and MANO labels, the GrabCut trimap of the band (forearm sides excluded), and each crop pixel's
+    nearest MANO label."""
+
+    rows: slice
+    cols: slice
+    image: np.ndarray
+    lab: np.ndarray
+    mano: np.ndarray
+    trimap: np.ndarray
+    nearest: np.ndarray
+
+    @classmethod
+    def of(cls, image: np.ndarray, mano: np.ndarray, hands: list[HandInView], params: RefineParams) -> "_ViewCrop":
+        import cv2
+
+        present = [h for h in hands if np.isfinite(h.px_per_mm) and (mano == h.label).any()]
+        scale = max((h.px_per_mm for h in present), default=1.0)
+        band = max(2, int(round(params.band_mm * scale)))
+        sure = max(1, int(round(params.sure_mm * scale)))
+        rows, cols = _crop_box(mano > 0, band + 2)
+        crop_mano = mano[rows, cols]
+        crop_fg = crop_mano > 0
+        crop_image = np.ascontiguousarray(image[rows, cols, :3])
+        outer = cv2.dilate(crop_fg.view(np.uint8), _disk(band)).astype(bool)
+        inner = cv2.erode(crop_fg.view(np.uint8), _disk(sure), borderType=cv2.BORDER_REPLICATE).astype(bool)
+        trimap = np.full(crop_fg.shape, cv2.GC_BGD, np.uint8)
+        trimap[outer] = cv2.GC_PR_BGD
+        trimap[crop_fg] = cv2.GC_PR_FGD
+        trimap[inner] = cv2.GC_FGD
+        nearest = nearest_labels(crop_mano)
+        for h in hands:
+            behind = forearm_side(crop_fg.shape, (rows.start, cols.start), h, params.min_axis_px)
+            if behind is not None:
+                trimap[behind & ~crop_fg & (nearest == h.label)] = cv2.GC_BGD
+        lab = cv2.cvtColor(crop_image, cv2.COLOR_RGB2LAB)
+        return cls(rows, cols, crop_image, lab, crop_mano, trimap, nearest)
+
+
+def camera_model(views: list[tuple[np.ndarray, np.ndarray, list[HandInView]]],
+                 params: RefineParams = RefineParams()) -> ColourModel | None:
+    """A camera's colour models from some of its views [(image, mano labels, hands)] (views
+    without a hand or with a black image left out); None when no view is usable."""
+    crops = []
+    for image, mano, hands in views:
+        if not (mano > 0).any():
+            continue
+        view = _ViewCrop.of(image, mano, hands, params)
+        if int(view.image.max(initial=0)) >= params.black_level:
+            crops.append(view)
+    return camera_model_of(crops, params) if crops else None
+
+
+def camera_model_of(crops: list[_ViewCrop], params: RefineParams) -> ColourModel | None:
+    """GrabCut's mixtures learnt on a mosaic of the crops side by side (their CIELAB pixels and
+    trimaps scaled by model_scale); None when the colours are degenerate."""
     import cv2
 
-    outer = cv2.dilate(crop_fg.view(np.uint8), _disk(band)).astype(bool)
-    inner = cv2.erode(crop_fg.view(np.uint8), _disk(sure), borderType=cv2.BORDER_REPLICATE).astype(bool)
-    trimap = np.full(crop_fg.shape, cv2.GC_BGD, np.uint8)
-    trimap[outer] = cv2.GC_PR_BGD
-    trimap[crop_fg] = cv2.GC_PR_FGD
-    trimap[inner] = cv2.GC_FGD
-    nearest = nearest_labels(crop_mano)
-    for h in hands:
-        behind = forearm_side(crop_fg.shape, origin, h, params.min_axis_px)
-        if behind is not None:
-            trimap[behind & ~crop_fg & (nearest == h.label)] = cv2.GC_BGD
+    def scaled(array, interpolation):
+        h, w = array.shape[:2]
+        size = (max(1, round(w * params.model_scale)), max(1, round(h * params.model_scale)))
+        return cv2.resize(array, size, interpolation=interpolation)
+
+    labs = [scaled(v.lab, cv2.INTER_AREA) for v in crops]
+    trimaps = [scaled(v.trimap, cv2.INTER_NEAREST) for v in crops]
+    height = max(lab.shape[0] for lab in labs)
+    lab = np.concatenate([np.pad(x, ((0, height - x.shape[0]), (0, 0), (0, 0))) for x in labs], axis=1)
+    trimap = np.concatenate([np.pad(t, ((0, height - t.shape[0]), (0, 0)), constant_values=cv2.GC_BGD)
+                             for t in trimaps], axis=1)
     fg_like = (trimap == cv2.GC_FGD) | (trimap == cv2.GC_PR_FGD)
-    if not fg_like.any() or fg_like.all() or not (trimap == cv2.GC_BGD).any() and not (trimap == cv2.GC_PR_BGD).any():
-        return None, "no_contrast"
-    image = crop_image
-    bgd, fgd = np.zeros((1, 65), np.float64), np.zeros((1, 65), np.float64)
-    # GrabCut seeds its colour models with k-means from OpenCV's global random state: seeded per
-    # view, a view's result does not depend on which views this process refined before it
+    if not fg_like.any() or fg_like.all():
+        return None
+    background, hand = np.zeros((1, 65), np.float64), np.zeros((1, 65), np.float64)
+    # GrabCut seeds its mixtures with k-means from OpenCV's global random state: seeded here, the
+    # models do not depend on what this process computed before
     cv2.setRNGSeed(RNG_SEED)
     try:
-        cv2.grabCut(image, trimap, None, bgd, fgd, params.iterations, cv2.GC_INIT_WITH_MASK)
-    except cv2.error:  # a degenerate colour model (e.g. a flat image): nothing to separate
+        cv2.grabCut(np.ascontiguousarray(lab), trimap, None, background, hand, params.model_iterations,
+                    cv2.GC_INIT_WITH_MASK)
+    except cv2.error:  # a degenerate colour model (e.g. flat images)
+        return None
+    return ColourModel(background, hand)
+
+
+def model_frames(frames: list[int], count: int) -> list[int]:
+    """The frames a camera's colour models are learnt from: up to `count`, spread evenly."""
+    if len(frames) <= count:
+        return list(frames)
+    return [frames[i] for i in np.linspace(0, len(frames) - 1, count).round().astype(int)]
+
+
+def log_likelihood(model: np.ndarray, pixels: np.ndarray) -> np.ndarray:
+    """Log-density of pixels (N, 3) under one of OpenCV's GrabCut mixtures ((1, 65): 5 weights,
+    5 means, 5 covariances), as GrabCut evaluates it (covariances regularised as it does)."""
+    m = np.asarray(model, np.float64).ravel()
+    weights, means, covs = m[:5], m[5:20].reshape(5, 3), m[20:].reshape(5, 3, 3)
+    total = np.full(len(pixels), -np.inf)
+    for k in np.nonzero(weights > 0)[0]:
+        cov = covs[k] + np.eye(3) * 0.01  # GrabCut's guard for flat colours (grey cameras)
+        d = pixels - means[k]
+        mahalanobis = ((d @ np.linalg.inv(cov)) * d).sum(axis=1)
+        total = np.logaddexp(total, np.log(weights[k]) - 0.5 * np.log(np.linalg.det(cov)) - 0.5 * mahalanobis)
+    return total
+
+
+def guided_filter(guide: np.ndarray, source: np.ndarray, radius: int, eps: float) -> np.ndarray:
+    """He et al.'s guided filter: `source` (h, w) float32 smoothed along the edges of `guide`
+    (h, w) float32 in [0, 1], over (2 radius + 1)^2 windows (box filters)."""
+    import cv2
+
+    def mean(x):
+        return cv2.boxFilter(x, -1, (2 * radius + 1, 2 * radius + 1))
+
+    mean_guide, mean_source = mean(guide), mean(source)
+    a = (mean(guide * source) - mean_guide * mean_source) / (mean(guide * guide) - mean_guide * mean_guide + eps)
+    b = mean_source - a * mean_guide
+    return mean(a) * guide + mean(b)
+
+
+def _snap(view: _ViewCrop, params: RefineParams, model: ColourModel | None) -> tuple[np.ndarray | None, str | None]:
+    """Hand or not for every pixel of the band -> (refined crop labels, None) or (None, why not).
+
+    A pixel's evidence is the log-likelihood ratio of its colour under the hand and surroundings
+    mixtures, plus `prior` towards what MANO says there; the evidence is smoothed along the
+    image's edges (guided filter on CIELAB lightness) and its sign decides. Pixels outside the band
+    stay what the trimap fixes."""
+    import cv2
+
+    trimap = view.trimap
+    unknown = (trimap == cv2.GC_PR_FGD) | (trimap == cv2.GC_PR_BGD)
+    if not unknown.any() or not (trimap == cv2.GC_FGD).any() and not (trimap == cv2.GC_PR_FGD).any():
         return None, "no_contrast"
-    hand = (trimap == cv2.GC_FGD) | (trimap == cv2.GC_PR_FGD)
+    if model is None:
+        model = camera_model_of([view], params)
+        if model is None:
+            return None, "no_contrast"
+    evidence = np.where(trimap == cv2.GC_FGD, EVIDENCE_LIMIT, -EVIDENCE_LIMIT).astype(np.float32)
+    evidence[unknown] = model.evidence(view.lab[unknown]) + np.where(trimap[unknown] == cv2.GC_PR_FGD,
+                                                                     params.prior, -params.prior)
+    lightness = view.lab[..., 0].astype(np.float32) / 255.0
+    smoothed = guided_filter(lightness, evidence, params.snap_radius, params.snap_eps)
+    crop_fg = view.mano > 0
+    hand = np.where(unknown, smoothed > 0, trimap == cv2.GC_FGD)
     # keep the parts that touch the MANO hand: a skin-coloured patch in the band alone is not hand
     count, components = cv2.connectedComponents(hand.view(np.uint8), connectivity=8)
     if count > 2:
         touching = np.unique(components[hand & crop_fg])
         hand = np.isin(components, touching[touching > 0])
-    labels = np.where(hand, nearest, 0).astype(np.uint8)
-    labels[crop_fg & hand] = crop_mano[crop_fg & hand]
+    labels = np.where(hand, view.nearest, 0).astype(np.uint8)
+    labels[crop_fg & hand] = view.mano[crop_fg & hand]
     return labels, None

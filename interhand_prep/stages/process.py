@@ -256,11 +256,15 @@ def main(args) -> int:
     if args.demo and not failed:
         from .gif import make_capture_gifs
 
-        gifs = make_capture_gifs(args.basedir, args.split, args.capture, out_root=args.out_root, overlay=True,
-                                 progress=not args.quiet)
+        refined = opts.run_refine_masks
+        gifs = make_capture_gifs(args.basedir, args.split, args.capture, out_root=args.out_root,
+                                 overlay="refined" if refined else "mano", progress=not args.quiet)
         root = base.replace(seq=seqs[0]).layout.root
-        print(f"\nDemo done. Look at:\n  {root}/  (annots.npy, cams.txt, frames.txt, params/, vertices/, lbs/, mask/, depth/, fit_quality.csv, prep.json)\n"
-              f"  {gifs[0].parent.parent}/  ({len(gifs)} GIFs, masks tinted over the images)\n"
+        outputs = ("annots.npy, cams.txt, frames.txt, params/, vertices/, lbs/, mask/, depth/, "
+                   + ("mask_cihp/, mask_quality.csv, " if refined else "") + "fit_quality.csv, prep.json")
+        print(f"\nDemo done. Look at:\n  {root}/  ({outputs})\n"
+              f"  {gifs[0].parent.parent}/  ({len(gifs)} GIFs, {'refined' if refined else 'MANO'} masks tinted over "
+              "the images)\n"
               f"To export a sequence for nerfstudio (or EasyMocap, with --format easymocap):\n"
               f"  interhand-prep export --capture {args.capture} --seq {shlex.quote(seqs[0])} --format nerfstudio"
               f"{_location_flags(args)}")

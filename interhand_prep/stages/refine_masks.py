@@ -3,7 +3,10 @@
 For every view render_mesh drew, `mask_cihp/cam<id>/image<frame>.png` holds the hands as they
 appear in the image (same labels as mask/: 0, 100 left, 200 right), by `core.mask_refine`: the
 MANO outline moves onto the image's edges within a band around it, never past the wrist onto the
-forearm. mask/ stays the MANO render. HandNeRF's loaders read mask_cihp/ before mask/ (the Neural
+forearm, weighing colours under models of the hands and their surroundings learnt once per camera
+(from up to 6 of its frames spread over the sequence). mask/ stays the MANO render. The work goes
+out in one task per camera (its colour models, then its views), over worker processes from 200
+views on. HandNeRF's loaders read mask_cihp/ before mask/ (the Neural
 Body convention for masks taken from the images), so a refined sequence needs no change there.
 
 `mask_quality.csv` has one row per view and hand of the sequence:
@@ -55,8 +58,9 @@ log = logging.getLogger(__name__)
 
 QUALITY_COLUMNS = ("frame", "camera", "hand", "mano_pixels", "refined_pixels", "iou_with_mano", "status")
 KIND = "mask_cihp"
-VIEWS_PER_TASK = 8
-PARALLEL_MIN_VIEWS = 200  # below, one process (a worker's start-up costs about 20 views)
+# a task: one camera's colour models (learnt in ~0.5 s), then up to this many of its views (~10 ms each)
+VIEWS_PER_TASK = 100
+PARALLEL_MIN_VIEWS = 200  # below, one process (a worker's start-up costs about 100 views)
 WRIST, MIDDLE_KNUCKLE = 0, 4  # MANO joint order (mano.JOINT_NAMES)
 FLAG_MADS, FLAG_MIN_DROP = 3.0, 0.05
 LABEL_HAND = {label: hand for hand, label in MASK_LABELS.items()}
@@ -179,30 +183,45 @@ def _init_worker(parent: int, lock, layout_root: str, params: mask_refine.Refine
     _worker.update(lock=lock, layout=SequenceLayout(layout_root), params=params)
 
 
-def _refine_task(views: list[tuple[int, str, list[mask_refine.HandInView]]], hands: tuple[str, ...]) -> list[tuple[str, list]]:
-    return refine_views(_worker["layout"], views, hands, _worker["params"])
+def _refine_task(cam: str, views: list[tuple[int, str, list[mask_refine.HandInView]]], hands: tuple[str, ...],
+                 samples: list[tuple[int, list[mask_refine.HandInView]]]) -> list[tuple[str, list]]:
+    layout, params = _worker["layout"], _worker["params"]
+    return refine_views(layout, views, hands, params, camera_model(layout, cam, samples, params))
+
+
+def read_view(layout: SequenceLayout, cam: str, frame: int) -> tuple[np.ndarray, np.ndarray]:
+    """(image (H, W, 3) uint8 RGB, MANO mask (H, W) uint8) of one view; one-line errors."""
+    from PIL import Image
+
+    path = layout.image(cam, frame)
+    try:
+        with Image.open(path) as im:
+            image = np.asarray(im.convert("RGB"))
+    except (OSError, ValueError) as exc:
+        raise InputError(f"{path}: unreadable image ({exc})") from None
+    mano = decode_mask(layout.mask(cam, frame))
+    if mano.shape != image.shape[:2]:
+        raise InputError(f"{layout.mask(cam, frame)}: mask is {mano.shape[1]}x{mano.shape[0]}, its image "
+                         f"{image.shape[1]}x{image.shape[0]}; rerun render_mesh.py")
+    return image, mano
+
+
+def camera_model(layout: SequenceLayout, cam: str, samples: list[tuple[int, list[mask_refine.HandInView]]],
+                 params: mask_refine.RefineParams) -> mask_refine.ColourModel | None:
+    """A camera's colour models, from its views of the frames [(frame, hands in view)]."""
+    return mask_refine.camera_model([(*read_view(layout, cam, frame), in_view) for frame, in_view in samples], params)
 
 
 def refine_views(layout: SequenceLayout, views: list[tuple[int, str, list[mask_refine.HandInView]]],
-                 hands: tuple[str, ...], params: mask_refine.RefineParams,
+                 hands: tuple[str, ...], params: mask_refine.RefineParams, model: mask_refine.ColourModel | None,
                  done: list | None = None) -> list[tuple[str, list]]:
-    """Refine and write the views [(frame, camera, hands in view)] -> [(unit, table rows)], also
-    appended to `done` as each view's file is complete."""
-    from PIL import Image
-
+    """Refine and write the views [(frame, camera, hands in view)] of one camera, whose colour
+    models are `model` -> [(unit, table rows)], also appended to `done` as each view's file is
+    complete."""
     done = [] if done is None else done
     for frame, cam, in_view in views:
-        path = layout.image(cam, frame)
-        try:
-            with Image.open(path) as im:
-                image = np.asarray(im.convert("RGB"))
-        except (OSError, ValueError) as exc:
-            raise InputError(f"{path}: unreadable image ({exc})") from None
-        mano = decode_mask(layout.mask(cam, frame))
-        if mano.shape != image.shape[:2]:
-            raise InputError(f"{layout.mask(cam, frame)}: mask is {mano.shape[1]}x{mano.shape[0]}, its image "
-                             f"{image.shape[1]}x{image.shape[0]}; rerun render_mesh.py")
-        refined, outcomes = mask_refine.refine_view(image, mano, in_view, params)
+        image, mano = read_view(layout, cam, frame)
+        refined, outcomes = mask_refine.refine_view(image, mano, in_view, params, model)
         layout.write_view(cam, frame, {KIND: (refined, "png")})
         done.append((view_unit(frame, cam), quality_rows(frame, cam, outcomes, hands)))
     return done
@@ -219,6 +238,9 @@ class _Views:
     hands: tuple[str, ...]                 # the hands of the sequence (table rows per view)
     todo: list[tuple[int, str, list]]      # (frame, camera, hands in view)
     expected: list[str]                    # every view unit, in table order
+    # per camera with views to refine: the frames its colour models are learnt from, with the
+    # hands in those views (mask_refine.model_frames of every frame: the same whatever is redone)
+    samples: dict[str, list[tuple[int, list]]] = field(default_factory=dict)
 
 
 class RefineMasks(Stage):
@@ -303,13 +325,17 @@ class RefineMasks(Stage):
                                np.stack([c.R for c in cameras]), np.stack([np.reshape(c.T, 3) for c in cameras]))
         index = {c.cam_id: i for i, c in enumerate(cameras)}
         per_frame: dict[int, list] = {}
-        todo = []
-        for f, cam in todo_views:
+
+        def in_view(f: int, cam: str) -> list:
             if f not in per_frame:
                 joints = {h: regressors[h] @ v.astype(np.float64) * 1000.0 for h, v in meshes[f].items()}
                 per_frame[f] = hands_in_views(camera_set, joints)
-            todo.append((f, cam, per_frame[f][index[cam]]))
-        views.hands, views.todo = hands, todo
+            return per_frame[f][index[cam]]
+
+        views.todo = [(f, cam, in_view(f, cam)) for f, cam in todo_views]
+        sample_frames = mask_refine.model_frames(views.frames, params.model_frames)
+        views.samples = {cam: [(f, in_view(f, cam)) for f in sample_frames] for cam in sorted({c for _, c in todo_views})}
+        views.hands = hands
         return views
 
     def write(self, sel, opts: RefineOptions, plan: Plan, work: _Views, result: RefineResult, done, lock,
@@ -366,9 +392,14 @@ def run(sel: SequenceSelector, opts: RefineOptions | None = None, progress: bool
 
 def _refine(views: _Views, params: mask_refine.RefineParams, opts: RefineOptions, result: RefineResult, lock,
             layout: SequenceLayout, progress: bool, finished) -> None:
+    """One task per camera (or per VIEWS_PER_TASK of its views): its colour models, then its views."""
     from tqdm import tqdm
 
-    tasks = [views.todo[i:i + VIEWS_PER_TASK] for i in range(0, len(views.todo), VIEWS_PER_TASK)]
+    by_camera: dict[str, list] = {}
+    for view in views.todo:
+        by_camera.setdefault(view[1], []).append(view)
+    tasks = [(cam, chunk[i:i + VIEWS_PER_TASK]) for cam, chunk in by_camera.items()
+             for i in range(0, len(chunk), VIEWS_PER_TASK)]
     workers = opts.refine_workers or (os.cpu_count() or 1 if len(views.todo) >= PARALLEL_MIN_VIEWS else 1)
     workers = max(1, min(workers, len(tasks)))
     bar = tqdm(total=len(views.todo), desc=f"{layout.root.name} refined masks", unit="view", disable=not progress,
@@ -380,10 +411,13 @@ def _refine(views: _Views, params: mask_refine.RefineParams, opts: RefineOptions
 
     try:
         if workers == 1:
-            for task in tasks:
+            models: dict = {}
+            for cam, task in tasks:
+                if cam not in models:
+                    models = {cam: camera_model(layout, cam, views.samples[cam], params)}  # one camera's at a time
                 written: list = []
                 try:
-                    refine_views(layout, task, views.hands, params, written)
+                    refine_views(layout, task, views.hands, params, models[cam], written)
                 finally:
                     if written:
                         report(written)  # also the views finished before a stop
@@ -392,7 +426,7 @@ def _refine(views: _Views, params: mask_refine.RefineParams, opts: RefineOptions
         ctx = multiprocessing.get_context("spawn")
         with ProcessPoolExecutor(workers, mp_context=ctx, initializer=_init_worker,
                                  initargs=(os.getpid(), lock.inheritable(), str(layout.root), params)) as pool:
-            jobs = [pool.submit(_refine_task, task, views.hands) for task in tasks]
+            jobs = [pool.submit(_refine_task, cam, task, views.hands, views.samples[cam]) for cam, task in tasks]
             reported = set()
             try:
                 for job in as_completed(jobs):
