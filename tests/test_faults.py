@@ -185,19 +185,26 @@ def test_killing_the_main_process_takes_its_workers_along(gl_platform, data, cap
     assert not (sel.layout.root / ".lock").exists() and not list(sel.layout.root.rglob("*.tmp"))
 
 
-def test_ctrl_c_stops_render_within_two_seconds(helpers, gl_platform, data, capture, tmp_path):
+def test_ctrl_c_stops_render_after_the_work_in_hand(helpers, gl_platform, data, capture, tmp_path):
+    """Ctrl-C: the tasks in hand finish (FRAMES_PER_TASK frames of every camera each: one running
+    per worker, and those the process pool has already queued for the workers), nothing more is
+    started, and the command exits 130 promptly (each view is slowed to 0.1 s)."""
     platform = gl_platform
     sel = prepared(data)
     proc = subprocess.Popen(render_cmd(data, platform), env=slow_env(capture), start_new_session=True,
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     wait_for_masks(sel.layout.root, 3, proc)
     start = time.time()
+    at_signal = len(list((sel.layout.root / "mask").rglob("*.png")))
     os.killpg(proc.pid, signal.SIGINT)  # as a terminal sends it: to the whole group
     _, stderr = proc.communicate(timeout=15)
     elapsed = time.time() - start
-    assert elapsed < 2.0, f"took {elapsed:.1f} s to stop"
     assert proc.returncode == 130 and "interrupted" in stderr and "Traceback" not in stderr, stderr
-    assert len(list((sel.layout.root / "mask").rglob("*.png"))) < FRAMES * KEPT_CAMERAS
+    in_hand = 4 * render_mesh.FRAMES_PER_TASK * KEPT_CAMERAS  # two workers' tasks, two queued
+    after = len(list((sel.layout.root / "mask").rglob("*.png")))
+    assert after <= at_signal + in_hand and after < FRAMES * KEPT_CAMERAS, (at_signal, after)
+    # the tasks in hand take about 1.2 s; a loaded machine may need more
+    assert elapsed < 5.0, f"took {elapsed:.1f} s to stop"
     wait_until_gone(proc.pid)
     assert_masks_complete(sel.layout.root)
     # the rerun completes it with the bytes of an uninterrupted run, rendering only what is left
