@@ -7,8 +7,19 @@ captures contain: real camera ids on a dome about a metre from the hands (focal 
 portrait 334x512 and some landscape 512x334 cameras, RGB and monochrome cameras (stored, as in the
 dataset, as 3-channel JPEGs with equal channels), single-hand and interacting sequences, frames
 whose MANO entry of one hand is null, all-black frames in some RGB cameras, a frame missing in one
-camera, and a camera with parameters but no images. The hands are drawn (z-buffered surface
-splats) where the annotations put them. Deterministic for a given spec.
+camera, and a camera with parameters but no images. Deterministic for a given spec.
+
+Two appearances (`CaptureSpec.appearance`):
+
+- "plain" (the default): the images show exactly the annotated MANO hands (z-buffered surface
+  splats, flat skin colour, Lambert shading towards the camera, uniform dark background);
+- "fit_error": the images show a true hand that the annotated MANO fit misses by 3.5-6.5 mm
+  (mean joint error per frame), with forearms, sleeves, a torso in a patterned shirt, shaded and
+  textured skin, light spots; the true hand masks are written beside the dataset under
+  `<basedir>/synthetic_truth/<split>/Capture<N>/<seq>/cam<id>/image<frame>.png` (`truth_mask_path`;
+  labels 0, 100 left, 200 right). The MANO parameters, joints and image list are those of the
+  plain mode with the same spec; the cameras are turned about the vertical so that none stands
+  behind the person (`_horseshoe`). See `scene` for what is drawn and how.
 """
 
 from __future__ import annotations
@@ -24,11 +35,13 @@ from PIL import Image
 from ..core import dataset
 from ..core.cameras import CameraSet, look_at_rotation
 from ..core.fileio import write_bytes, write_text
+from ..core.layout import encode_mask
 from ..core.fit_quality import REGRESSOR_NAME, load_joint_regressor, regress_joints
 from ..core.constants import HANDS
 from ..core.mano import load_mano_model
 from ..core.mano_forward import axis_angle_to_matrix, forward
 from .hand import finger_flexion_pose, write_synthetic_mano
+from .scene import truth_mask_path  # noqa: F401  (part of this module's interface)
 
 PORTRAIT_SIZE = (334, 512)  # (width, height)
 DOME_CENTER_MM = np.array([0.0, -30.0, 1000.0])
@@ -37,6 +50,7 @@ SKIN = {"right": np.array([224.0, 172.0, 140.0]), "left": np.array([200.0, 150.0
 SPLATS_PER_HAND = 60000
 HOLE_DEPTH_MM = 5.0  # a splat this much behind its nearest neighbour is a see-through gap
 BLACK_LEVEL = 0  # all-black frames are exactly black, as the dataset's are
+APPEARANCES = ("plain", "fit_error")
 
 
 @dataclass
@@ -60,6 +74,9 @@ class CaptureSpec:
     (other frames: 1.5 to 5 mm; each joint 0.5 to 1.5 times the frame's value, in a random direction);
     invalid_joints: {seq: {offset: [joint rows 0-41]}} joints annotated as not valid.
     With `default_cases` set, each sequence of 6 or more frames gets one of each.
+    appearance: "plain" (the annotated MANO hands) or "fit_error" (a true hand off the annotated
+    fit, in a cluttered scene, with true masks; `scene`); render_workers: the processes that render
+    the fit_error images (0: one per core).
     """
 
     capture: int = 0
@@ -78,6 +95,8 @@ class CaptureSpec:
     default_cases: bool = True
     jpeg_quality: int = 90
     image_scale: float = 1.0  # < 1 for small images (tests); focal length and principal point follow
+    appearance: str = "plain"
+    render_workers: int = 0
 
     @property
     def portrait_size(self) -> tuple[int, int]:
@@ -98,6 +117,14 @@ class CaptureManifest:
     # sequence -> frame -> hand -> the distance (mm) by which each of its 21 annotated joints was
     # moved off the MANO fit's joint, NaN where the joint is not valid
     joint_errors: dict = field(default_factory=dict)
+    # fit_error appearance: sequence -> frame -> hand -> mean distance (mm) between the true hand's
+    # and the annotated MANO hand's 21 joints (the joint regressor on both meshes)
+    true_joint_errors: dict = field(default_factory=dict)
+    # fit_error appearance: sequence -> hand -> (pose Nx48, shape Nx10, trans Nx3) of the true hand,
+    # and its vertices Nx778x3 (metres; the MANO mesh of those parameters with its skin moved off
+    # MANO's shape space along the normals by one or two millimetres: `scene.true_motion`)
+    true_params: dict = field(default_factory=dict)
+    true_vertices: dict = field(default_factory=dict)
 
 
 def choose_cameras(num: int, rng: np.random.Generator) -> list[str]:
@@ -301,6 +328,8 @@ def generate_capture(basedir: str | Path, mano_dir: str | Path, spec: CaptureSpe
     split that already exist are extended (other captures are kept).
     """
     spec = spec or CaptureSpec()
+    if spec.appearance not in APPEARANCES:
+        raise ValueError(f"unknown appearance {spec.appearance!r}; expected one of {', '.join(APPEARANCES)}")
     basedir, mano_dir = Path(basedir), Path(mano_dir)
     write_synthetic_mano(mano_dir)
     rng = np.random.default_rng(spec.seed)
@@ -309,6 +338,9 @@ def generate_capture(basedir: str | Path, mano_dir: str | Path, spec: CaptureSpe
         _fill_default_cases(spec, rig.ids, rig.rgb)
     hands = _make_hands(mano_dir, rng)
     noise = np.random.default_rng([spec.seed, 15])  # its own stream: the images stay as they were
+    fit = _FitErrorImages(spec, rig, hands) if spec.appearance == "fit_error" else None
+    if fit is not None:
+        rig = fit.rig  # the dome opened behind the person
     records = _Records()
     frames: dict[str, list[int]] = {}
     joint_errors: dict = {}
@@ -318,23 +350,31 @@ def generate_capture(basedir: str | Path, mano_dir: str | Path, spec: CaptureSpe
         from tqdm import tqdm
 
         sequences = tqdm(spec.sequences, desc="synthetic sequences", unit="seq")
-    for seq in sequences:
-        frames[seq.name] = list(range(next_frame, next_frame + seq.num_frames))
-        next_frame += seq.num_frames + 37
-        joint_errors[seq.name] = _generate_sequence(basedir, spec, seq, frames[seq.name], rig, hands, rng, noise,
-                                                    records)
+    try:
+        for seq in sequences:
+            frames[seq.name] = list(range(next_frame, next_frame + seq.num_frames))
+            next_frame += seq.num_frames + 37
+            joint_errors[seq.name] = _generate_sequence(basedir, spec, seq, frames[seq.name], rig, hands, rng, noise,
+                                                        records, fit)
+    finally:
+        if fit is not None:
+            fit.close()
     _write_annotations(basedir, spec, rig.record, records)
     return CaptureManifest(spec=spec, basedir=basedir, mano_dir=mano_dir, cameras=rig.cameras, portrait=rig.portrait,
-                           rgb=rig.rgb, frames=frames, joint_errors=joint_errors)
+                           rgb=rig.rgb, frames=frames, joint_errors=joint_errors,
+                           true_joint_errors=fit.joint_errors if fit else {}, true_params=fit.params if fit else {},
+                           true_vertices=fit.vertices if fit else {})
 
 
 def _generate_sequence(basedir: Path, spec: CaptureSpec, seq: SequenceSpec, frame_ids: list[int], rig: _Rig,
-                       hands: _Hands, rng: np.random.Generator, noise: np.random.Generator, records: _Records) -> dict:
+                       hands: _Hands, rng: np.random.Generator, noise: np.random.Generator, records: _Records,
+                       fit: "_FitErrorImages | None" = None) -> dict:
     """One sequence's annotations and images -> {frame: {hand: injected joint errors (21,) mm}}."""
     motion = hand_motion(seq.hands, seq.num_frames, rng, hands.betas)
     posed = {hand: forward(hands.models[hand], *params) for hand, params in motion.items()}
     fitted = {hand: regress_joints(hands.regressor, out.vertices) for hand, out in posed.items()}  # mm
     null = spec.null_mano.get(seq.name, {})
+    rendered = fit.sequence(seq, frame_ids, motion, fitted) if fit is not None else None
     injected = {}
     for offset, frame in enumerate(frame_ids):
         present = [h for h in posed if h not in null.get(offset, [])]
@@ -360,11 +400,15 @@ def _generate_sequence(basedir: Path, spec: CaptureSpec, seq: SequenceSpec, fram
                                       "hand_type": hand_type, "hand_type_valid": bool(present), "seq": seq.name}
         # Every hand with a mesh is drawn, also when its MANO entry is withheld (as when the
         # annotation fails on a real frame).
-        images = _frame_images({hand: out.vertices[offset] for hand, out in posed.items()}, hands, rig)
+        if rendered is None:
+            images = _frame_images({hand: out.vertices[offset] for hand, out in posed.items()}, hands, rig)
+            truths = None
+        else:
+            images, truths = next(rendered)
         pixels = rig.cameras.project(world_joints[valid])[0] if valid.any() else None
         _write_frame_images(basedir, spec, seq, frame, offset, images, rig, pixels,
                             {"joint_valid": valid[:, None].astype(int).tolist(), "hand_type": hand_type,
-                             "hand_type_valid": int(bool(present))}, records)
+                             "hand_type_valid": int(bool(present))}, records, truths)
     return injected
 
 
@@ -385,9 +429,10 @@ def _frame_images(vertices: dict[str, np.ndarray], hands: _Hands, rig: _Rig) -> 
 
 def _write_frame_images(basedir: Path, spec: CaptureSpec, seq: SequenceSpec, frame: int, offset: int,
                         images: list[np.ndarray], rig: _Rig, pixels: np.ndarray | None, annotation: dict,
-                        records: _Records) -> None:
+                        records: _Records, truths: list | None = None) -> None:
     """The frame's JPEG per camera (black, monochrome or missing as the spec says), with its
-    COCO image record and hand box (from the projected joints)."""
+    COCO image record and hand box (from the projected joints), and the true mask of each image
+    written when `truths` (one per camera) is given."""
     black = spec.black.get(seq.name, {}).get(offset, [])
     missing = spec.missing_images.get(seq.name, {}).get(offset, [])
     for c, cam in enumerate(rig.ids):
@@ -399,6 +444,9 @@ def _write_frame_images(basedir: Path, spec: CaptureSpec, seq: SequenceSpec, fra
             image = np.repeat(gray[..., None], 3, axis=2)
         path = dataset.image_path(basedir, spec.split, spec.capture, seq.name, cam, frame)
         write_bytes(path, _jpeg(image, spec.jpeg_quality))
+        if truths is not None:
+            truth = truth_mask_path(basedir, spec.split, spec.capture, seq.name, cam, frame)
+            write_bytes(truth, encode_mask(truths[c]))
         image_id = len(records.images)
         w, h = rig.sizes[c]
         records.images.append({"id": image_id, "file_name": "/".join(path.parts[-4:]), "width": w, "height": h,
@@ -423,6 +471,97 @@ def _shade_and_render(points, normals, base, cameras: CameraSet, sizes) -> list[
         colors = base * (0.25 + 0.75 * light)[:, None]
         images.append(render_splats(points, colors, cameras.subset([cameras.ids[c]]), [sizes[c]])[0])
     return images
+
+
+HORSESHOE_GAP = np.radians(100.0)  # fit_error: no camera within 50 degrees (azimuth) of the person's back
+
+
+def _horseshoe(rig: _Rig, front_yaw: float, rng: np.random.Generator) -> _Rig:
+    """The rig of the fit_error appearance: the dome's places dealt out at random among cameras of
+    the same orientation (the plain rig puts them in id order, RGB cameras low, mono ones high),
+    then every camera turned about the vertical axis through the dome's centre so that the
+    azimuths, relative to `front_yaw` (0: world +z), span 360 degrees less HORSESHOE_GAP: a dome
+    set up around a seated person, none behind its back. Intrinsics stay with their camera."""
+    order = np.arange(len(rig.ids))
+    for portrait in (True, False):
+        group = np.flatnonzero([rig.portrait[cam] == portrait for cam in rig.ids])
+        order[group] = group[rng.permutation(len(group))]
+    centres, rotations = rig.cameras.centers[order], rig.cameras.R[order]
+    rel = centres - DOME_CENTER_MM
+    offset = np.angle(np.exp(1j * (np.arctan2(rel[:, 0], rel[:, 2]) - front_yaw)))
+    delta = offset * (np.pi - HORSESHOE_GAP / 2) / np.pi - offset
+    record = {key: dict(value) for key, value in rig.record.items()}
+    for c, cam in enumerate(rig.ids):
+        cos, sin = np.cos(delta[c]), np.sin(delta[c])
+        M = np.array([[cos, 0.0, sin], [0.0, 1.0, 0.0], [-sin, 0.0, cos]])
+        record["campos"][cam] = (DOME_CENTER_MM + M @ rel[c]).tolist()
+        record["camrot"][cam] = (rotations[c] @ M.T).tolist()
+    return _Rig(rig.ids, rig.portrait, rig.rgb, CameraSet.from_interhand(record, rig.ids), record, rig.sizes)
+
+
+class _FitErrorImages:
+    """The images and true masks of the fit_error appearance, drawn from a random stream of their
+    own (the annotations are those of the plain mode)."""
+
+    def __init__(self, spec: CaptureSpec, rig: _Rig, hands: _Hands):
+        from . import scene
+
+        self.scene = scene
+        self.spec = spec
+        self.rng = np.random.default_rng([spec.seed, scene.FIT_ERROR_STREAM])
+        self.hands = hands
+        self.rings = {hand: scene.boundary_loop(hands.models[hand].faces) for hand in HANDS}
+        self.tex = {hand: hands.models[hand].v_template * 1000.0 for hand in HANDS}
+        tone = scene.SKIN_TONES[self.rng.choice(len(scene.SKIN_TONES), p=scene.SKIN_TONE_P)]
+        self.tone = tone * self.rng.uniform(0.95, 1.05, 3)
+        front = self.rng.uniform(0, 2 * np.pi)
+        self.yaw = front + np.pi  # where the person's back is
+        self.rig = rig = _horseshoe(rig, front, self.rng)
+        self.looks = scene.camera_looks(len(rig.ids), self.rng)
+        self.renderer = scene.FrameRenderer(rig.cameras, rig.sizes, self.looks, spec.seed, spec.render_workers)
+        self.joint_errors: dict = {}
+        self.params: dict = {}
+        self.vertices: dict = {}
+        self.count = 0
+
+    def sequence(self, seq: SequenceSpec, frame_ids: list[int], motion: dict, fitted: dict):
+        """An iterator over the sequence's frames: (images, true masks), one per camera (None for
+        a camera that gets no image in that frame)."""
+        scene = self.scene
+        models = self.hands.models
+        true = scene.true_motion(models, self.hands.regressor, motion, fitted, self.rng)
+        self.params[seq.name] = true.params
+        self.vertices[seq.name] = true.vertices
+        self.joint_errors[seq.name] = {frame: {hand: float(true.joint_error[hand][k]) for hand in true.joint_error}
+                                       for k, frame in enumerate(frame_ids)}
+        self.count += 1
+        look = scene.sequence_scene(self.count, seq.hands, fitted, self.rng,
+                                    self.yaw + self.rng.uniform(-0.12, 0.12), self.tone)
+        distractor = None
+        if look.distractor is not None:
+            other, pose, shape, trans = look.distractor
+            distractor = forward(models[other], pose[None], shape[None], trans[None]).vertices[0]
+        faces = {hand: models[hand].faces for hand in HANDS}
+        tasks = []
+        for offset, frame in enumerate(frame_ids):
+            missing = self.spec.missing_images.get(seq.name, {}).get(offset, [])
+            cams = [c for c, cam in enumerate(self.rig.ids)
+                    if cam not in self.spec.cameras_without_images and cam not in missing]
+            parts = scene.frame_parts(look, {hand: v[offset] for hand, v in true.vertices.items()}, faces,
+                                      self.rings, self.tex, distractor)
+            tasks.append(scene.RenderTask(look, parts, (self.count, frame), cams))
+
+        def results():
+            for task, views in zip(tasks, self.renderer.map(tasks)):
+                images, truths = [None] * len(self.rig.ids), [None] * len(self.rig.ids)
+                for c, (image, truth) in zip(task.cameras, views):
+                    images[c], truths[c] = image, truth
+                yield images, truths
+
+        return results()
+
+    def close(self) -> None:
+        self.renderer.close()
 
 
 def skeleton_text() -> str:
