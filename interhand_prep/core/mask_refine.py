@@ -221,16 +221,22 @@ class ColourModel:
 
     def evidence(self, lab: np.ndarray) -> np.ndarray:
         """Log-likelihood ratio hand : surroundings of CIELAB pixels (N, 3) uint8, capped at
-        +-EVIDENCE_LIMIT, from a table over colours quantised to TABLE_BITS per channel (the
-        mixtures are smooth at that step; a view then costs a lookup, not 10 Gaussians per pixel)."""
+        +-EVIDENCE_LIMIT, at their colours quantised to TABLE_BITS per channel (the mixtures are
+        smooth at that step). Each quantised colour is evaluated once, when first seen, and kept
+        in a table: a camera's views share most colours, so a view costs a lookup."""
         if self._table is None:
-            step = 256 >> TABLE_BITS
-            centres = np.arange(1 << TABLE_BITS, dtype=np.float64) * step + (step - 1) / 2
-            grid = np.stack(np.meshgrid(centres, centres, centres, indexing="ij"), axis=-1).reshape(-1, 3)
-            ratio = log_likelihood(self.hand, grid) - log_likelihood(self.background, grid)
-            self._table = np.clip(np.nan_to_num(ratio, nan=0.0), -EVIDENCE_LIMIT, EVIDENCE_LIMIT).astype(np.float32)
+            self._table = np.full(1 << (3 * TABLE_BITS), np.nan, np.float32)
         q = (np.asarray(lab, np.uint8) >> (8 - TABLE_BITS)).astype(np.intp)
-        return self._table[(q[:, 0] << (2 * TABLE_BITS)) | (q[:, 1] << TABLE_BITS) | q[:, 2]]
+        codes = (q[:, 0] << (2 * TABLE_BITS)) | (q[:, 1] << TABLE_BITS) | q[:, 2]
+        new = np.unique(codes[np.isnan(self._table[codes])])
+        if len(new):
+            step = 256 >> TABLE_BITS
+            mask = (1 << TABLE_BITS) - 1
+            levels = np.stack([new >> (2 * TABLE_BITS), (new >> TABLE_BITS) & mask, new & mask], axis=1)
+            centres = levels * step + (step - 1) / 2
+            ratio = log_likelihood(self.hand, centres) - log_likelihood(self.background, centres)
+            self._table[new] = np.clip(np.nan_to_num(ratio, nan=0.0), -EVIDENCE_LIMIT, EVIDENCE_LIMIT)
+        return self._table[codes]
 
 
 @dataclass
