@@ -32,7 +32,7 @@ from typing import Any, Callable, Iterable
 
 from .. import __version__
 from ..core.fileio import FILE_MODE, check_free_space
-from ..core.layout import SequenceLayout
+from ..core.layout import VIEW_KINDS, SequenceLayout
 from ..core.locking import sequence_lock
 from ..core.manifest import Manifest, digest, stage_record
 from ..core.selection import SequenceSelector
@@ -175,6 +175,76 @@ class StageResult:
 
     def summary(self) -> str:
         raise NotImplementedError
+
+
+def view_unit(frame: int, cam: str) -> str:
+    """A camera view's name in the journal of a per-view stage."""
+    return f"{int(frame)}:{cam}"
+
+
+@dataclass
+class ViewPlan:
+    """What a per-view stage must do: `todo` {view unit: digest} in frame-major order, why
+    (`reason`, None: nothing), the views an unfinished run did (`resumed`), the bytes still to
+    write and the files of views no longer wanted (`stale_files`)."""
+
+    reason: str | None
+    todo: dict[str, str]
+    resumed: int
+    total: int
+    needed_bytes: float
+    stale_files: list
+
+
+def plan_views(stage: str, layout: SequenceLayout, previous: "Previous", recipe: dict, global_reason: str | None,
+               frames: list[int], cameras: list, frame_digests: dict[str, str], camera_digests: dict[str, str],
+               formats: dict[str, str]) -> ViewPlan:
+    """The staleness rule of a stage with one output file per view and kind (`formats` {kind:
+    format}, rows of layout.VIEW_KINDS written by `stage`): `global_reason` (a changed recipe,
+    --overwrite) redoes every view; otherwise a view is redone when its frame's or camera's digest
+    changed since the recorded run, when a file is missing, or where the journal of an unfinished
+    run does not say it was done with the digest it has now. `cameras` have .cam_id, .width and
+    .height; files of the stage's kinds that no wanted view has are stale."""
+    old_frames = previous.record.get("frames", {}) if not global_reason else {}
+    old_cams = previous.record.get("cameras", {}) if not global_reason else {}
+    changed_frames = {f for f in frames if old_frames.get(str(f)) != frame_digests[str(f)]}
+    changed_cams = {c.cam_id for c in cameras if old_cams.get(c.cam_id) != camera_digests[c.cam_id]}
+    bytes_per_pixel = sum(VIEW_KINDS[kind].formats[fmt][2] for kind, fmt in formats.items())
+    todo: dict[str, str] = {}
+    resumed = missing = 0
+    needed = 0.0
+    for f in frames:
+        for cam in cameras:
+            unit = view_unit(f, cam.cam_id)
+            unit_hash = unit_digest(recipe, frame_digests[str(f)], camera_digests[cam.cam_id])
+            recorded = f not in changed_frames and cam.cam_id not in changed_cams
+            fresh, by_journal = previous.up_to_date(unit, unit_hash, recorded)
+            if fresh and layout.view_done(cam.cam_id, f, formats):
+                resumed += by_journal
+                continue
+            todo[unit] = unit_hash
+            missing += recorded
+            needed += cam.width * cam.height * bytes_per_pixel
+            # files rewritten in place free their old space
+            needed -= sum(p.stat().st_size for p in layout.view_files(cam.cam_id, f, formats) if p.is_file())
+    expected = {p for c in cameras for f in frames for p in layout.view_files(c.cam_id, f, formats)}
+    stale_files = [p for kind in VIEW_KINDS.values() if kind.stage == stage
+                   for p in layout.existing_view_files(kind.name) if p not in expected]
+    reasons = []
+    if not global_reason:
+        if changed_frames:
+            reasons.append(f"{len(changed_frames)} frame(s) new or changed")
+        if changed_cams:
+            reasons.append(f"{len(changed_cams)} camera(s) new or changed")
+        if missing:
+            reasons.append(f"{missing} view(s) missing")
+        if stale_files:
+            reasons.append(f"{len(stale_files)} file(s) of views no longer wanted")
+    total = len(frames) * len(cameras)
+    reason = None
+    if global_reason or reasons or previous.interrupted:
+        reason = join_reasons(global_reason, "; ".join(reasons), previous.interruption_note(resumed, total))
+    return ViewPlan(reason, todo, resumed, total, max(needed, 0.0), stale_files)
 
 
 def join_reasons(*reasons: str | None) -> str | None:

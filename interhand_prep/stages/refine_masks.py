@@ -45,14 +45,14 @@ from ..core.cameras import CameraSet
 from ..core.constants import HANDS
 from ..core.errors import InputError, interrupts_ignored
 from ..core.fileio import remove_files, write_text
-from ..core.layout import MASK_LABELS, VIEW_KINDS, SequenceLayout, decode_mask
+from ..core.layout import MASK_LABELS, SequenceLayout, decode_mask
 from ..core.locking import die_with_parent
 from ..core.mano import load_mano_model
 from ..core.options import RefineOptions, from_args, recipe as options_recipe
 from ..core.processed import frame_meshes, processed_hands, refine_digests, refine_recipe, view_cameras
 from ..core import registry
 from ..core.selection import SequenceSelector, selector_from_args
-from .base import Plan, Previous, Stage, StageResult, join_reasons, run_stage, unit_digest
+from .base import Plan, Previous, Stage, StageResult, plan_views, run_stage, view_unit
 
 log = logging.getLogger(__name__)
 
@@ -166,11 +166,6 @@ def rows_text(rows: list[list[str]], header: bool = False) -> str:
     return buf.getvalue()
 
 
-def view_unit(frame: int, cam: str) -> str:
-    """A view's name in the journal."""
-    return f"{int(frame)}:{cam}"
-
-
 # ---------------------------------------------------------------------------------------------
 # Work on views (in this process or in spawned workers)
 
@@ -263,50 +258,14 @@ class RefineMasks(Stage):
         params = mask_refine.RefineParams(**recipe["method"])
         frame_digests, camera_digests = refine_digests(layout, render, [c.cam_id for c in cameras], frames)
         global_reason = "--overwrite" if sel.overwrite else previous.manifest.stale_reason(self.name, recipe)
-        old_frames = previous.record.get("frames", {}) if not global_reason else {}
-        old_cams = previous.record.get("cameras", {}) if not global_reason else {}
-        changed_frames = {f for f in frames if old_frames.get(str(f)) != frame_digests[str(f)]}
-        changed_cams = {c.cam_id for c in cameras if old_cams.get(c.cam_id) != camera_digests[c.cam_id]}
-        fmt = {KIND: "png"}
-        todo: dict[str, str] = {}
-        todo_views: list[tuple[int, str]] = []
-        resumed = missing = 0
-        needed = 0.0
-        for f in frames:
-            for cam in cameras:
-                unit = view_unit(f, cam.cam_id)
-                unit_hash = unit_digest(recipe, frame_digests[str(f)], camera_digests[cam.cam_id])
-                recorded = f not in changed_frames and cam.cam_id not in changed_cams
-                fresh, by_journal = previous.up_to_date(unit, unit_hash, recorded)
-                if fresh and layout.view_done(cam.cam_id, f, fmt):
-                    resumed += by_journal
-                    continue
-                todo[unit] = unit_hash
-                todo_views.append((f, cam.cam_id))
-                missing += recorded
-                needed += cam.width * cam.height * VIEW_KINDS[KIND].formats["png"][2]
-        expected_files = {layout.refined_mask(c.cam_id, f) for c in cameras for f in frames}
-        stale_files = [p for p in layout.existing_view_files(KIND) if p not in expected_files]
-        reasons = []
-        if not global_reason:
-            if changed_frames:
-                reasons.append(f"{len(changed_frames)} frame(s) new or changed")
-            if changed_cams:
-                reasons.append(f"{len(changed_cams)} camera(s) new or changed")
-            if missing:
-                reasons.append(f"{missing} view(s) missing")
-            if stale_files:
-                reasons.append(f"{len(stale_files)} file(s) of views no longer wanted")
-        total = len(frames) * len(cameras)
-        if global_reason or reasons or previous.interrupted:
-            reason = join_reasons(global_reason, "; ".join(reasons), previous.interruption_note(resumed, total))
-        else:
-            reason = None
+        views = plan_views(self.name, layout, previous, recipe, global_reason, frames, cameras, frame_digests,
+                          camera_digests, {KIND: "png"})
+        todo_views = [(int(frame), cam) for frame, cam in (unit.split(":") for unit in views.todo)]
         expected = [view_unit(f, c.cam_id) for f in frames for c in cameras]
-        return Plan(reason, recipe, inputs={"all_cameras": all_cameras},
-                    state={"frames": frame_digests, "cameras": camera_digests}, todo=todo, total=total,
-                    resumed=resumed, needed_bytes=needed, needed_for=f"{len(todo)} refined masks",
-                    stale_files=stale_files,
+        return Plan(views.reason, recipe, inputs={"all_cameras": all_cameras},
+                    state={"frames": frame_digests, "cameras": camera_digests}, todo=views.todo, total=views.total,
+                    resumed=views.resumed, needed_bytes=views.needed_bytes, needed_for=f"{len(views.todo)} refined masks",
+                    stale_files=views.stale_files,
                     data=(_Views(frames, [c.cam_id for c in cameras], (), [], expected), todo_views, cameras, params))
 
     def new_result(self, sel: SequenceSelector, opts: RefineOptions, plan: Plan) -> RefineResult:

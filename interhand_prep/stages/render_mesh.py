@@ -32,13 +32,13 @@ from ..core import gl_platform, gl_renderer
 from ..core.errors import interrupts_ignored
 from ..core.fileio import remove_files
 from ..core.locking import die_with_parent
-from ..core.layout import VIEW_KINDS, SequenceLayout, render_formats
+from ..core.layout import SequenceLayout, render_formats
 from ..core.manifest import digest
 from ..core.constants import HANDS
 from ..core.options import RenderOptions, from_args, recipe as options_recipe
 from ..core.processed import camera_digest, frame_digest, frame_meshes, processed_hands, view_cameras
 from ..core.selection import SequenceSelector, selector_from_args
-from .base import Plan, Previous, Stage, StageResult, join_reasons, run_stage, unit_digest
+from .base import Plan, Previous, Stage, StageResult, plan_views, run_stage, view_unit
 
 log = logging.getLogger(__name__)
 FRAMES_PER_TASK = 2
@@ -105,11 +105,6 @@ def _render_task(size: tuple[int, int], frames: list[int], meshes: dict, views: 
         w["renderer"] = gl_renderer.HandViewRenderer(w["cameras"])
         Finalize(None, _close_worker_renderer, exitpriority=10)  # the GL context goes with the worker
     return render_views(w["renderer"], w["layout"], size, frames, meshes, views, w["faces"], w["depth_format"])
-
-
-def view_unit(frame: int, cam: str) -> str:
-    """A view's name in the journal."""
-    return f"{int(frame)}:{cam}"
 
 
 def render_views(renderer: gl_renderer.HandViewRenderer, layout: SequenceLayout, size: tuple[int, int],
@@ -208,53 +203,18 @@ class RenderMesh(Stage):
         frame_digests = {str(f): frame_digest(meshes[f]) for f in frames}
         camera_digests = {c.cam_id: camera_digest(c) for c in cameras}
         global_reason = "--overwrite" if sel.overwrite else previous.manifest.stale_reason(self.name, recipe)
-        old_frames = previous.record.get("frames", {}) if not global_reason else {}
-        old_cams = previous.record.get("cameras", {}) if not global_reason else {}
         formats = render_formats(opts.depth_format)
-        bytes_per_pixel = sum(VIEW_KINDS[kind].formats[fmt][2] for kind, fmt in formats.items())
-        todo: dict[str, str] = {}
-        views: dict[int, set[str]] = {}
-        resumed = missing = needed = 0
-        changed_frames = {f for f in frames if old_frames.get(str(f)) != frame_digests[str(f)]}
-        changed_cams = {c.cam_id for c in cameras if old_cams.get(c.cam_id) != camera_digests[c.cam_id]}
-        for f in frames:
-            for cam in cameras:
-                unit = view_unit(f, cam.cam_id)
-                unit_hash = unit_digest(recipe, frame_digests[str(f)], camera_digests[cam.cam_id])
-                recorded = f not in changed_frames and cam.cam_id not in changed_cams
-                fresh, by_journal = previous.up_to_date(unit, unit_hash, recorded)
-                if fresh and layout.view_done(cam.cam_id, f, formats):
-                    resumed += by_journal
-                    continue
-                todo[unit] = unit_hash
-                views.setdefault(f, set()).add(cam.cam_id)
-                missing += recorded
-                needed += cam.width * cam.height * bytes_per_pixel
-        if todo:  # files rewritten in place free their old space
-            needed -= sum(p.stat().st_size for unit in todo for p in _view_files(layout, unit, formats) if p.is_file())
-        expected = {p for c in cameras for f in frames for p in layout.view_files(c.cam_id, f, formats)}
-        stale_files = [p for kind in VIEW_KINDS.values() if kind.stage == self.name
-                       for p in layout.existing_view_files(kind.name) if p not in expected]
-        reasons = []
-        if not global_reason:
-            if changed_frames:
-                reasons.append(f"{len(changed_frames)} frame(s) new or changed")
-            if changed_cams:
-                reasons.append(f"{len(changed_cams)} camera(s) new or changed")
-            if missing:
-                reasons.append(f"{missing} view(s) missing")
-            if stale_files:
-                reasons.append(f"{len(stale_files)} file(s) of views no longer wanted")
-        total = len(frames) * len(cameras)
-        if global_reason or reasons or previous.interrupted:
-            reason = join_reasons(global_reason, "; ".join(reasons), previous.interruption_note(resumed, total))
-        else:
-            reason = None
-        return Plan(reason, recipe, inputs={"all_cameras": opts.all_cameras, "backend_used": None},
-                    state={"frames": frame_digests, "cameras": camera_digests}, todo=todo, total=total,
-                    resumed=resumed, needed_bytes=max(needed, 0), needed_for=f"{len(todo)} masks and depth maps",
-                    stale_files=stale_files,
-                    data=_Views(frames, cameras, meshes, faces, views))
+        views = plan_views(self.name, layout, previous, recipe, global_reason, frames, cameras, frame_digests,
+                           camera_digests, formats)
+        todo_views: dict[int, set[str]] = {}
+        for unit in views.todo:
+            frame, cam = unit.split(":")
+            todo_views.setdefault(int(frame), set()).add(cam)
+        return Plan(views.reason, recipe, inputs={"all_cameras": opts.all_cameras, "backend_used": None},
+                    state={"frames": frame_digests, "cameras": camera_digests}, todo=views.todo, total=views.total,
+                    resumed=views.resumed, needed_bytes=views.needed_bytes,
+                    needed_for=f"{len(views.todo)} masks and depth maps", stale_files=views.stale_files,
+                    data=_Views(frames, cameras, meshes, faces, todo_views))
 
     def new_result(self, sel: SequenceSelector, opts: RenderOptions, plan: Plan) -> RenderResult:
         data: _Views = plan.data
@@ -278,11 +238,6 @@ class RenderMesh(Stage):
         return {"cameras": result.cameras, "frames": result.frames, "views_rendered": result.rendered,
                 "views_resumed": result.resumed, "views_rendered_twice": result.rechecked,
                 "hands_drawn": result.hands_drawn}
-
-
-def _view_files(layout: SequenceLayout, unit: str, formats: dict[str, str]) -> list:
-    frame, cam = unit.split(":")
-    return layout.view_files(cam, int(frame), formats)
 
 
 STAGE = RenderMesh()
