@@ -247,6 +247,29 @@ def plan_views(stage: str, layout: SequenceLayout, previous: "Previous", recipe:
     return ViewPlan(reason, todo, resumed, total, max(needed, 0.0), stale_files)
 
 
+def collect_tasks(pool, jobs: list, finished: Callable[[Any], None]) -> None:
+    """Hand each finished task's result of `jobs` (futures of `pool`) to `finished`, as they
+    complete. On a stop or a failure, the tasks already running finish (their files stay whole),
+    the others are cancelled, and the results of every task that finished are still handed on (so
+    they go into the journal) before the exception goes up."""
+    from concurrent.futures import as_completed
+
+    from ..core.errors import interrupts_ignored
+
+    reported = set()
+    try:
+        for job in as_completed(jobs):
+            reported.add(job)
+            finished(job.result())
+    except BaseException:
+        with interrupts_ignored():
+            pool.shutdown(wait=True, cancel_futures=True)
+            for job in jobs:
+                if job not in reported and job.done() and not job.cancelled() and job.exception() is None:
+                    finished(job.result())
+        raise
+
+
 def join_reasons(*reasons: str | None) -> str | None:
     parts = [r for r in reasons if r]
     return "; ".join(parts) if parts else None

@@ -35,7 +35,7 @@ import logging
 import multiprocessing
 import os
 import signal
-from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -43,7 +43,7 @@ import numpy as np
 from ..core import mask_refine
 from ..core.cameras import CameraSet
 from ..core.constants import HANDS
-from ..core.errors import InputError, interrupts_ignored
+from ..core.errors import InputError
 from ..core.fileio import remove_files, write_text
 from ..core.layout import MASK_LABELS, SequenceLayout, decode_mask
 from ..core.locking import die_with_parent
@@ -52,7 +52,7 @@ from ..core.options import RefineOptions, from_args, recipe as options_recipe
 from ..core.processed import frame_meshes, processed_hands, refine_digests, refine_recipe, view_cameras
 from ..core import registry
 from ..core.selection import SequenceSelector, selector_from_args
-from .base import Plan, Previous, Stage, StageResult, plan_views, run_stage, view_unit
+from .base import Plan, Previous, Stage, StageResult, collect_tasks, plan_views, run_stage, view_unit
 
 log = logging.getLogger(__name__)
 
@@ -386,18 +386,7 @@ def _refine(views: _Views, params: mask_refine.RefineParams, opts: RefineOptions
         with ProcessPoolExecutor(workers, mp_context=ctx, initializer=_init_worker,
                                  initargs=(os.getpid(), lock.inheritable(), str(layout.root), params)) as pool:
             jobs = [pool.submit(_refine_task, cam, task, views.hands, views.samples[cam]) for cam, task in tasks]
-            reported = set()
-            try:
-                for job in as_completed(jobs):
-                    reported.add(job)
-                    report(job.result())
-            except BaseException:
-                with interrupts_ignored():
-                    pool.shutdown(wait=True, cancel_futures=True)  # running tasks finish: files stay whole
-                    for job in jobs:
-                        if job not in reported and job.done() and not job.cancelled() and job.exception() is None:
-                            report(job.result())
-                raise
+            collect_tasks(pool, jobs, report)
     finally:
         bar.close()
 

@@ -23,7 +23,7 @@ import multiprocessing
 import os
 import signal
 import time
-from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor, as_completed
+from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -38,7 +38,7 @@ from ..core.constants import HANDS
 from ..core.options import RenderOptions, from_args, recipe as options_recipe
 from ..core.processed import camera_digest, frame_digest, frame_meshes, processed_hands, view_cameras
 from ..core.selection import SequenceSelector, selector_from_args
-from .base import Plan, Previous, Stage, StageResult, plan_views, run_stage, view_unit
+from .base import Plan, Previous, Stage, StageResult, collect_tasks, plan_views, run_stage, view_unit
 
 log = logging.getLogger(__name__)
 FRAMES_PER_TASK = 2
@@ -293,18 +293,7 @@ def _render(views: _Views, opts: RenderOptions, result: RenderResult, lock, layo
                                            str(layout.root), opts.depth_format)) as pool:
             jobs = [pool.submit(_render_task, size, frames, {f: views.meshes[f] for f in frames}, task_views)
                     for size, frames, task_views in tasks]
-            reported = set()
-            try:
-                for job in as_completed(jobs):
-                    reported.add(job)
-                    finished(job.result())
-            except BaseException:
-                with interrupts_ignored():
-                    pool.shutdown(wait=True, cancel_futures=True)  # running tasks finish: files stay whole
-                    for job in jobs:  # and go into the journal
-                        if job not in reported and job.done() and not job.cancelled() and job.exception() is None:
-                            finished(job.result())
-                raise
+            collect_tasks(pool, jobs, finished)
     finally:
         bar.close()
 
