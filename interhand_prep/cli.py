@@ -164,7 +164,7 @@ def process_parser(prog: str, summary: str, demo: bool = False) -> argparse.Argu
         add_to_parser(parser, entry.options, group_title=f"{entry.options.__doc__.split(':')[0]} options")
     add_runtime_flags(parser)
     if demo:
-        parser.set_defaults(demo=True, seqs=[], all=True, list=None,
+        parser.set_defaults(demo=True, seqs=[], all=True, list=None, parts=True,
                             **{entry.switch_dest: True for entry in registry.STAGES if entry.optional})
     return parser
 

@@ -219,11 +219,13 @@ def _assert_processed_sequence(root: Path, hands: tuple[str, ...], mano_dir: Pat
 RAY_CAST_TILE = 8
 
 
-def _ray_cast(layout, mano_dir, cam: str, frame: int, width: int, height: int, meshes: dict | None = None):
+def _ray_cast(layout, mano_dir, cam: str, frame: int, width: int, height: int, meshes: dict | None = None,
+              with_faces: bool = False):
     """Per pixel centre: the nearest ray-triangle hit over all faces of both hands (Moller-Trumbore).
 
     -> label (H, W) uint8 (0, 100 left, 200 right), depth (H, W) z in metres (0 = no hit),
-       and per hand a boolean (H, W) of pixels whose ray hits that hand at all.
+       and per hand a boolean (H, W) of pixels whose ray hits that hand at all; with `with_faces`
+       also face (H, W) int64: the index of the nearest face among its hand's faces (-1 = no hit).
     The hands are vertices/<hand>/<frame>.npy of `layout` with the faces of the models in
     `mano_dir`, or `meshes` {hand: (vertices Vx3 world metres, faces Fx3)} when given.
     The image is cast in tiles of RAY_CAST_TILE x RAY_CAST_TILE pixels, each against the triangles
@@ -240,7 +242,7 @@ def _ray_cast(layout, mano_dir, cam: str, frame: int, width: int, height: int, m
     if meshes is None:
         meshes = {hand: (np.load(layout.vertices(hand, frame)), load_mano_model(mano_dir, hand).faces)
                   for hand in ("left", "right")}
-    tris, labels = [], []
+    tris, labels, face_ids = [], [], []
     for hand, label in (("left", 100), ("right", 200)):
         if hand not in meshes:
             continue
@@ -248,12 +250,14 @@ def _ray_cast(layout, mano_dir, cam: str, frame: int, width: int, height: int, m
         v = np.asarray(v, dtype=np.float64)
         tris.append(v[np.asarray(f)])
         labels.append(np.full(len(f), label))
+        face_ids.append(np.arange(len(f)))
     label_image = np.zeros((height, width), np.uint8)
     depth = np.zeros((height, width))
+    face_image = np.full((height, width), -1, np.int64)
     hits_hand = {100: np.zeros((height, width), bool), 200: np.zeros((height, width), bool)}
     if not tris:
-        return label_image, depth, hits_hand
-    tris, labels = np.concatenate(tris), np.concatenate(labels)
+        return (label_image, depth, hits_hand, face_image) if with_faces else (label_image, depth, hits_hand)
+    tris, labels, face_ids = np.concatenate(tris), np.concatenate(labels), np.concatenate(face_ids)
     corners_cam = tris @ R.T + T
     assert (corners_cam[..., 2] > 0).all()
     corners_px = corners_cam[..., :2] / corners_cam[..., 2:] * [K[0, 0], K[1, 1]] + [K[0, 2], K[1, 2]]
@@ -265,7 +269,7 @@ def _ray_cast(layout, mano_dir, cam: str, frame: int, width: int, height: int, m
             near = (lo[:, 0] <= x1 - 1) & (hi[:, 0] >= x0) & (lo[:, 1] <= y1 - 1) & (hi[:, 1] >= y0)
             if not near.any():
                 continue
-            tri, lab = tris[near], labels[near]
+            tri, lab, fid = tris[near], labels[near], face_ids[near]
             v0, e1, e2 = tri[:, 0], tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0]
             u, w = np.meshgrid(np.arange(x0, x1, dtype=np.float64), np.arange(y0, y1, dtype=np.float64))
             rays_cam = np.stack([(u - K[0, 2]) / K[0, 0], (w - K[1, 2]) / K[1, 1], np.ones_like(u)], -1).reshape(-1, 3)
@@ -286,9 +290,10 @@ def _ray_cast(layout, mano_dir, cam: str, frame: int, width: int, height: int, m
             shape = (y1 - y0, x1 - x0)
             label_image[y0:y1, x0:x1] = np.where(np.isfinite(tk), lab[k], 0).reshape(shape)
             depth[y0:y1, x0:x1] = np.where(np.isfinite(tk), tk, 0.0).reshape(shape)
+            face_image[y0:y1, x0:x1] = np.where(np.isfinite(tk), fid[k], -1).reshape(shape)
             for value in (100, 200):
                 hits_hand[value][y0:y1, x0:x1] = hit[:, lab == value].any(1).reshape(shape)
-    return label_image, depth, hits_hand
+    return (label_image, depth, hits_hand, face_image) if with_faces else (label_image, depth, hits_hand)
 
 
 @pytest.fixture

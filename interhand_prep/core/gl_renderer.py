@@ -17,6 +17,15 @@ before rasterisation: one edge pixel in about 1,000 views flipped, depth differe
 Outputs per view (H x W of that camera's images):
     mask   uint8 (H, W): 0 background, 100 where the nearest surface is the left hand, 200 right
     depth  float32 (H, W): z of the nearest hand surface in the camera frame (metres), 0 = no hand
+    parts  uint8 (H, W), with part labels on: the part (parts.PART_TABLE) of the nearest face; the
+           mask is then derived from it (parts.parts_to_mask), in the same single pass
+Masks alone are drawn in pyrender's segmentation mode, a colour per hand node. Part labels are
+drawn unlit (pyrender's flat shader: the vertex colour, unchanged), one node per hand as before,
+with vertices coloured label / 255: a vertex whose faces lie in several parts is drawn once per part
+(`part_mesh`), so every face's three vertices carry its label. (A node per part would cost
+pyrender's per-node overhead 16 times: views took 2.5 times as long.) The same triangles are
+rasterised either way, so the mask derived from the parts is the segmentation mask (the tests
+compare them byte for byte).
 Pixels are sampled at their centres (multisampling off), the InterHand2.6M / OpenCV convention.
 """
 
@@ -31,6 +40,7 @@ import numpy as np
 
 from . import pyrender_adapter
 from .layout import MASK_LABELS
+from .parts import part_label, parts_to_mask
 from .cameras import CameraSet, camera_to_world, opencv_to_opengl
 
 log = logging.getLogger(__name__)
@@ -52,6 +62,18 @@ def camera_pose_opengl(R: np.ndarray, T_mm: np.ndarray) -> np.ndarray:
     pyrender (OpenGL) camera in metres: inverse extrinsics composed with the axis flip."""
     T_m = np.asarray(T_mm, dtype=np.float64).reshape(1, 3) / 1000.0
     return opencv_to_opengl(camera_to_world(np.asarray(R)[None], T_m))[0]
+
+
+def part_mesh(faces: np.ndarray, face_joint: np.ndarray, hand: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """A hand's faces F x 3 and each face's MANO joint (F,) -> the mesh that draws part labels:
+    (source vertex of each drawn vertex (N,), faces F x 3 over the drawn vertices, RGBA colours
+    N x 4 float32 = label / 255). A drawn vertex is a (vertex, part) pair used by some face."""
+    faces = np.asarray(faces, dtype=np.int64)
+    corner_joint = np.repeat(np.asarray(face_joint, dtype=np.int64), 3)
+    pairs, drawn = np.unique(np.stack([faces.ravel(), corner_joint], 1), axis=0, return_inverse=True)
+    labels = np.array([part_label(hand, j) for j in range(16)], np.float32)[pairs[:, 1]] / np.float32(255.0)
+    colours = np.stack([labels, labels, labels, np.ones_like(labels)], 1)
+    return pairs[:, 0], drawn.reshape(-1, 3), colours
 
 
 @dataclass(frozen=True)
@@ -130,7 +152,9 @@ class HandViewRenderer:
     that pyrender terminates when the first is deleted, pyrender issues 148 and 223.)
     """
 
-    def __init__(self, cameras: list[ViewCamera]):
+    def __init__(self, cameras: list[ViewCamera], face_parts: dict[str, np.ndarray] | None = None):
+        """face_parts: {hand: (F,) MANO joint of each face (parts.face_parts)} to draw part labels
+        (`render_parts`) instead of hand labels, in one pass as before."""
         global _imported_platform
         platform = os.environ.get("PYOPENGL_PLATFORM")
         if not can_render_here(platform):
@@ -141,9 +165,11 @@ class HandViewRenderer:
         pyrender_adapter.stable_context_ids()
 
         self._pyrender = pyrender
-        self._flags = pyrender.RenderFlags.SEG
+        self._flags = pyrender.RenderFlags.SEG if face_parts is None else pyrender.RenderFlags.FLAT
         self._by_size: dict[tuple[int, int], dict] = {}
         self.cameras = {c.cam_id: c for c in cameras}
+        self.face_parts = None if face_parts is None else {h: np.asarray(p, dtype=np.int64) for h, p in face_parts.items()}
+        self._part_meshes: dict[str, tuple] = {}  # hand -> (faces it was made for, part_mesh)
         for cam in cameras:
             size = (cam.width, cam.height)
             if size not in self._by_size:
@@ -187,10 +213,22 @@ class HandViewRenderer:
             # pyrender culls back faces in SEG mode whatever the flags say, and MANO is open at the
             # wrist (its inside is visible there), so every face is drawn with both windings.
             faces = np.asarray(faces, dtype=np.uint32)
-            both_sides = np.concatenate([faces, faces[:, ::-1]])
+            positions = np.asarray(vertices, dtype=np.float32)
+            colours = None
+            if self.face_parts is not None:  # vertices coloured with the label of their faces' part
+                made_for, mesh = self._part_meshes.get(hand, (None, None))
+                if made_for is None or not np.array_equal(made_for, faces):
+                    if len(self.face_parts[hand]) != len(faces):
+                        raise ValueError(f"{len(self.face_parts[hand])} face parts for the {hand} hand's "
+                                         f"{len(faces)} faces")
+                    mesh = part_mesh(faces, self.face_parts[hand], hand)
+                    self._part_meshes[hand] = (faces.copy(), mesh)
+                source, drawn_faces, colours = mesh
+                positions = positions[source]
+                faces = drawn_faces.astype(np.uint32)
             # a new mesh per frame: editing positions in place would not reach the GPU (pyrender #43)
-            primitive = pyrender.Primitive(positions=np.asarray(vertices, dtype=np.float32),
-                                           indices=both_sides, mode=pyrender.GLTF.TRIANGLES)
+            primitive = pyrender.Primitive(positions=positions, indices=np.concatenate([faces, faces[:, ::-1]]),
+                                           color_0=colours, mode=pyrender.GLTF.TRIANGLES)
             entry["hands"][hand] = scene.add(pyrender.Mesh([primitive]))
         # every hand's vertices projected into every camera of this size, once per frame: for the
         # crop boxes and for the label check of each view
@@ -216,29 +254,44 @@ class HandViewRenderer:
 
     def render(self, cam_id: str) -> tuple[np.ndarray, np.ndarray]:
         """-> mask uint8 (H, W) with MASK_LABELS, depth float32 (H, W) metres (0 = no hand)."""
+        images = self._draw(cam_id)
+        return images[-2], images[-1]
+
+    def render_parts(self, cam_id: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """-> part labels uint8 (H, W) (parts.PART_TABLE), the mask they imply, depth (as `render`),
+        from one pass; the renderer must have been made with face_parts."""
+        if self.face_parts is None:
+            raise ValueError("this renderer draws no part labels (made without face_parts)")
+        return self._draw(cam_id)
+
+    def _draw(self, cam_id: str) -> list[np.ndarray]:
+        """The whole image's [part labels (with face_parts),] mask and depth."""
         cam = self.cameras[cam_id]
         size = (cam.width, cam.height)
         entry = self._by_size[size]
         box = entry["boxes"].get(cam_id)
+        count = 3 if self.face_parts is not None else 2
         if not entry["hands"] or (box is not None and (box[2] <= box[0] or box[3] <= box[1])):
-            return np.zeros((cam.height, cam.width), np.uint8), np.zeros((cam.height, cam.width), np.float32)
+            return ([np.zeros((cam.height, cam.width), np.uint8) for _ in range(count - 1)]
+                    + [np.zeros((cam.height, cam.width), np.float32)])
         scene = entry["scene"]
         node = entry["nodes"][cam_id]
         scene.main_camera_node = node
-        seg = {n: (MASK_LABELS[hand],) * 3 for hand, n in entry["hands"].items()}
+        seg = None if self.face_parts is not None else {n: (MASK_LABELS[hand],) * 3 for hand, n in entry["hands"].items()}
         if size != self._size:  # made current once per image size, not per view
             pyrender_adapter.activate(self._offscreen, size)
             self._size = size
         labels, depth = pyrender_adapter.draw(self._offscreen, scene, self._flags, seg, size,
                                               None if box is None else tuple(int(v) for v in box))
+        # the mask from the parts over the box only: a lookup over the whole image costs ~0.7 ms
+        images = [labels, parts_to_mask(labels), depth] if self.face_parts is not None else [labels, depth]
         if box is None or tuple(box) == (0, 0, cam.width, cam.height):
-            return labels, depth
+            return images
         x0, y0, x1, y1 = (int(v) for v in box)
-        mask = np.zeros((cam.height, cam.width), np.uint8)
-        full_depth = np.zeros((cam.height, cam.width), np.float32)
-        mask[y0:y1, x0:x1] = labels
-        full_depth[y0:y1, x0:x1] = depth
-        return mask, full_depth
+        full = [np.zeros((cam.height, cam.width), image.dtype) for image in images]
+        for whole, image in zip(full, images):
+            whole[y0:y1, x0:x1] = image
+        return full
 
     def close(self) -> None:
         if self._offscreen is not None:

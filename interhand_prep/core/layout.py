@@ -8,9 +8,11 @@ A processed sequence folder (the output contract the trainers read):
     params/<hand>/<frame>.npy        {"poses" 1x48, "Rh" 1x3, "Th" 1x3 (m), "shapes" 1x10}
     params/<hand>/tpose.npy          the canonical parameters
     vertices/<hand>/<frame>.npy      778x3 float32 world coordinates (m)
-    lbs/<hand>/{faces,parents,weights,joints,tvertices,tbw}.npy, bweights/<frame>.npy, bs/<frame>.npy
+    lbs/<hand>/{faces,parents,weights,joints,tvertices,tbw,parts}.npy, bweights/<frame>.npy, bs/<frame>.npy
                                      skinning grids (prepare_blend_weights.py)
     mask/cam<id>/image<frame>.png    hand masks (render_mesh.py): MASK_LABELS
+    parts/cam<id>/image<frame>.png   part labels (render_mesh.py --parts): parts.PART_TABLE
+    parts.json                       the part-label table (render_mesh.py --parts)
     depth/cam<id>/image<frame>.npy   depth maps (render_mesh.py), or .png with --depth-format png16
     prep.json                        the provenance manifest (see manifest.py)
     .<stage>.progress                the units an unfinished run of a stage completed (stages/base.py)
@@ -44,7 +46,7 @@ from .constants import CAMERA_DIR_PATTERN, HANDS
 PARAM_KEYS = {"poses": 48, "Rh": 3, "Th": 3, "shapes": 10}
 MANIFEST_NAME = "prep.json"
 FIT_QUALITY_HEADER = "frame,hand,mean_error_mm,max_error_mm,valid_joints"
-LBS_SHARED_FILES = ("faces", "parents", "weights", "joints", "tvertices", "tbw")
+LBS_SHARED_FILES = ("faces", "parents", "weights", "joints", "tvertices", "tbw", "parts")
 # mask labels: where the nearest surface is the left or the right hand; 0 is background
 MASK_LABELS = {"left": 100, "right": 200}
 PNG16_UNITS_PER_METRE = 10000  # depth png16: uint16 in units of 0.1 mm (max 6.5535 m)
@@ -188,15 +190,19 @@ class ViewKind:
 VIEW_KINDS: dict[str, ViewKind] = {kind.name: kind for kind in (
     ViewKind("depth", "render_mesh", {"npy": (".npy", lambda a: encode_depth(a, "npy"), 4.0),
                                       "png16": (".png", lambda a: encode_depth(a, "png16"), 0.35)}, decode_depth),
+    # part labels (render_mesh --parts): written before the mask, which marks a whole view
+    ViewKind("parts", "render_mesh", {"png": (".png", encode_mask, 0.06)}, decode_mask),
     ViewKind("mask", "render_mesh", {"png": (".png", encode_mask, 0.05)}, decode_mask),
     # the masks refined against the images: the folder HandNeRF's loaders read before mask/
     ViewKind("mask_cihp", "refine_masks", {"png": (".png", encode_mask, 0.05)}, decode_mask, exported=False),
 )}
 
 
-def render_formats(depth_format: str) -> dict[str, str]:
-    """{view kind: format} that render_mesh writes for a --depth-format ('none': masks only)."""
-    return {"mask": "png", **({"depth": depth_format} if depth_format != "none" else {})}
+def render_formats(depth_format: str, parts: bool = False) -> dict[str, str]:
+    """{view kind: format} that render_mesh writes for a --depth-format ('none': masks only) and
+    --parts."""
+    return {"mask": "png", **({"depth": depth_format} if depth_format != "none" else {}),
+            **({"parts": "png"} if parts else {})}
 
 
 class SequenceLayout:
@@ -249,6 +255,15 @@ class SequenceLayout:
     def refined_mask(self, cam: str, frame: int) -> Path:
         """mask_cihp/cam<id>/image<frame>.png: the mask refined against the image (refine_masks)."""
         return self.view("mask_cihp", cam, frame, "png")
+
+    def parts(self, cam: str, frame: int) -> Path:
+        """parts/cam<id>/image<frame>.png: the part labels of a view (render_mesh --parts)."""
+        return self.view("parts", cam, frame, "png")
+
+    @property
+    def parts_json(self) -> Path:
+        """parts.json: the part-label table (core/parts.py), written with the part images."""
+        return self.root / "parts.json"
 
     def figure(self, name: str) -> Path:
         """figures/<name>: the notebooks' figures of this sequence (PNG)."""
@@ -306,7 +321,8 @@ class SequenceLayout:
         return self.root / "lbs" / hand
 
     def lbs_file(self, hand: str, name: str) -> Path:
-        """Shared skinning files: faces, parents, weights, joints, tvertices, tbw (.npy)."""
+        """Shared skinning files: faces, parents, weights, joints, tvertices, tbw, parts (.npy;
+        parts: each vertex's joint, core/parts.py)."""
         if name not in LBS_SHARED_FILES:
             raise ValueError(f"unknown lbs file {name!r}; expected one of {LBS_SHARED_FILES}")
         return self.lbs_dir(hand) / f"{name}.npy"
@@ -497,6 +513,8 @@ class ExportLayout:
         intri.yml, extri.yml             EasyMocap: cameras (OpenCV FileStorage YAML)
         images/<cam id>/<frame>.jpg      links to (or copies of) the sequence's images
         masks/<cam id>/<frame>.png       links to (or copies of) its masks
+        parts/<cam id>/<frame>.png       links to (or copies of) its part labels (where it has them)
+        parts.json                       the part-label table (with them)
         depths/<cam id>/<frame>.npy      nerfstudio: float32 (H, W) depth in millimetres
 
     <frame> is the InterHand2.6M frame number zero-padded to 6 digits, so names sort in time order.
@@ -535,6 +553,13 @@ class ExportLayout:
 
     def depth(self, cam: str, frame: int) -> Path:
         return self.root / "depths" / _camera_id(cam, self.root) / self._name(frame, ".npy")
+
+    def parts(self, cam: str, frame: int) -> Path:
+        return self.root / "parts" / _camera_id(cam, self.root) / self._name(frame, ".png")
+
+    @property
+    def parts_json(self) -> Path:
+        return self.root / "parts.json"
 
     def relative(self, path: Path) -> str:
         """A path inside the folder as its camera files name it: relative, with forward slashes."""

@@ -185,6 +185,9 @@ class RenderOptions:
                                help="also render the cameras get_annots filtered out (at their own size)")
     render_workers: int = option(0, "--render-workers", kind=non_negative_int, output=False,
                                  metavar="N", help="worker processes (default 0: one per core)")
+    parts: bool = option(False, "--parts",
+                         help="also write part labels, parts/cam<id>/image<frame>.png (a label per MANO joint and "
+                              "hand, see parts.json); without it parts/ is removed")
 
     def __post_init__(self):
         check(self.backend in BACKENDS, f"unknown backend {self.backend!r}; expected one of {', '.join(BACKENDS)}")
@@ -275,11 +278,11 @@ class GifOptions:
     stride: int = option(1, "--stride", kind=positive_int, help="use every n-th frame (default: 1)")
     max_width: int | None = option(None, "--max-width", "--max_width", kind=positive_int, metavar="PX",
                                    help="downscale wider images to this width")
-    OVERLAYS = ("mano", "refined")
+    OVERLAYS = ("mano", "refined", "parts")
     overlay: str | None = option(None, "--overlay", choices=OVERLAYS, nargs="?", const="mano",
                                  help="tint masks over the images: mano (also --overlay alone), the rendered MANO "
                                       "masks (mask/); refined, the masks refined against the images (mask_cihp/, "
-                                      "refine-masks)")
+                                      "refine-masks); parts, the part labels (parts/, render-mesh --parts)")
 
     def __post_init__(self):
         check(self.overlay is None or self.overlay in self.OVERLAYS,

@@ -17,10 +17,16 @@ them fails loudly instead of rendering wrong images.
 3. A loud segmentation colour. pyrender's `ShaderProgram.set_uniform` swallows every exception;
    a 'color' update that failed would leave the previous hand's colour, so `draw` sets that
    uniform itself (raising on failure) and clears any GL error left pending before it.
+4. Pixel centres in every mode. pyrender enables multisampling for every mode but segmentation;
+   into EGL's 4-sample framebuffer an unlit render (the part labels, drawn as vertex colours) would
+   then average labels along every edge. `draw` keeps multisampling off while it renders (a
+   fragment then covers all samples of a pixel whose centre it covers, as in segmentation mode),
+   by standing in for the `glEnable` that pyrender's renderer module calls.
 """
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import logging
 
@@ -89,14 +95,16 @@ def draw(offscreen, scene, flags, seg_node_map: dict, size: tuple[int, int],
     if uses_framebuffers(offscreen):
         if box is not None:
             raise ValueError("boxes are drawn with OSMesa only")
-        color, depth = renderer.render(scene, flags | pyrender.RenderFlags.OFFSCREEN, seg_node_map)
+        with _centre_sampling():
+            color, depth = renderer.render(scene, flags | pyrender.RenderFlags.OFFSCREEN, seg_node_map)
         return np.ascontiguousarray(color[..., 0]), depth
     x0, y0, x1, y1 = box if box is not None else (0, 0, width, height)
     w, h = x1 - x0, y1 - y0
     GL.glEnable(GL.GL_SCISSOR_TEST)
     GL.glScissor(x0, height - y1, w, h)  # GL rows count from the bottom
     try:
-        renderer.render(scene, flags, seg_node_map)
+        with _centre_sampling():
+            renderer.render(scene, flags, seg_node_map)
     finally:
         GL.glDisable(GL.GL_SCISSOR_TEST)
     GL.glBindFramebuffer(GL.GL_READ_FRAMEBUFFER, 0)
@@ -105,6 +113,26 @@ def draw(offscreen, scene, flags, seg_node_map: dict, size: tuple[int, int],
     depth = np.frombuffer(GL.glReadPixels(x0, height - y1, w, h, GL.GL_DEPTH_COMPONENT, GL.GL_FLOAT), np.float32)
     labels = np.ascontiguousarray(labels.reshape(h, w)[::-1])
     return labels, linear_depth(depth.reshape(h, w)[::-1], renderer._latest_znear, renderer._latest_zfar)
+
+
+@contextlib.contextmanager
+def _centre_sampling():
+    """While pyrender renders: its renderer module's glEnable(GL_MULTISAMPLE) disables it instead."""
+    from OpenGL import GL
+    from pyrender import renderer as module
+
+    original = module.glEnable
+
+    def glEnable(capability):
+        if capability == GL.GL_MULTISAMPLE:
+            return GL.glDisable(capability)
+        return original(capability)
+
+    module.glEnable = glEnable
+    try:
+        yield
+    finally:
+        module.glEnable = original
 
 
 def linear_depth(buffer: np.ndarray, z_near: float, z_far: float) -> np.ndarray:
@@ -178,7 +206,7 @@ def problems() -> list[str]:
             found.append(f"pyrender OffscreenRenderer no longer uses {needed!r}")
     if "getContext()" not in inspect.getsource(pyrender.shader_program):
         found.append("pyrender no longer keys its shader cache on OpenGL.contextdata.getContext()")
-    for flag in ("SEG", "OFFSCREEN"):
+    for flag in ("SEG", "OFFSCREEN", "FLAT"):
         if not hasattr(pyrender.RenderFlags, flag):
             found.append(f"pyrender.RenderFlags.{flag} is gone")
     source = inspect.getsource(renderer.Renderer)
@@ -187,6 +215,9 @@ def problems() -> list[str]:
         if needed not in source:
             found.append(f"pyrender Renderer no longer has {needed!r} (the box read-back and the colour uniform "
                          "rely on it)")
+    if "glEnable(GL_MULTISAMPLE)" not in source or not callable(getattr(renderer, "glEnable", None)):
+        found.append("pyrender's renderer module no longer calls its own glEnable(GL_MULTISAMPLE) (the part labels "
+                     "rely on turning it off)")
     if "_program_id" not in inspect.getsource(pyrender.shader_program.ShaderProgram):
         found.append("pyrender ShaderProgram has no _program_id")
     return found

@@ -30,6 +30,15 @@ against mask/ (see _check_refined_view):
   status is refined, kept_mano_<reason> or no_hand; where it is kept_mano_<reason> the hand's
   pixels in mask_cihp/ are exactly its pixels in mask/.
 A sequence without refine_masks is not a problem.
+
+Where render_mesh wrote part labels (--parts recorded, or a parts/ folder), every view has its
+parts/ image, the same size as its mask, with labels of the table (core/parts.py, 0-32); the hand
+each label belongs to gives the mask exactly (the union of a hand's parts is its mask, so the two
+hands' parts never mix); parts.json holds the table. Sampled part pixels are checked against the
+meshes as the mask labels are: the nearest face of the pixel's hand to its back-projected centre
+must belong to the pixel's part or share a vertex with a face that does (pixels on the boundary
+between two parts); more than PART_MISMATCH_SHARE of a view's samples failing is a problem.
+lbs/<hand>/parts.npy must be each vertex's joint of largest weight in lbs/<hand>/weights.npy.
 """
 
 from __future__ import annotations
@@ -43,7 +52,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..core import skinning
+from ..core import parts as part_table, skinning
 from ..core.constants import HANDS, SPLITS
 from ..core.errors import InputError
 from ..core.fileio import load_npy
@@ -72,6 +81,10 @@ REFINED_MIN_BAND_PX = 2       # the refinement's band is never narrower
 REFINED_SLACK_PX = 1          # added to the band: the digital disk of its dilation
 QUALITY_HEADER = ("frame", "camera", "hand", "mano_pixels", "refined_pixels", "iou_with_mano", "status")
 QUALITY_STATUS = re.compile(r"^(refined|no_hand|kept_mano_[a-z][a-z_]*)$")
+# The part labels (_check_parts_view, _check_labels)
+PART_SURFACE_M = 0.001        # a sampled part pixel this near its hand's surface is checked against its nearest face
+PART_MISMATCH_SHARE = 0.02    # a view whose checked samples fail more often than this is a problem
+PART_MIN_MISMATCHES = 3
 
 
 @dataclass
@@ -124,6 +137,7 @@ class _Settings:
     depth_format: str
     mano_folder: Path | None = None         # where the MANO files are (for a hand get_annots did not process)
     source: tuple[Path, str, int] | None = None  # basedir, split, capture of the annotations, as recorded
+    parts: bool = False                     # render_mesh wrote part labels
 
 
 def _recorded_source(inputs: dict) -> tuple[Path, str, int] | None:
@@ -181,8 +195,9 @@ def _settings(layout: SequenceLayout, report: CheckReport, mano_dir: Path | None
         report.add("MANO files missing, moved or changed",
                    "; ".join(issues) + f": skipped the checks that need them ({MANO_CHECKS}); give --mano-dir DIR, "
                    "or --no-mano to skip these checks")
+    parts = bool((render.get("inputs") or {}).get("parts")) or (layout.root / "parts").is_dir()
     return _Settings(hands, models, float(voxel_size), float(padding), depth_format, mano_folder,
-                     _recorded_source(inputs))
+                     _recorded_source(inputs), parts=parts)
 
 
 def check_sequence(root: Path, mano_dir: Path | None = None, voxel_size: float | None = None,
@@ -240,7 +255,10 @@ def check_sequence(root: Path, mano_dir: Path | None = None, voxel_size: float |
     elif not no_mano:
         meshes = _label_meshes(report, frames, settings, hand_vertices, source)
     refined = _refined_setup(report, layout, frames, cams)
-    _check_views(report, layout, cams, frames, cameras, sizes, hand_vertices, settings.depth_format, meshes, refined)
+    if settings.parts:
+        _check_parts_table(report, layout)
+    _check_views(report, layout, cams, frames, cameras, sizes, hand_vertices, settings.depth_format, meshes, refined,
+                 settings.parts)
     if refined is not None:
         report.counts["refined views"] = refined.views
         if refined.unbounded:
@@ -306,8 +324,8 @@ def _check_hand(report: CheckReport, layout: SequenceLayout, hand: str, frames: 
                                f"padding {settings.padding} m)")
                 if not np.allclose(grid[..., :16].sum(-1), 1.0, atol=1e-4):
                     report.add("weights do not sum to 1", str(path))
-    for name in LBS_SHARED_FILES:
-        _load(report, "lbs file", layout.lbs_file(hand, name))
+    lbs = {name: _load(report, "lbs file", layout.lbs_file(hand, name)) for name in LBS_SHARED_FILES}
+    _check_vertex_parts(report, layout.lbs_file(hand, "parts"), lbs["parts"], lbs["weights"])
     _load(report, "tpose params", layout.tpose_params(hand), pickled=True)
     both = [f for f in frames if f in vertices and f in params]
     if both and model is not None:  # the params identity: (vertices - Th) @ R(Rh) is MANO(poses), no global motion
@@ -326,9 +344,9 @@ def _check_hand(report: CheckReport, layout: SequenceLayout, hand: str, frames: 
 
 def _check_views(report: CheckReport, layout: SequenceLayout, cams: list[str], frames: list[int], cameras,
                  sizes: dict, hand_vertices: dict, depth_format: str, meshes: "_LabelMeshes | None" = None,
-                 refined: "_Refined | None" = None) -> None:
+                 refined: "_Refined | None" = None, parts: bool = False) -> None:
     views = 0
-    formats = {kind: fmt for kind, fmt in render_formats(depth_format).items() if VIEW_KINDS[kind].checked}
+    formats = {kind: fmt for kind, fmt in render_formats(depth_format, parts).items() if VIEW_KINDS[kind].checked}
     samples: dict[int, list[_ViewSample]] = defaultdict(list)
     label_problems: dict[Path, list[str]] = defaultdict(list)  # mask -> what is wrong with its labels
     for cam in cams:
@@ -374,6 +392,9 @@ def _check_views(report: CheckReport, layout: SequenceLayout, cams: list[str], f
                         report.add("depth and mask disagree", str(dpath))
             if mask is None:
                 continue
+            labels = loaded.get("parts")
+            if labels is not None and not _check_parts_view(report, layout.parts(cam, frame), labels, mask):
+                labels = None
             if refined is not None and view_camera is not None:
                 posed = {**((meshes.frames.get(frame) or {}) if meshes is not None else {}),
                          **{h: v[frame] for h, v in hand_vertices.items() if frame in v}}
@@ -391,12 +412,68 @@ def _check_views(report: CheckReport, layout: SequenceLayout, cams: list[str], f
                         label_problems[mpath].append(f"the {hand} hand shows on {visible} pixels (its vertices in "
                                                      f"front of the depth map) but no pixel has its label "
                                                      f"{MASK_LABELS[hand]}")
-                samples[frame].append(_label_sample(mpath, mask, depth, view_camera))
+                samples[frame].append(_label_sample(mpath, mask, depth, view_camera, labels, layout.parts(cam, frame)))
     report.counts["views"] = views
+    part_problems: dict[Path, str] = {}
     if samples:
-        _check_labels(report, samples, meshes, label_problems)
+        _check_labels(report, samples, meshes, label_problems, part_problems)
     for mpath in sorted(label_problems):
         report.add("mask labels disagree with the meshes", f"{mpath}: " + "; ".join(label_problems[mpath]))
+    for mpath in sorted(part_problems):
+        report.add("part labels disagree with the meshes", part_problems[mpath])
+
+
+# ---------------------------------------------------------------------------------------------
+# The part labels (parts/, parts.json, lbs/<hand>/parts.npy)
+
+
+def _check_parts_table(report: CheckReport, layout: SequenceLayout) -> None:
+    import json
+
+    path = layout.parts_json
+    try:
+        table = json.loads(path.read_text())["parts"]
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        report.add("wrong parts.json", f"{path}: {type(exc).__name__}: {exc}")
+        return
+    if table != [dict(row) for row in part_table.PART_TABLE]:
+        report.add("wrong parts.json", f"{path}: not the part-label table of this version (core/parts.py)")
+
+
+def _check_parts_view(report: CheckReport, path: Path, labels: np.ndarray, mask: np.ndarray) -> bool:
+    """A part image against its (valid) mask: size, labels, and the hands they give. -> usable."""
+    if labels.shape != mask.shape or labels.dtype != np.uint8:
+        report.add("wrong parts", f"{path}: {labels.dtype} {labels.shape}, expected uint8 {mask.shape}")
+        return False
+    if labels.max() >= part_table.NUM_LABELS:
+        report.add("wrong parts", f"{path}: labels {sorted(set(np.unique(labels).tolist()) - set(range(33)))[:5]} "
+                                  f"are not in the table (0-{part_table.NUM_LABELS - 1})")
+        return False
+    implied = part_table.parts_to_mask(labels)
+    differ = implied != mask
+    if differ.any():
+        mixed = np.count_nonzero(differ & (implied > 0) & (mask > 0))
+        report.add("parts disagree with the mask",
+                   f"{path}: {np.count_nonzero(differ)} pixel(s) where the parts' hand is not the mask's label"
+                   + (f" ({mixed} with the other hand's parts)" if mixed else ""))
+        return False
+    return True
+
+
+def _check_vertex_parts(report: CheckReport, path: Path, table, weights) -> None:
+    """lbs/<hand>/parts.npy: (V,) int64, each vertex's joint of largest weight (weights.npy is float32:
+    where its largest weights are equal, either joint is right)."""
+    if table is None or weights is None:
+        return
+    if table.shape != (len(weights),) or table.dtype != np.int64:
+        report.add("wrong vertex parts", f"{path}: {table.dtype} {table.shape}, expected int64 ({len(weights)},)")
+        return
+    inside = (table >= 0) & (table < weights.shape[1])
+    largest = inside.copy()
+    largest[inside] = weights[np.flatnonzero(inside), table[inside]] == weights[inside].max(axis=1)
+    if not largest.all():
+        report.add("wrong vertex parts", f"{path}: {np.count_nonzero(~largest)} vertices not at the joint of their "
+                                         "largest skinning weight")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -622,6 +699,18 @@ class _LabelMeshes:
     faces: dict[str, np.ndarray]
     frames: dict[int, dict[str, np.ndarray]]
     unknown: str | None = None
+    part_near: dict[str, np.ndarray] = field(default_factory=dict)  # per hand (F, 16): `_parts_near_faces`
+
+
+def _parts_near_faces(model: ManoModel) -> np.ndarray:
+    """(F, 16) bool: the parts of the faces that share a vertex with each face (itself included) -
+    the parts a pixel may show whose back-projected centre is nearest that face."""
+    faces = np.asarray(model.faces, dtype=np.int64)
+    face_part = part_table.face_parts(faces, part_table.vertex_parts(model.weights))
+    at_vertex = np.zeros((model.num_vertices, part_table.PARTS_PER_HAND), bool)
+    for corner in range(3):
+        at_vertex[faces[:, corner], face_part] = True
+    return at_vertex[faces].any(axis=1)
 
 
 @dataclass
@@ -629,6 +718,8 @@ class _ViewSample:
     path: Path           # the mask
     labels: np.ndarray   # N mask labels of the sampled pixels
     points: np.ndarray   # Nx3 their back-projected pixel centres, world metres
+    parts: np.ndarray | None = None  # N part labels there, where the view has them
+    parts_path: Path | None = None   # the part image
 
 
 def _label_meshes(report: CheckReport, frames: list[int], settings: _Settings, hand_vertices: dict,
@@ -639,12 +730,13 @@ def _label_meshes(report: CheckReport, frames: list[int], settings: _Settings, h
     if not settings.hands or any(settings.models.get(h) is None for h in settings.hands):
         return None
     faces = {h: np.ascontiguousarray(settings.models[h].faces, dtype=np.int64) for h in settings.hands}
+    part_near = {h: _parts_near_faces(settings.models[h]) for h in settings.hands}
     # frames whose processed hands all have good vertices (the others are reported as missing or wrong)
     meshes = {f: {h: hand_vertices[h][f] for h in settings.hands} for f in frames
               if all(f in hand_vertices[h] for h in settings.hands)}
     others = [h for h in HANDS if h not in settings.hands]
     if not others:
-        return _LabelMeshes(faces, meshes)
+        return _LabelMeshes(faces, meshes, part_near=part_near)
     other = others[0]
     try:
         other_faces, posed = _pose_from_annotations(other, sorted(meshes), settings, source)
@@ -652,12 +744,13 @@ def _label_meshes(report: CheckReport, frames: list[int], settings: _Settings, h
         report.notes.append(f"the {other} hand (not processed, drawn where it has MANO) could not be posed from the "
                             f"annotations ({' '.join(str(exc).split())}): mask labels checked against the "
                             f"{settings.hands[0]} hand's mesh alone")
-        return _LabelMeshes(faces, meshes, unknown=other)
+        return _LabelMeshes(faces, meshes, unknown=other, part_near=part_near)
     if posed:
         faces[other] = other_faces
+        part_near[other] = _parts_near_faces(load_mano_model(settings.mano_folder, other))
         for f, vertices in posed.items():
             meshes[f][other] = vertices
-    return _LabelMeshes(faces, meshes)
+    return _LabelMeshes(faces, meshes, part_near=part_near)
 
 
 def _pose_from_annotations(hand: str, frames: list[int], settings: _Settings, source: tuple[Path, str, int] | None
@@ -681,7 +774,8 @@ def _pose_from_annotations(hand: str, frames: list[int], settings: _Settings, so
     return np.ascontiguousarray(model.faces, dtype=np.int64), dict(zip(have, vertices))
 
 
-def _label_sample(path: Path, mask: np.ndarray, depth: np.ndarray, camera) -> _ViewSample:
+def _label_sample(path: Path, mask: np.ndarray, depth: np.ndarray, camera, parts: np.ndarray | None = None,
+                  parts_path: Path | None = None) -> _ViewSample:
     """Up to LABEL_SAMPLES_PER_VIEW hand pixels (mask and depth non-zero), evenly spaced in raster
     order within each label present, back-projected through their pixel centres into the world."""
     width = mask.shape[1]
@@ -699,7 +793,8 @@ def _label_sample(path: Path, mask: np.ndarray, depth: np.ndarray, camera) -> _V
     K, R, T = camera.K[0], camera.R[0], camera.T[0].reshape(3, 1)
     cam_points = np.linalg.solve(K, pixels) * z_mm    # X_cam = z K^-1 (u, v, 1), mm
     world_mm = R.T @ (cam_points - T)                  # X_world = R^T (X_cam - T)
-    return _ViewSample(path, flat[index], world_mm.T / 1000.0)
+    return _ViewSample(path, flat[index], world_mm.T / 1000.0, None if parts is None else parts.ravel()[index],
+                       parts_path)
 
 
 def _visible_pixels(depth: np.ndarray, camera, hands: dict[str, np.ndarray]) -> dict[str, int]:
@@ -723,27 +818,31 @@ def _visible_pixels(depth: np.ndarray, camera, hands: dict[str, np.ndarray]) -> 
 
 
 def _check_labels(report: CheckReport, samples: dict[int, list[_ViewSample]], meshes: _LabelMeshes,
-                  problems: dict[Path, list[str]]) -> None:
+                  problems: dict[Path, list[str]], part_problems: dict[Path, str] | None = None) -> None:
     """The sampled pixels of all views of a frame against that frame's meshes, batched per hand
     (closest points on the triangles, point-cloud-utils: where palms touch, a pixel can be nearer a
     vertex of the other hand than any of its own). Two hands known: a pixel whose own hand's surface
     is LABEL_AMBIGUOUS_M or more farther than the other hand's is wrong (so only the pixels at least
     that far from their own hand are measured against the other). One hand known (`meshes.unknown`):
     a pixel within ONE_MESH_ON_M of it must carry its label, one more than ONE_MESH_OFF_M away the
-    other label."""
+    other label. Samples with part labels within PART_SURFACE_M of their own hand are checked against
+    that hand's nearest face (the module docstring); `part_problems` gets a line per failing view."""
     checked = 0
+    parts_checked = 0
     for frame, views in samples.items():
         hands = meshes.frames[frame]
         labels = np.concatenate([s.labels for s in views])
         points = np.concatenate([s.points for s in views])
         checked += len(labels)
         wrong = np.zeros(len(labels), np.int8)  # 0 right; 1 nearer the other hand; 2 on the known hand; 3 off it
+        own_face = np.full(len(labels), -1)      # the nearest face of the labelled hand, where it was asked
         if meshes.unknown is None:
             own = np.full(len(labels), np.inf)
             for hand, label in MASK_LABELS.items():
                 mine = labels == label
                 if mine.any() and hand in hands:
-                    own[mine] = skinning.closest_surface(points[mine], hands[hand], meshes.faces[hand]).distance
+                    closest = skinning.closest_surface(points[mine], hands[hand], meshes.faces[hand])
+                    own[mine], own_face[mine] = closest.distance, closest.face
             far = own >= LABEL_AMBIGUOUS_M  # the rest are on their own hand's surface: right whatever the other
             for hand, label in MASK_LABELS.items():
                 theirs = far & (labels != label)
@@ -752,12 +851,18 @@ def _check_labels(report: CheckReport, samples: dict[int, list[_ViewSample]], me
                     wrong[np.flatnonzero(theirs)[own[theirs] >= other + LABEL_AMBIGUOUS_M]] = 1
         elif hands:
             (hand, vertices), = hands.items()
-            distance = skinning.closest_surface(points, vertices, meshes.faces[hand]).distance
+            closest = skinning.closest_surface(points, vertices, meshes.faces[hand])
+            distance = closest.distance
+            own = np.where(labels == MASK_LABELS[hand], distance, np.inf)
+            own_face = np.where(labels == MASK_LABELS[hand], closest.face, -1)
             wrong[(distance <= ONE_MESH_ON_M) & (labels != MASK_LABELS[hand])] = 2
             wrong[(distance > ONE_MESH_OFF_M) & (labels == MASK_LABELS[hand])] = 3
         start = 0
         for view in views:
             mine, labs = wrong[start:start + len(view.labels)], view.labels
+            if view.parts is not None and part_problems is not None and meshes.part_near:
+                parts_checked += _check_part_samples(view, own[start:start + len(labs)],
+                                                     own_face[start:start + len(labs)], meshes, part_problems)
             start += len(view.labels)
             if mine.any():
                 problems[view.path].insert(0, f"{np.count_nonzero(mine)} of {len(labs)} sampled hand pixels have "
@@ -765,6 +870,28 @@ def _check_labels(report: CheckReport, samples: dict[int, list[_ViewSample]], me
                                                _wrong_reason(label, code, count, hands)
                                                for (label, code), count in _group(labs[mine > 0], mine[mine > 0])))
     report.counts["label samples"] = checked
+    if parts_checked:
+        report.counts["part samples"] = parts_checked
+
+
+def _check_part_samples(view: _ViewSample, distance: np.ndarray, face: np.ndarray, meshes: _LabelMeshes,
+                        part_problems: dict[Path, str]) -> int:
+    """One view's sampled part labels against the nearest faces of their hands. -> samples checked."""
+    names = {v: k for k, v in MASK_LABELS.items()}
+    failed = checked = 0
+    for label, hand in names.items():
+        use = (view.labels == label) & (distance <= PART_SURFACE_M) & (face >= 0)
+        if not use.any() or hand not in meshes.part_near:
+            continue
+        joint = view.parts[use].astype(np.int64) - part_table.FIRST_LABEL[hand]
+        ok = (joint >= 0) & (joint < part_table.PARTS_PER_HAND)
+        ok[ok] = meshes.part_near[hand][face[use][ok], joint[ok]]
+        checked += int(use.sum())
+        failed += int(np.count_nonzero(~ok))
+    if failed >= PART_MIN_MISMATCHES and failed > PART_MISMATCH_SHARE * checked:
+        part_problems[view.path] = (f"{view.parts_path}: {failed} of {checked} sampled pixels show a part their "
+                                    "hand's nearest face is not on or beside")
+    return checked
 
 
 def _group(labels: np.ndarray, codes: np.ndarray) -> list[tuple[tuple[int, int], int]]:

@@ -17,6 +17,10 @@ where refine_masks has finished on the sequence and is not out of date (the mask
 images it refined are the sequence's now, and its method is this version's), else the MANO ones;
 refined refuses without them; mano never reads them. Where refine_masks was stopped before it
 finished, auto and refined refuse. The summary says which masks were exported.
+
+Part labels (render_mesh --parts) travel beside the masks where the sequence has them:
+parts/<id>/<frame>.png and parts.json in both formats, and each nerfstudio frame's "parts_path"
+(a key of ours; nerfstudio reads the keys it knows).
 """
 
 from __future__ import annotations
@@ -70,6 +74,7 @@ class SequenceViews:
     source_digest: str
     mask_kind: str = "mask"         # the view kind the export's masks come from (MASK_KINDS)
     masks_note: str | None = None   # why --masks auto did not take the refined masks the sequence has
+    parts: bool = False             # render_mesh wrote part labels: they are exported too
 
     @property
     def views(self) -> int:
@@ -88,13 +93,15 @@ class ExportResult:
     seconds: float = 0.0
     masks: str = "mask"               # the view kind the masks came from
     masks_note: str | None = None     # why --masks auto did not take the refined masks, where it had some
+    parts: bool = False               # part labels exported too
 
     def summary(self) -> str:
         used = f"masks: {MASK_NAMES[self.masks]}" + (f"; {self.masks_note}" if self.masks_note else "")
         if self.up_to_date:
             return (f"{self.dest}: {self.format} export is up to date ({self.cameras} cameras x {self.frames} frames, "
                     f"{used}); nothing to do")
-        files = "images and masks " + ("copied" if self.copied else "linked")
+        files = ("images, masks and part labels " if self.parts else "images and masks ") + (
+            "copied" if self.copied else "linked")
         if self.depth:
             files += ", depth maps in millimetres (nerfstudio's default depth_unit_scale_factor 1e-3 reads them)"
         return (f"{self.dest}: {self.format} export of {self.cameras * self.frames} views ({self.cameras} cameras x "
@@ -157,7 +164,10 @@ def finished_sequence(layout: SequenceLayout, masks: str = "mano") -> SequenceVi
                 f"{len(cams_left)} camera(s) (e.g. cam{cams_left[0]})")
         raise InputError(f"{root}: render_mesh has not rendered {what} of frames.txt and cams.txt; run render_mesh.py on it")
     depth_format = ((render.get("recipe") or {}).get("options") or {}).get("depth_format", "npy")
-    carried = {kind: fmt for kind, fmt in render_formats(depth_format).items() if VIEW_KINDS[kind].exported}
+    parts = bool((render.get("inputs") or {}).get("parts"))
+    if parts and not layout.parts_json.is_file():
+        raise InputError(f"{layout.parts_json}: not found; rerun render_mesh.py --parts on the sequence")
+    carried = {kind: fmt for kind, fmt in render_formats(depth_format, parts).items() if VIEW_KINDS[kind].exported}
     missing = [p for cam in cams for frame in frames
                for p in [layout.image(cam, frame), *layout.view_files(cam, frame, carried)] if not p.is_file()]
     if missing:
@@ -173,12 +183,12 @@ def finished_sequence(layout: SequenceLayout, masks: str = "mano") -> SequenceVi
     stages = NEEDED_STAGES + ((registry.REFINE_MASKS.name,) if mask_kind == MASK_KINDS["refined"] else ())
     records = {s: {k: v for k, v in manifest.stage(s).items() if k not in _WHEN} for s in stages}
     source = digest(json.dumps(records, sort_keys=True).encode(), json.dumps(sizes).encode())
-    return SequenceViews(layout, cameras, frames, sizes, depth_format, source, mask_kind, note)
+    return SequenceViews(layout, cameras, frames, sizes, depth_format, source, mask_kind, note, parts)
 
 
 def _recipe(source: SequenceViews, options: ExportOptions) -> dict:
     return {"version": EXPORT_FORMAT_VERSION, "format": options.format, "copy": options.copy,
-            "masks": source.mask_kind, "source": str(source.layout.root),
+            "masks": source.mask_kind, "parts": source.parts, "source": str(source.layout.root),
             "source_digest": source.source_digest}
 
 
@@ -189,7 +199,8 @@ def expected_files(source: SequenceViews, out: ExportLayout, export_format: str)
     for cam in source.cameras.ids:
         for frame in source.frames:
             files += [out.image(cam, frame), out.mask(cam, frame)] + ([out.depth(cam, frame)] if with_depth else [])
-    return files
+            files += [out.parts(cam, frame)] if source.parts else []
+    return files + ([out.parts_json] if source.parts else [])
 
 
 def _read_marker(dest: Path) -> dict | None:
@@ -222,6 +233,11 @@ def _place(source: Path, target: Path, copy: bool) -> None:
         relative_symlink(source, target)
 
 
+def _place_parts(source: SequenceViews, out: ExportLayout, cam: str, frame: int, copy: bool) -> None:
+    if source.parts:
+        _place(source.layout.parts(cam, frame), out.parts(cam, frame), copy)
+
+
 def _nerfstudio(source: SequenceViews, out: ExportLayout, copy: bool, tick) -> None:
     seq = source.layout
     with_depth = source.depth_format != "none"
@@ -229,6 +245,7 @@ def _nerfstudio(source: SequenceViews, out: ExportLayout, copy: bool, tick) -> N
         for frame in source.frames:
             _place(seq.image(cam, frame), out.image(cam, frame), copy)
             _place(seq.view(source.mask_kind, cam, frame, "png"), out.mask(cam, frame), copy)
+            _place_parts(source, out, cam, frame, copy)
             if with_depth:
                 depth_mm = decode_depth(seq.depth(cam, frame, source.depth_format))[..., 0] * np.float32(MM_PER_M)
                 out.depth(cam, frame).parent.mkdir(parents=True, exist_ok=True)
@@ -239,6 +256,8 @@ def _nerfstudio(source: SequenceViews, out: ExportLayout, copy: bool, tick) -> N
         paths = {"file_path": out.relative(out.image(cam, frame)), "mask_path": out.relative(out.mask(cam, frame))}
         if with_depth:
             paths["depth_file_path"] = out.relative(out.depth(cam, frame))
+        if source.parts:
+            paths["parts_path"] = out.relative(out.parts(cam, frame))
         return paths
 
     transforms = nerfstudio_transforms(source.cameras, source.sizes, source.frames, files)
@@ -251,6 +270,7 @@ def _easymocap(source: SequenceViews, out: ExportLayout, copy: bool, tick) -> No
         for frame in source.frames:
             _place(seq.image(cam, frame), out.image(cam, frame), copy)
             _place(seq.view(source.mask_kind, cam, frame, "png"), out.mask(cam, frame), copy)
+            _place_parts(source, out, cam, frame, copy)
             tick()
     write_text(out.intri_yml, easymocap_intri(source.cameras, source.sizes))
     write_text(out.extri_yml, easymocap_extri(source.cameras))
@@ -277,7 +297,7 @@ def export(sel: SequenceSelector, options: ExportOptions, progress: bool = True)
     source = finished_sequence(layout, options.masks)
     result = ExportResult(dest, options.format, len(source.cameras.ids), len(source.frames), options.copy,
                           options.format == "nerfstudio" and source.depth_format != "none", masks=source.mask_kind,
-                          masks_note=source.masks_note)
+                          masks_note=source.masks_note, parts=source.parts)
     marker = _check_destination(dest)
     if (marker is not None and marker.get("recipe") == _recipe(source, options)
             and all(path.exists() for path in expected_files(source, ExportLayout(dest), options.format))):
@@ -297,6 +317,8 @@ def export(sel: SequenceSelector, options: ExportOptions, progress: bool = True)
             with folder_swap(dest) as tmp:
                 out = ExportLayout(tmp)
                 WRITERS[options.format](source, out, options.copy, bar.update if bar else (lambda: None))
+                if source.parts:
+                    _place(layout.parts_json, out.parts_json, options.copy)
                 write_text(out.marker, json.dumps({
                     "tool": "interhand-prep export", "package_version": __version__,
                     "recipe": _recipe(source, options), "cameras": source.cameras.ids, "frames": source.frames,

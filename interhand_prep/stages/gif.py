@@ -1,6 +1,7 @@
 """GIF previews of processed sequences, optionally with masks tinted over the images: the rendered
-MANO masks (mask/; --overlay or --overlay mano) or the masks refined against the images
-(mask_cihp/ of refine_masks; --overlay refined)."""
+MANO masks (mask/; --overlay or --overlay mano), the masks refined against the images
+(mask_cihp/ of refine_masks; --overlay refined) or the part labels (parts/ of render_mesh
+--parts; --overlay parts, in the colours of parts.json)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from ..core import parts as part_table
 from ..core.constants import HAND_COLORS
 from ..core.errors import InputError
 from ..core.fileio import write_bytes
@@ -18,9 +20,10 @@ from ..core.layout import MASK_LABELS, SequenceLayout, decode_mask, gif_path, ou
 DEFAULT_CAMERA = "400002"
 OVERLAY_ALPHA = 0.5  # tint colours: HAND_COLORS, blended at this weight over the image
 # --overlay: the view kind tinted over the images; the script that writes each
-OVERLAY_KINDS = {"mano": "mask", "refined": "mask_cihp"}
-WRITTEN_BY = {"mask": "render_mesh.py", "mask_cihp": "refine_masks.py"}
-DESCRIBED = {"mask": "rendered masks (mask/)", "mask_cihp": "refined masks (mask_cihp/)"}
+OVERLAY_KINDS = {"mano": "mask", "refined": "mask_cihp", "parts": "parts"}
+WRITTEN_BY = {"mask": "render_mesh.py", "mask_cihp": "refine_masks.py", "parts": "render_mesh.py --parts"}
+DESCRIBED = {"mask": "rendered masks (mask/)", "mask_cihp": "refined masks (mask_cihp/)",
+             "parts": "part labels (parts/)"}
 
 
 def overlay_kind(overlay: bool | str | None) -> str | None:
@@ -39,6 +42,15 @@ def overlay_mask(image: np.ndarray, mask: np.ndarray) -> np.ndarray:
     for hand, label in MASK_LABELS.items():
         sel = mask == label
         out[sel] = (1 - OVERLAY_ALPHA) * out[sel] + OVERLAY_ALPHA * np.array(HAND_COLORS[hand], np.float32)
+    return np.clip(np.rint(out), 0, 255).astype(np.uint8)
+
+
+def overlay_parts(image: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """image HxWx3 uint8, part labels HxW uint8 -> image with each part's pixels tinted its colour."""
+    out = image.astype(np.float32)
+    hand = labels > 0
+    colours = part_table.LABEL_COLOURS[labels[hand]].astype(np.float32)
+    out[hand] = (1 - OVERLAY_ALPHA) * out[hand] + OVERLAY_ALPHA * colours
     return np.clip(np.rint(out), 0, 255).astype(np.uint8)
 
 
@@ -81,11 +93,12 @@ def sequence_frames_rgb(layout: SequenceLayout, cam: str, stride: int = 1, max_w
             mpath = layout.view(kind, cam, frame, "png")
             if not mpath.is_file():
                 raise InputError(f"{mpath}: no mask to overlay (run {WRITTEN_BY[kind]} first)")
-            array = overlay_mask(array, decode_mask(mpath))
+            tint = overlay_parts if kind == "parts" else overlay_mask
+            array = tint(array, decode_mask(mpath))
         if max_width and array.shape[1] > max_width:
             height = round(array.shape[0] * max_width / array.shape[1])
             array = np.asarray(Image.fromarray(array).resize((max_width, height), Image.Resampling.BILINEAR))
-        if kind is not None:
+        if kind is not None and kind != "parts":  # parts: 32 colours, their key is parts.json
             array = draw_legend(array)
         images.append(array)
     return images
@@ -106,7 +119,8 @@ def make_capture_gifs(basedir: Path, split: str, capture: int, out_root: Path | 
 
     The camera is `cam`, else 400002 when kept, else the first kept camera. `overlay`: None or
     False, the images alone; "mano" (or True), the rendered masks tinted over; "refined", the
-    refined ones (every sequence must have them: checked before any GIF is written).
+    refined ones; "parts", the part labels (every sequence must have them: checked before any GIF
+    is written).
     GIFs go to <out_root or basedir>/gif/<split>/Capture<N>/<seq>/cam<id>.gif.
     """
     from tqdm import tqdm

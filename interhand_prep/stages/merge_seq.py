@@ -8,7 +8,9 @@ It loads exactly like a single processed sequence. Nothing is written when a che
 Frames keep their InterHand2.6M ids (they must not collide). The outputs of an optional stage
 (refine_masks: mask_cihp/ and mask_quality.csv, whose rows of all sources are joined) are merged
 only when every source has them, finished, with the same options; otherwise they are left out
-whole, with a note, and the merged manifest does not record that stage.
+whole, with a note, and the merged manifest does not record that stage. Part labels (render_mesh
+--parts: parts/ and parts.json) likewise: merged when every source has them, else left out with a
+note, and the merged manifest then records render_mesh without them.
 """
 
 from __future__ import annotations
@@ -182,16 +184,39 @@ def optional_stages(sources: list[Source]) -> tuple[list[registry.StageEntry], l
     return merged, notes
 
 
-def _merged_manifest(first: SequenceLayout, out: SequenceLayout, left_out: list[str]) -> None:
+def _has_parts(layout: SequenceLayout) -> bool:
+    """Whether render_mesh wrote part labels here (recorded, with their table)."""
+    record = Manifest.read(layout.root).stage(registry.RENDER_MESH.name) or {}
+    return bool((record.get("inputs") or {}).get("parts")) and layout.parts_json.is_file()
+
+
+def _parts_note(sources: list[Source]) -> tuple[bool, str | None]:
+    """(whether parts/ is merged, the note when some sources have part labels and others not)."""
+    lacking = [s.name for s in sources if not _has_parts(s.layout)]
+    if not lacking:
+        return True, None
+    if len(lacking) == len(sources):
+        return False, None
+    return False, (f"parts/ and parts.json left out of the merge: {lacking[0]} has no part labels"
+                   + (f" (and {len(lacking) - 1} more)" if len(lacking) > 1 else "")
+                   + "; run render-mesh --parts on every source to merge them")
+
+
+def _merged_manifest(first: SequenceLayout, out: SequenceLayout, left_out: list[str], parts: bool = True) -> None:
     """The first source's manifest (what the sources were processed with: they agree, for
-    check_seq), without the records of optional stages left out of the merge."""
+    check_seq), without the records of optional stages left out of the merge, and without part
+    labels where they are left out."""
     if not first.manifest.is_file():
         return
     manifest = Manifest.read(first.root)
-    if manifest.problem or not any(name in manifest.stages for name in left_out):
+    render = registry.RENDER_MESH.name
+    drop_parts = not parts and bool(((manifest.stage(render) or {}).get("inputs") or {}).get("parts"))
+    if manifest.problem or not (drop_parts or any(name in manifest.stages for name in left_out)):
         write_bytes(out.manifest, first.manifest.read_bytes())
         return
     stages = {name: record for name, record in manifest.stages.items() if name not in left_out}
+    if drop_parts:
+        stages[render] = {**stages[render], "inputs": {**(stages[render].get("inputs") or {}), "parts": False}}
     kept = Manifest(out.manifest, stages)
     name = next(iter(stages), None)
     if name is not None:
@@ -205,10 +230,11 @@ def build_merge(sources: list[Source], dest: Path, note: Callable[[str], None] =
     cams = first.read_cams()
     hands = _hands(first)
     optional, notes = optional_stages(sources)
-    for line in notes:
+    parts, parts_note = _parts_note(sources)
+    for line in notes + ([parts_note] if parts_note else []):
         note(line)
     merged_stages = {e.name for e in registry.STAGES if not e.optional} | {e.name for e in optional}
-    kinds = [k for k in VIEW_KINDS.values() if k.merged and k.stage in merged_stages]
+    kinds = [k for k in VIEW_KINDS.values() if k.merged and k.stage in merged_stages and (parts or k.name != "parts")]
     ims: dict[int, list[str]] = {}
     for s in sources:
         src = s.layout
@@ -231,6 +257,8 @@ def build_merge(sources: list[Source], dest: Path, note: Callable[[str], None] =
                 relative_symlink(src.vertices(hand, frame), out.vertices(hand, frame))
                 _link_if_present(src.bweights(hand, frame), out.bweights(hand, frame))
                 _link_if_present(src.bs(hand, frame), out.bs(hand, frame))
+    if parts:
+        relative_symlink(first.parts_json, out.parts_json)
     for hand in hands:
         _link_if_present(first.tpose_params(hand), out.tpose_params(hand))
         for name in LBS_SHARED_FILES:
@@ -246,7 +274,7 @@ def build_merge(sources: list[Source], dest: Path, note: Callable[[str], None] =
         buf = io.StringIO()
         csv.writer(buf, lineterminator="\n").writerows([list(QUALITY_HEADER), *rows])
         write_text(out.mask_quality, buf.getvalue())
-    _merged_manifest(first, out, [e.name for e in registry.STAGES if e.name not in merged_stages])
+    _merged_manifest(first, out, [e.name for e in registry.STAGES if e.name not in merged_stages], parts)
 
 
 def merge_sequences(basedir: Path, entries: list[str], new_name: str, split: str = "train", capture: int = 0,

@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..core import skinning
+from ..core import parts, skinning
 from ..core.errors import interrupts_ignored
 from ..core.fileio import remove_files, save_npy
 from ..core.locking import die_with_parent
@@ -302,6 +302,7 @@ def _run(sel: SequenceSelector, opts: BlendWeightOptions, plan: _Grids, models: 
             "weights": model.weights.astype(np.float32),
             "joints": shaped_joints(model, first["shapes"][:1])[0].astype(np.float32),
             "tvertices": model.v_template.astype(np.float32),
+            "parts": parts.vertex_parts(model.weights),  # (V,) int64: each vertex's joint
         }
         if plan.tbw[hand]:
             shared["tbw"] = skinning.canonical_grid(model, opts.voxel_size, opts.padding)

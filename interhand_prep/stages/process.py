@@ -261,6 +261,7 @@ def main(args) -> int:
                                  overlay="refined" if refined else "mano", progress=not args.quiet)
         root = base.replace(seq=seqs[0]).layout.root
         outputs = ("annots.npy, cams.txt, frames.txt, params/, vertices/, lbs/, mask/, depth/, "
+                   + ("parts/, parts.json, " if opts.render.parts else "")
                    + ("mask_cihp/, mask_quality.csv, " if refined else "") + "fit_quality.csv, prep.json")
         print(f"\nDemo done. Look at:\n  {root}/  ({outputs})\n"
               f"  {gifs[0].parent.parent}/  ({len(gifs)} GIFs, {'refined' if refined else 'MANO'} masks tinted over "

@@ -4,9 +4,11 @@ Every hand that has MANO in a frame is drawn, also when --hand-type asks for one
 occluding hand is never labelled as the other hand or as background. Vertices come from
 vertices/<hand>/<frame>.npy, or, for a hand that get_annots did not process, from MANO directly.
 
-Reruns: the recipe (render options, the models' faces) decides whether every view is redone; a
-digest of each frame's meshes and of each camera decides which views are. Masks and depth maps
-of views no longer wanted (frames dropped, cameras filtered, another depth format) are removed.
+Reruns: the recipe (render options, the models' faces and part tables) decides whether every view
+is redone; a digest of each frame's meshes and of each camera decides which views are. Masks and
+depth maps of views no longer wanted (frames dropped, cameras filtered, another depth format) are
+removed. --parts is not in the recipe: turning it on renders the views that lack a part image
+(all of them), turning it off removes parts/ and parts.json and renders nothing.
 Work is spread over worker processes in small tasks (a few frames each): Ctrl-C stops within a
 second or two, keeping every finished file, and the workers die with the main process. Each
 finished view goes into the run's journal (base.py), so a rerun after a stop renders only the rest.
@@ -28,12 +30,13 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ..core import gl_platform, gl_renderer
+from ..core import gl_platform, gl_renderer, parts
 from ..core.errors import interrupts_ignored
-from ..core.fileio import remove_files
+from ..core.fileio import remove_files, write_text
 from ..core.locking import die_with_parent
 from ..core.layout import SequenceLayout, render_formats
 from ..core.manifest import digest
+from ..core.mano import load_mano_model
 from ..core.constants import HANDS
 from ..core.options import RenderOptions, from_args, recipe as options_recipe
 from ..core.processed import camera_digest, frame_digest, frame_meshes, processed_hands, view_cameras
@@ -59,16 +62,21 @@ class RenderResult(StageResult):
     steady_views: int = 0        # views rendered after the first task finished, and the time they took:
     steady_seconds: float = 0.0  # the rate after start-up (imports, GL contexts) and planning
     rechecked: int = 0           # views rendered again after a failed label check
+    parts: bool = False          # part labels written too (--parts)
     hands_drawn: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def kinds(self) -> str:
+        return "masks, part labels and depth" if self.parts else "masks and depth"
 
     def summary(self) -> str:
         if self.up_to_date:
-            return (f"{self.layout.root}: masks and depth up to date ({self.cameras} cameras x {self.frames} frames); "
+            return (f"{self.layout.root}: {self.kinds} up to date ({self.cameras} cameras x {self.frames} frames); "
                     "nothing to do")
         rate = (f", rendering {self.steady_views / self.steady_seconds:.0f} views/s after start-up"
                 if self.steady_views and self.steady_seconds else "")
         hands = ", ".join(f"{h} in {n} frames" for h, n in self.hands_drawn.items())
-        return (f"{self.layout.root}: masks and depth of {self.cameras} cameras x {self.frames} frames"
+        return (f"{self.layout.root}: {self.kinds} of {self.cameras} cameras x {self.frames} frames"
                 + (f"  ({self.reason})" if self.reason else "") + "\n"
                 f"  {self.rendered} views rendered, {self.skipped} up to date"
                 + (f" ({self.resumed} of them finished by an interrupted run)" if self.resumed else "")
@@ -84,10 +92,10 @@ class RenderResult(StageResult):
 _worker: dict = {}
 
 
-def _init_worker(parent: int, lock, cameras, faces, layout_root: str, depth_format: str) -> None:
+def _init_worker(parent: int, lock, cameras, faces, face_parts, layout_root: str, depth_format: str) -> None:
     die_with_parent(parent)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent stops the pool on Ctrl-C
-    _worker.update(lock=lock, cameras=cameras, faces=faces, layout=SequenceLayout(layout_root),
+    _worker.update(lock=lock, cameras=cameras, faces=faces, face_parts=face_parts, layout=SequenceLayout(layout_root),
                    depth_format=depth_format, renderer=None)
 
 
@@ -102,7 +110,7 @@ def _render_task(size: tuple[int, int], frames: list[int], meshes: dict, views: 
     if w["renderer"] is None:
         from multiprocessing.util import Finalize
 
-        w["renderer"] = gl_renderer.HandViewRenderer(w["cameras"])
+        w["renderer"] = gl_renderer.HandViewRenderer(w["cameras"], w["face_parts"])
         Finalize(None, _close_worker_renderer, exitpriority=10)  # the GL context goes with the worker
     return render_views(w["renderer"], w["layout"], size, frames, meshes, views, w["faces"], w["depth_format"])
 
@@ -110,14 +118,17 @@ def _render_task(size: tuple[int, int], frames: list[int], meshes: dict, views: 
 def render_views(renderer: gl_renderer.HandViewRenderer, layout: SequenceLayout, size: tuple[int, int],
                  frames: list[int], meshes: dict, views: dict[int, list[str]], faces: dict, depth_format: str,
                  done: list[str] | None = None) -> tuple[list[str], int]:
-    """Render, check and write the views {frame: [camera ids]} of one image size; writes overlap
-    rendering. -> (the views written, as journal units; how many needed a second render).
+    """Render, check and write the views {frame: [camera ids]} of one image size (with part labels
+    when the renderer draws them); writes overlap rendering. -> (the views written, as journal
+    units; how many needed a second render).
 
     `done` (optional) receives each view as its files are complete, also when a Ctrl-C stops the
     loop: the views already handed to the writers are finished first."""
     done = [] if done is None else done
     rechecked = 0
     pending = []
+    with_parts = renderer.face_parts is not None
+    draw = renderer.render_parts if with_parts else (lambda cam: (None, *renderer.render(cam)))
 
     def collect(keep: int) -> None:
         while len(pending) > keep:  # bound the views held in memory for writing
@@ -131,19 +142,19 @@ def render_views(renderer: gl_renderer.HandViewRenderer, layout: SequenceLayout,
                 hands = {hand: (v, faces[hand]) for hand, v in meshes[frame].items()}
                 renderer.set_hands(size, hands)
                 for cam in views[frame]:
-                    mask, depth = renderer.render(cam)
+                    part_labels, mask, depth = draw(cam)
                     problem = renderer.label_problem(cam, mask, depth)
                     if problem:
                         rechecked += 1
                         log.warning("cam%s frame %d: %s; rendering it again", cam, frame, problem)
                         renderer.set_hands(size, hands)  # new scene nodes and buffers
-                        mask, depth = renderer.render(cam)
+                        part_labels, mask, depth = draw(cam)
                         problem = renderer.label_problem(cam, mask, depth)
                         if problem:
                             raise RuntimeError(f"{layout.mask(cam, frame)}: the render gives wrong hand labels "
                                                f"twice ({problem}); nothing was written for this view")
-                    outputs = {"mask": (mask, "png"), "depth": (depth, depth_format)}
-                    outputs = {kind: outputs[kind] for kind in render_formats(depth_format)}
+                    outputs = {"mask": (mask, "png"), "depth": (depth, depth_format), "parts": (part_labels, "png")}
+                    outputs = {kind: outputs[kind] for kind in render_formats(depth_format, with_parts)}
                     pending.append((view_unit(frame, cam), writer.submit(layout.write_view, cam, frame, outputs)))
                 collect(64)
             collect(0)
@@ -182,6 +193,7 @@ class _Views:
     cameras: list[gl_renderer.ViewCamera]
     meshes: dict
     faces: dict
+    face_parts: dict | None     # {hand: (F,) MANO joint of each face} with --parts, else None
     todo: dict[int, set[str]]   # {frame: camera ids} to render
 
 
@@ -197,28 +209,33 @@ class RenderMesh(Stage):
         hands = processed_hands(sel)
         cameras = view_cameras(sel, layout, opts.all_cameras)
         meshes, faces = frame_meshes(sel, layout, frames, hands)
-        # --all-cameras is not compared: the camera digests below decide which cameras' views are due
-        recipe = {"options": {k: v for k, v in options_recipe(opts).items() if k != "all_cameras"},
-                  "faces": {h: digest(np.ascontiguousarray(f, dtype=np.int64).tobytes()) for h, f in sorted(faces.items())}}
+        face_parts = {h: parts.face_parts(faces[h], parts.vertex_parts(load_mano_model(sel.mano_dir, h).weights))
+                      for h in faces}
+        # --all-cameras is not compared: the camera digests below decide which cameras' views are due;
+        # nor is --parts: the part files present or missing decide (the module docstring)
+        recipe = {"options": {k: v for k, v in options_recipe(opts).items() if k not in ("all_cameras", "parts")},
+                  "faces": {h: digest(np.ascontiguousarray(f, dtype=np.int64).tobytes()) for h, f in sorted(faces.items())},
+                  "parts": {h: digest(p.tobytes()) for h, p in sorted(face_parts.items())}}
         frame_digests = {str(f): frame_digest(meshes[f]) for f in frames}
         camera_digests = {c.cam_id: camera_digest(c) for c in cameras}
         global_reason = "--overwrite" if sel.overwrite else previous.manifest.stale_reason(self.name, recipe)
-        formats = render_formats(opts.depth_format)
+        formats = render_formats(opts.depth_format, opts.parts)
         views = plan_views(self.name, layout, previous, recipe, global_reason, frames, cameras, frame_digests,
                            camera_digests, formats)
+        stale_files = views.stale_files + ([layout.parts_json] if not opts.parts and layout.parts_json.exists() else [])
         todo_views: dict[int, set[str]] = {}
         for unit in views.todo:
             frame, cam = unit.split(":")
             todo_views.setdefault(int(frame), set()).add(cam)
-        return Plan(views.reason, recipe, inputs={"all_cameras": opts.all_cameras, "backend_used": None},
+        return Plan(views.reason, recipe, inputs={"all_cameras": opts.all_cameras, "parts": opts.parts, "backend_used": None},
                     state={"frames": frame_digests, "cameras": camera_digests}, todo=views.todo, total=views.total,
                     resumed=views.resumed, needed_bytes=views.needed_bytes,
-                    needed_for=f"{len(views.todo)} masks and depth maps", stale_files=views.stale_files,
-                    data=_Views(frames, cameras, meshes, faces, todo_views))
+                    needed_for=f"{len(views.todo)} masks and depth maps", stale_files=stale_files,
+                    data=_Views(frames, cameras, meshes, faces, face_parts if opts.parts else None, todo_views))
 
     def new_result(self, sel: SequenceSelector, opts: RenderOptions, plan: Plan) -> RenderResult:
         data: _Views = plan.data
-        result = RenderResult(layout=sel.layout, frames=len(data.frames), cameras=len(data.cameras))
+        result = RenderResult(layout=sel.layout, frames=len(data.frames), cameras=len(data.cameras), parts=opts.parts)
         result.hands_drawn = {h: sum(h in m for m in data.meshes.values()) for h in HANDS}
         result.skipped = plan.total - len(plan.todo)
         return result
@@ -230,6 +247,8 @@ class RenderMesh(Stage):
             log.info("render backend %s: %s", choice.platform, choice.reason)
 
     def write(self, sel, opts: RenderOptions, plan: Plan, work, result: RenderResult, done, lock, progress: bool) -> None:
+        if opts.parts:  # the table first: the part images are read with it
+            write_text(sel.layout.parts_json, parts.parts_json())
         if plan.todo:
             _render(plan.data, opts, result, lock, sel.layout, progress, done)
         result.removed = remove_files(plan.stale_files, sel.layout.root)
@@ -273,7 +292,7 @@ def _render(views: _Views, opts: RenderOptions, result: RenderResult, lock, layo
 
     try:
         if workers == 1 and gl_renderer.can_render_here(result.backend):
-            with gl_renderer.HandViewRenderer(views.cameras) as renderer:
+            with gl_renderer.HandViewRenderer(views.cameras, views.face_parts) as renderer:
                 for size, frames, task_views in tasks:
                     written: list[str] = []
                     try:
@@ -290,7 +309,7 @@ def _render(views: _Views, opts: RenderOptions, result: RenderResult, lock, layo
         ctx = multiprocessing.get_context("spawn")
         with ProcessPoolExecutor(workers, mp_context=ctx, initializer=_init_worker,
                                  initargs=(os.getpid(), lock.inheritable(), views.cameras, views.faces,
-                                           str(layout.root), opts.depth_format)) as pool:
+                                           views.face_parts, str(layout.root), opts.depth_format)) as pool:
             jobs = [pool.submit(_render_task, size, frames, {f: views.meshes[f] for f in frames}, task_views)
                     for size, frames, task_views in tasks]
             collect_tasks(pool, jobs, finished)

@@ -52,6 +52,8 @@ THUMB_RADII = (0.0105, 0.0078)
 MEAN_FLEXION = {"index": (0.12, 0.20, 0.10), "middle": (0.15, 0.22, 0.12), "ring": (0.18, 0.25, 0.12),
                 "pinky": (0.22, 0.28, 0.14), "thumb": (0.05, 0.10, 0.12)}
 FINGERS = ("thumb", "index", "middle", "ring", "pinky")
+# the fingertip vertex of each finger in the official MANO topology (smplx's vertex_ids["mano"])
+OFFICIAL_TIP_VERTICES = {"thumb": 744, "index": 320, "middle": 443, "ring": 554, "pinky": 671}
 BLEND_WIDTH = 0.005  # half-width (m) of the skinning-weight transition around a joint
 
 
@@ -333,8 +335,16 @@ def _assemble(mesh: _MeshBuilder, removed_vertices: set[int], rig: _Rigging) -> 
     points = np.array(mesh.points)
     keep = np.array([k not in removed_vertices for k in range(len(points))])
     new_index = np.cumsum(keep) - 1
+    # the fingertips get the official model's vertex ids (smplx's MANO tip ids), as code written
+    # for the real model expects: a swap of vertex numbers, the geometry unchanged
+    swap = np.arange(int(keep.sum()))
+    for name, target in OFFICIAL_TIP_VERTICES.items():
+        here = int(np.flatnonzero(swap == new_index[rig.tips[name]])[0])
+        swap[[here, target]] = swap[[target, here]]
+    relabel = np.argsort(swap)  # vertex number before the swaps -> after
+    new_index = relabel[new_index]
     faces = new_index[np.array(mesh.faces)]
-    v_template = points[keep]
+    v_template = points[keep][swap]
     V = len(v_template)
     weights = np.zeros((V, 16))
     weights[:, 0] = 1.0
