@@ -516,6 +516,11 @@ class ExportLayout:
         parts/<cam id>/<frame>.png       links to (or copies of) its part labels (where it has them)
         parts.json                       the part-label table (with them)
         depths/<cam id>/<frame>.npy      nerfstudio: float32 (H, W) depth in millimetres
+        <frame>/sparse/0/{cameras,images,points3D}.bin
+                                         colmap: one COLMAP model per frame (core/colmap.py)
+        <frame>/images/cam<id>/image<frame>.jpg, <frame>/masks/cam<id>/image<frame>.png
+                                         colmap: the frame's images and masks, named as in the
+                                         sequence (the model's image names)
 
     <frame> is the InterHand2.6M frame number zero-padded to 6 digits, so names sort in time order.
     """
@@ -556,6 +561,28 @@ class ExportLayout:
 
     def parts(self, cam: str, frame: int) -> Path:
         return self.root / "parts" / _camera_id(cam, self.root) / self._name(frame, ".png")
+
+    def colmap_frame(self, frame: int) -> Path:
+        """<frame>/: the COLMAP scene of one frame (colmap)."""
+        return self.root / self._name(frame, "")
+
+    def colmap_model(self, frame: int, name: str) -> Path:
+        """<frame>/sparse/0/<name>.bin: cameras, images, points3D."""
+        if name not in ("cameras", "images", "points3D"):
+            raise ValueError(f"no COLMAP model file {name!r}")
+        return self.colmap_frame(frame) / "sparse" / "0" / f"{name}.bin"
+
+    @staticmethod
+    def colmap_image_name(cam: str, frame: int) -> str:
+        """A view's image name in a frame's COLMAP model: cam<id>/image<frame>.jpg, as in the sequence."""
+        return SequenceLayout.image_key(cam, frame)
+
+    def colmap_image(self, cam: str, frame: int) -> Path:
+        return self.colmap_frame(frame) / "images" / self.colmap_image_name(_camera_id(cam, self.root), frame)
+
+    def colmap_mask(self, cam: str, frame: int) -> Path:
+        return (self.colmap_frame(frame) / "masks" / self.colmap_image_name(_camera_id(cam, self.root), frame)
+                ).with_suffix(".png")
 
     @property
     def parts_json(self) -> Path:

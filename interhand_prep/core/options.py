@@ -21,7 +21,7 @@ DEFAULT_VOXEL_SIZE = 0.025
 DEFAULT_PADDING = 0.05
 DEPTH_FORMATS = ("npy", "png16", "none")
 BACKENDS = ("auto", "egl", "osmesa")
-EXPORT_FORMATS = ("nerfstudio", "easymocap")
+EXPORT_FORMATS = ("nerfstudio", "easymocap", "colmap")
 
 
 def option(default: Any, *flags: str, help: str, choices=None, kind=None, output: bool = True, metavar=None,
@@ -217,7 +217,7 @@ class ExportOptions:
 
     format: str = option(None, "--format", choices=EXPORT_FORMATS, required=True,
                          help="nerfstudio: transforms.json; easymocap: intri.yml and extri.yml (also read by "
-                              "EasyVolcap)")
+                              "EasyVolcap); colmap: a COLMAP model per frame (3D Gaussian splatting trainers)")
     out: Path | None = option(None, "--out", kind=Path, metavar="DIR",
                               help="export folder (default: <sequence>/export/<format>/); replaced whole when it "
                                    "holds an earlier export")
@@ -227,11 +227,17 @@ class ExportOptions:
                         help="the masks exported: mano, the rendered MANO masks (mask/); refined, the masks refined "
                              "against the images (mask_cihp/, refine-masks); auto, the refined ones where "
                              "refine-masks finished on the sequence and is up to date, else mano (default: auto)")
+    frames: tuple[int, ...] | None = option(None, "--frames", kind=int, nargs="+", metavar="FRAME",
+                                            help="colmap: only these frames (default: every kept frame)")
 
     def __post_init__(self):
         check(self.format in EXPORT_FORMATS,
               f"unknown export format {self.format!r}; expected one of {', '.join(EXPORT_FORMATS)}")
         check(self.masks in self.MASKS, f"unknown --masks {self.masks!r}; expected one of {', '.join(self.MASKS)}")
+        check(self.frames is None or self.format == "colmap",
+              f"--frames chooses the frames of --format colmap, not of {self.format}")
+        if self.frames is not None:
+            object.__setattr__(self, "frames", tuple(sorted({int(f) for f in self.frames})))
 
 
 # ---------------------------------------------------------------------------------------------

@@ -1,8 +1,11 @@
 """The export stage: a processed sequence in the layout another trainer reads.
 
 nerfstudio: transforms.json (cameras, per-view images, masks and depth maps); EasyMocap (and
-EasyVolcap): intri.yml, extri.yml, images/<id>/<frame>.jpg, masks/<id>/<frame>.png. The camera
-conventions of each are in core/trainer_formats.py, the files in core/layout.py (ExportLayout).
+EasyVolcap): intri.yml, extri.yml, images/<id>/<frame>.jpg, masks/<id>/<frame>.png; COLMAP: a
+sparse model per frame (--frames chooses them) with the frame's images and masks, its points the
+MANO vertices coloured from the views that see them, as 3D Gaussian splatting trainers read it.
+The camera conventions of each are in core/trainer_formats.py and core/colmap.py, the files in
+core/layout.py (ExportLayout).
 
 Images and masks are relative symbolic links into the sequence folder (or copies with --copy); the
 sources are never rewritten. nerfstudio's depth maps are written anew, in millimetres: nerfstudio
@@ -39,10 +42,10 @@ from .. import __version__
 from ..core.cameras import CameraSet
 from ..core.dataset import image_size
 from ..core.errors import InputError
-from ..core.fileio import folder_swap, relative_symlink, swap_temporary_pattern, write_text
+from ..core.fileio import folder_swap, relative_symlink, swap_temporary_pattern, write_bytes, write_text
 from ..core.layout import VIEW_KINDS, ExportLayout, SequenceLayout, decode_depth, render_formats
 from ..core.locking import sequence_lock
-from ..core import registry
+from ..core import colmap, registry
 from ..core.processed import outdated_refinement, outdated_render, recorded_hands, require_finished, unfinished
 from ..core.manifest import Manifest, digest
 from ..core.options import ExportOptions, from_args
@@ -188,12 +191,16 @@ def finished_sequence(layout: SequenceLayout, masks: str = "mano") -> SequenceVi
 
 def _recipe(source: SequenceViews, options: ExportOptions) -> dict:
     return {"version": EXPORT_FORMAT_VERSION, "format": options.format, "copy": options.copy,
-            "masks": source.mask_kind, "parts": source.parts, "source": str(source.layout.root),
-            "source_digest": source.source_digest}
+            "masks": source.mask_kind, "parts": source.parts, "frames": source.frames,
+            "source": str(source.layout.root), "source_digest": source.source_digest}
 
 
 def expected_files(source: SequenceViews, out: ExportLayout, export_format: str) -> list[Path]:
     """Every file an export of `source` in `export_format` consists of (export.json aside)."""
+    if export_format == "colmap":
+        return [path for frame in source.frames
+                for path in [out.colmap_model(frame, n) for n in ("cameras", "images", "points3D")]
+                + [p for cam in source.cameras.ids for p in (out.colmap_image(cam, frame), out.colmap_mask(cam, frame))]]
     files = [out.transforms_json] if export_format == "nerfstudio" else [out.intri_yml, out.extri_yml]
     with_depth = export_format == "nerfstudio" and source.depth_format != "none"
     for cam in source.cameras.ids:
@@ -276,7 +283,46 @@ def _easymocap(source: SequenceViews, out: ExportLayout, copy: bool, tick) -> No
     write_text(out.extri_yml, easymocap_extri(source.cameras))
 
 
-WRITERS = {"nerfstudio": _nerfstudio, "easymocap": _easymocap}
+def _colmap(source: SequenceViews, out: ExportLayout, copy: bool, tick) -> None:
+    """A COLMAP model per frame: the cameras, the views, and the MANO vertices of every hand drawn
+    (vertices/ of the processed hands) as 3D points, each observed by the views whose depth map
+    shows it (within 2 mm) and coloured with the median of its pixels there."""
+    from PIL import Image
+
+    seq = source.layout
+    cams = source.cameras.ids
+    hands = [h for h in recorded_hands(seq) if seq.vertices_dir(h).is_dir()]
+    cameras_bin = colmap.cameras_bin(source.cameras, source.sizes)
+    for frame in source.frames:
+        vertices_m = np.concatenate([seq.read_vertices(seq.vertices(h, frame)) for h in hands
+                                     if seq.vertices(h, frame).is_file()] or [np.zeros((0, 3))]).astype(np.float64)
+        depths, images = [], []
+        for cam in cams:
+            _place(seq.image(cam, frame), out.colmap_image(cam, frame), copy)
+            _place(seq.view(source.mask_kind, cam, frame, "png"), out.colmap_mask(cam, frame), copy)
+            depths.append(decode_depth(seq.depth(cam, frame, source.depth_format))[..., 0])
+            try:
+                with Image.open(seq.image(cam, frame)) as im:
+                    images.append(np.asarray(im.convert("RGB")))
+            except (OSError, ValueError) as exc:
+                raise InputError(f"{seq.image(cam, frame)}: unreadable image ({exc})") from None
+            tick()
+        pixels, visible = colmap.visible_vertices(vertices_m * MM_PER_M, source.cameras, depths)
+        colours = colmap.vertex_colours(pixels, visible, images)
+        seen = [np.flatnonzero(visible[c]) for c in range(len(cams))]
+        tracks = [[] for _ in range(len(vertices_m))]
+        for c, index in enumerate(seen):
+            for k, v in enumerate(index):
+                tracks[v].append((c + 1, k))
+        names = [out.colmap_image_name(cam, frame) for cam in cams]
+        write_bytes(out.colmap_model(frame, "cameras"), cameras_bin)
+        write_bytes(out.colmap_model(frame, "images"),
+                    colmap.images_bin(source.cameras, names, [pixels[c, s] for c, s in enumerate(seen)],
+                                      [s + 1 for s in seen]))
+        write_bytes(out.colmap_model(frame, "points3D"), colmap.points3d_bin(vertices_m, colours, tracks))
+
+
+WRITERS = {"nerfstudio": _nerfstudio, "easymocap": _easymocap, "colmap": _colmap}
 
 
 def _remove_leftovers(dest: Path) -> None:
@@ -287,6 +333,26 @@ def _remove_leftovers(dest: Path) -> None:
             shutil.rmtree(path, ignore_errors=True)
 
 
+def _for_format(source: SequenceViews, options: ExportOptions) -> SequenceViews:
+    """What of the sequence the format exports: colmap the frames of --frames (all by default; it
+    needs the depth maps, which say which views see a vertex) and no part labels."""
+    import dataclasses
+
+    if options.format != "colmap":
+        return source
+    if source.depth_format == "none":
+        raise InputError(f"{source.layout.root}: --format colmap needs the depth maps (render_mesh ran with "
+                         "--depth-format none); rerun render_mesh.py with --depth-format npy or png16")
+    frames = source.frames
+    if options.frames is not None:
+        absent = [f for f in options.frames if f not in set(frames)]
+        if absent:
+            raise InputError(f"{source.layout.frames_txt}: frame {absent[0]} of --frames is not a kept frame "
+                             f"(kept: {frames[0]}-{frames[-1]}, {len(frames)} frames)")
+        frames = list(options.frames)
+    return dataclasses.replace(source, frames=frames, parts=False)
+
+
 def export(sel: SequenceSelector, options: ExportOptions, progress: bool = True) -> ExportResult:
     """Export the sequence of `sel` as `options` say -> what was done."""
     start = time.perf_counter()
@@ -294,7 +360,7 @@ def export(sel: SequenceSelector, options: ExportOptions, progress: bool = True)
     layout = SequenceLayout(os.path.realpath(sel.layout.root)) if sel.layout.root.exists() else sel.layout
     dest = Path(options.out) if options.out is not None else layout.export_dir(options.format)
     dest = Path(os.path.realpath(dest.parent)) / dest.name
-    source = finished_sequence(layout, options.masks)
+    source = _for_format(finished_sequence(layout, options.masks), options)
     result = ExportResult(dest, options.format, len(source.cameras.ids), len(source.frames), options.copy,
                           options.format == "nerfstudio" and source.depth_format != "none", masks=source.mask_kind,
                           masks_note=source.masks_note, parts=source.parts)
@@ -304,7 +370,8 @@ def export(sel: SequenceSelector, options: ExportOptions, progress: bool = True)
         result.up_to_date = True  # (exists() follows the links: a link whose target went is missing)
         return result
     with sequence_lock(layout.root):
-        source = finished_sequence(layout, options.masks)  # again, under the lock: no stage changes it meanwhile
+        # again, under the lock: no stage changes it meanwhile
+        source = _for_format(finished_sequence(layout, options.masks), options)
         result.masks, result.masks_note = source.mask_kind, source.masks_note
         _check_destination(dest)
         _remove_leftovers(dest)
