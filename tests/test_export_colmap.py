@@ -80,7 +80,8 @@ def _read_model(folder) -> tuple[dict, dict, dict]:
     points = {}
     for _ in range(take("Q")[0]):
         point_id, = take("Q")
-        xyz, rgb, _error = np.array(take("3d")), np.array(take("3B")), take("d")
+        xyz, rgb = np.array(take("3d")), np.array(take("3B"))
+        take("d")  # the reprojection error
         length, = take("Q")
         points[point_id] = (xyz, rgb, np.array([take("ii") for _ in range(length)]).reshape(-1, 2))
     assert done()
