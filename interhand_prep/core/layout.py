@@ -522,10 +522,17 @@ class ExportLayout:
                                          colmap: the frame's images and masks, named as in the
                                          sequence (the model's image names)
 
+        <hand>/InterHand2.6M_5fps_batch1/  handavatar: HandAvatar's and OHTA's layout, one folder per
+            images/<name>, masks_removeblack/<name .png>, masks_SAM/<name .png>   hand, with <name> =
+            preprocess/<split>/Capture<N>/<seq>/anno_cam.pkl             <split>/Capture<N>/<seq>/cam<id>/image<frame>.jpg
+
     <frame> is the InterHand2.6M frame number zero-padded to 6 digits, so names sort in time order.
     """
 
     MARKER = "export.json"
+    # HandAvatar's folder names; its loader reads data/InterHand/<fps>/InterHand2.6M_<fps>fps_batch1
+    # with fps 5 in every shipped config
+    HANDAVATAR_FOLDER = "InterHand2.6M_5fps_batch1"
 
     def __init__(self, root: str | Path):
         self.root = Path(root)
@@ -587,6 +594,27 @@ class ExportLayout:
     @property
     def parts_json(self) -> Path:
         return self.root / "parts.json"
+
+    @staticmethod
+    def handavatar_name(split: str, capture: int, seq: str, cam: str, frame: int) -> str:
+        """A view as HandAvatar names it (its framelist and dict keys): <split>/Capture<N>/<seq>/cam<id>/image<frame>.jpg."""
+        return f"{split}/Capture{int(capture)}/{check_name(seq, 'sequence')}/{SequenceLayout.image_key(cam, frame)}"
+
+    def handavatar_root(self, hand: str) -> Path:
+        return self.root / hand / self.HANDAVATAR_FOLDER
+
+    def handavatar_image(self, hand: str, name: str) -> Path:
+        return self.handavatar_root(hand) / "images" / name
+
+    def handavatar_mask(self, hand: str, name: str, folder: str = "masks_removeblack") -> Path:
+        """masks_removeblack/ (HandAvatar, OHTA) or masks_SAM/ (OHTA), the image's name with .png."""
+        if folder not in ("masks_removeblack", "masks_SAM"):
+            raise ValueError(f"no HandAvatar mask folder {folder!r}")
+        return (self.handavatar_root(hand) / folder / name).with_suffix(".png")
+
+    def handavatar_anno(self, hand: str, split: str, capture: int, seq: str) -> Path:
+        return (self.handavatar_root(hand) / "preprocess" / split / f"Capture{int(capture)}" / check_name(seq, "sequence")
+                / "anno_cam.pkl")
 
     def relative(self, path: Path) -> str:
         """A path inside the folder as its camera files name it: relative, with forward slashes."""

@@ -21,7 +21,7 @@ DEFAULT_VOXEL_SIZE = 0.025
 DEFAULT_PADDING = 0.05
 DEPTH_FORMATS = ("npy", "png16", "none")
 BACKENDS = ("auto", "egl", "osmesa")
-EXPORT_FORMATS = ("nerfstudio", "easymocap", "colmap")
+EXPORT_FORMATS = ("nerfstudio", "easymocap", "colmap", "handavatar")
 
 
 def option(default: Any, *flags: str, help: str, choices=None, kind=None, output: bool = True, metavar=None,
@@ -217,7 +217,8 @@ class ExportOptions:
 
     format: str = option(None, "--format", choices=EXPORT_FORMATS, required=True,
                          help="nerfstudio: transforms.json; easymocap: intri.yml and extri.yml (also read by "
-                              "EasyVolcap); colmap: a COLMAP model per frame (3D Gaussian splatting trainers)")
+                              "EasyVolcap); colmap: a COLMAP model per frame (3D Gaussian splatting trainers); "
+                              "handavatar: HandAvatar's and OHTA's anno_cam.pkl, images and masks, a folder per hand")
     out: Path | None = option(None, "--out", kind=Path, metavar="DIR",
                               help="export folder (default: <sequence>/export/<format>/); replaced whole when it "
                                    "holds an earlier export")

@@ -43,9 +43,10 @@ from ..core.cameras import CameraSet
 from ..core.dataset import image_size
 from ..core.errors import InputError
 from ..core.fileio import folder_swap, relative_symlink, swap_temporary_pattern, write_bytes, write_text
-from ..core.layout import VIEW_KINDS, ExportLayout, SequenceLayout, decode_depth, render_formats
+from ..core.constants import SPLITS
+from ..core.layout import MASK_LABELS, VIEW_KINDS, ExportLayout, SequenceLayout, decode_depth, decode_mask, encode_mask, render_formats
 from ..core.locking import sequence_lock
-from ..core import colmap, registry
+from ..core import colmap, handavatar, registry
 from ..core.processed import outdated_refinement, outdated_render, recorded_hands, require_finished, unfinished
 from ..core.manifest import Manifest, digest
 from ..core.options import ExportOptions, from_args
@@ -197,6 +198,10 @@ def _recipe(source: SequenceViews, options: ExportOptions) -> dict:
 
 def expected_files(source: SequenceViews, out: ExportLayout, export_format: str) -> list[Path]:
     """Every file an export of `source` in `export_format` consists of (export.json aside)."""
+    if export_format == "handavatar":  # the views it holds depend on the masks: their files are in the anno
+        split, capture, name = _sequence_name(source.layout)
+        return [out.handavatar_anno(h, split, capture, name) for h in recorded_hands(source.layout)
+                if source.layout.params_dir(h).is_dir()]
     if export_format == "colmap":
         return [path for frame in source.frames
                 for path in [out.colmap_model(frame, n) for n in ("cameras", "images", "points3D")]
@@ -322,7 +327,83 @@ def _colmap(source: SequenceViews, out: ExportLayout, copy: bool, tick) -> None:
         write_bytes(out.colmap_model(frame, "points3D"), colmap.points3d_bin(vertices_m, colours, tracks))
 
 
-WRITERS = {"nerfstudio": _nerfstudio, "easymocap": _easymocap, "colmap": _colmap}
+# handavatar: a view is exported when its hand shows on this many pixels of the mask (their patch
+# sampler draws from the hand's pixels and fails on none) and its square box meets the image
+HANDAVATAR_MIN_MASK_PIXELS = 100
+
+
+def _sequence_name(layout: SequenceLayout) -> tuple[str, int, str]:
+    """(split, capture, sequence) of a processed sequence folder, <split>/Capture<N>/<seq>."""
+    import re
+
+    root = layout.root
+    match = re.fullmatch(r"Capture(\d+)", root.parent.name)
+    if not match or root.parent.parent.name not in SPLITS:
+        raise InputError(f"{root}: --format handavatar needs a sequence folder <split>/Capture<N>/<seq> (HandAvatar "
+                         "names views by it); a merged sequence has none")
+    if "images" in root.name or ".jpg" in root.name:
+        raise InputError(f"{root}: HandAvatar finds masks and annotations by replacing 'images' and '.jpg' in "
+                         "image paths; a sequence name containing them cannot be exported for it")
+    return root.parent.parent.name, int(match.group(1)), root.name
+
+
+def _mano_models(layout: SequenceLayout, hands: list[str]):
+    """The MANO models get_annots processed the hands with (recorded in prep.json)."""
+    from ..core.mano import load_mano_model, model_filename
+
+    recorded = ((Manifest.read(layout.root).stage(registry.GET_ANNOTS.name) or {}).get("inputs") or {}).get("mano") or {}
+    models = {}
+    for hand in hands:
+        entry = recorded.get(model_filename(hand)) or {}
+        path = Path(entry["path"]) if isinstance(entry.get("path"), str) else None
+        if path is None or not path.is_file():
+            raise InputError(f"{layout.manifest}: the {hand} MANO model it was processed with is not at "
+                             f"{path or '(not recorded)'}; --format handavatar poses HandAvatar's MANO with it")
+        models[hand] = load_mano_model(path.parent, hand)
+    return models
+
+
+def _handavatar(source: SequenceViews, out: ExportLayout, copy: bool, tick) -> None:
+    """HandAvatar's (and OHTA's) layout, per processed hand: anno_cam.pkl over every view where the
+    hand shows (two-hand frames and mono cameras kept; the hand's mask without the pixels where the
+    other hand is in front), masks 0/255 in masks_removeblack/ and masks_SAM/, links to the images."""
+    seq = source.layout
+    split, capture, name = _sequence_name(seq)
+    hands = [h for h in recorded_hands(seq) if seq.params_dir(h).is_dir()]
+    models = _mano_models(seq, hands)
+    cams = source.cameras.ids
+    records = {hand: ({}, {}, {}, []) for hand in hands}  # cameras, mesh_infos, bbox, framelist
+    for frame in source.frames:
+        masks = {cam: decode_mask(seq.view(source.mask_kind, cam, frame, "png")) for cam in cams}
+        for hand in hands:
+            if not seq.params(hand, frame).is_file():
+                continue
+            params = seq.read_params(seq.params(hand, frame))
+            views = handavatar.frame_records(models[hand], params, source.cameras.R, source.cameras.T, source.cameras.K)
+            cameras, mesh_infos, boxes, framelist = records[hand]
+            for c, cam in enumerate(cams):
+                hand_pixels = masks[cam] == MASK_LABELS[hand]
+                record, _ = views[c]
+                width, height = source.sizes[c]
+                box = handavatar.square_box(handavatar.joint_box(record["joint_img"], record["joint_valid"][:, 0]),
+                                            width, height)
+                if box is None or np.count_nonzero(hand_pixels) < HANDAVATAR_MIN_MASK_PIXELS:
+                    continue
+                view = out.handavatar_name(split, capture, name, cam, frame)
+                _place(seq.image(cam, frame), out.handavatar_image(hand, view), copy)
+                write_bytes(out.handavatar_mask(hand, view), encode_mask(np.where(hand_pixels, handavatar.MASK_ON, 0)))
+                relative_symlink(out.handavatar_mask(hand, view), out.handavatar_mask(hand, view, "masks_SAM"))
+                cameras[view], mesh_infos[view], boxes[view] = handavatar.camera_record(source.cameras.K[c]), record, box
+                framelist.append(view)
+        for _ in cams:
+            tick()
+    for hand, (cameras, mesh_infos, boxes, framelist) in records.items():
+        order = sorted(framelist, key=lambda v: (v.split("/")[3], v))  # camera-major, frames ascending
+        write_bytes(out.handavatar_anno(hand, split, capture, name),
+                    handavatar.numpy1_pickle([cameras, mesh_infos, boxes, order]))
+
+
+WRITERS = {"nerfstudio": _nerfstudio, "easymocap": _easymocap, "colmap": _colmap, "handavatar": _handavatar}
 
 
 def _remove_leftovers(dest: Path) -> None:
@@ -338,6 +419,9 @@ def _for_format(source: SequenceViews, options: ExportOptions) -> SequenceViews:
     needs the depth maps, which say which views see a vertex) and no part labels."""
     import dataclasses
 
+    if options.format == "handavatar":
+        _sequence_name(source.layout)  # refused before anything is written
+        return dataclasses.replace(source, parts=False)
     if options.format != "colmap":
         return source
     if source.depth_format == "none":
