@@ -72,9 +72,9 @@ def process_cmd(data: Path, *extra: str) -> list[str]:
             str(data / "mano"), "--hand-type", "both", "--logs", str(data / "logs"), "--quiet", *extra]
 
 
-def slow_process(data: Path, capture: Path, platform: str) -> subprocess.Popen:
+def slow_process(data: Path, capture: Path, platform: str, seconds: float = 0.1) -> subprocess.Popen:
     """process.sh on the two-hand sequence, each view slowed down, in a process group of its own."""
-    return subprocess.Popen(process_cmd(data, TWO, "--backend", platform), env=slow_env(capture),
+    return subprocess.Popen(process_cmd(data, TWO, "--backend", platform), env=slow_env(capture, seconds),
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
 
 
@@ -240,7 +240,8 @@ def test_ctrl_c_of_process_reports_interrupted_and_the_rerun_resumes(gl_platform
 
 def test_a_refused_run_leaves_the_running_ones_files_alone(gl_platform, data, capture):
     platform = gl_platform
-    first = slow_process(data, capture, platform)
+    # slow enough that the two refused runs (a few seconds each on a loaded machine) start before it ends
+    first = slow_process(data, capture, platform, seconds=0.25)
     root = selector(data).layout.root
     wait_for_masks(root, 2, first)
     log = data / "logs" / f"train_Capture0_{TWO}.log"
