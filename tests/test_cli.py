@@ -76,3 +76,22 @@ def test_the_wheel_installs_and_runs_outside_the_checkout(tmp_path, tiny):
                           "--out-root", "out", "--quiet"], capture_output=True, text=True, cwd=elsewhere, env=env)
     assert run.returncode == 0, run.stderr
     assert (elsewhere / "out" / "train" / "Capture0" / "0266_dh_pray" / "annots.npy").is_file()
+
+
+def test_workers_follow_the_cpus_the_process_may_use(monkeypatch):
+    """Affinity (taskset, a Slurm task's binding) and SLURM_CPUS_PER_TASK bound the worker counts."""
+    import os
+    import subprocess
+    import sys
+
+    code = ("import os; os.sched_setaffinity(0, {min(os.sched_getaffinity(0))}); "
+            "from interhand_prep.core.locking import usable_cpus; print(usable_cpus())")
+    env = {k: v for k, v in os.environ.items() if k != "SLURM_CPUS_PER_TASK"}
+    one_cpu = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
+    assert one_cpu.stdout.strip() == "1", one_cpu.stderr
+    from interhand_prep.core.locking import usable_cpus
+
+    mine = len(os.sched_getaffinity(0))
+    for value, expected in (("1", 1), (str(mine + 7), mine), ("", mine), ("junk", mine)):
+        monkeypatch.setenv("SLURM_CPUS_PER_TASK", value)
+        assert usable_cpus() == expected, value

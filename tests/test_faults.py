@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -325,9 +326,15 @@ def test_relative_paths_are_the_callers(gl_platform, data):
 
 
 def test_hand_type_auto_over_a_capture(gl_platform, data):
+    # folders that are not sequences: a hidden copy of one (Jupyter's), and an empty one
+    capture_dir = selector(data, ONE).layout.root.parent
+    shutil.copytree(capture_dir / ONE, capture_dir / ".ipynb_checkpoints" / ONE)
+    (capture_dir / "notes").mkdir()
     proc = subprocess.run(process_cmd(data, "--all", "--backend", gl_platform, "--hand-type", "auto"),
                           capture_output=True, text=True, env=dict(os.environ, PYTHON=sys.executable))
     assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "--all: skipping 2 folder(s) of Capture0 without cam*/image*.jpg: .ipynb_checkpoints, notes" in proc.stderr
+    assert "processing 2 sequence(s)" in proc.stdout and ".ipynb" not in proc.stdout
     hands = {seq: Manifest.read(selector(data, seq).layout.root).stage("get_annots")["result"]["hands"] for seq in (ONE, TWO)}
     assert hands == {ONE: ["right"], TWO: ["right", "left"]}
     assert (selector(data, ONE).layout.root / "lbs" / "right").is_dir()

@@ -20,6 +20,7 @@ import numpy as np
 
 from .cameras import CameraSet
 from .errors import InputError
+from .locking import usable_cpus
 from .constants import CAMERA_DIR_PATTERN, SPLITS
 
 PACKAGED_CAMERA_TABLE = Path(__file__).parent / "resources" / "cameras.csv"
@@ -158,7 +159,7 @@ def is_black(path: str | Path) -> bool:
 def black_images(paths: Iterable[Path], workers: int | None = None) -> list[bool]:
     """is_black over many files, decoded in threads (the decoder releases the GIL)."""
     paths = list(paths)
-    workers = workers or min(8, (os.cpu_count() or 1) * 2)
+    workers = workers or min(8, usable_cpus() * 2)
     with ThreadPoolExecutor(workers) as pool:
         return list(pool.map(is_black, paths, chunksize=16))
 
@@ -217,7 +218,22 @@ class InterHandDataset:
         return path
 
     def sequences(self, capture: int) -> list[str]:
-        return sorted(p.name for p in self.capture_dir(capture).iterdir() if p.is_dir())
+        """The capture's sequence folders: those holding cam*/image*.jpg, sorted (`other_folders`
+        are the rest: hidden folders such as .ipynb_checkpoints, empty or foreign ones)."""
+        return self._folders(capture)[0]
+
+    def other_folders(self, capture: int) -> list[str]:
+        """The folders of the capture that are not sequences (no cam*/image*.jpg in them), sorted."""
+        return self._folders(capture)[1]
+
+    def _folders(self, capture: int) -> tuple[list[str], list[str]]:
+        sequences, others = [], []
+        for path in sorted(self.capture_dir(capture).iterdir()):
+            if not path.is_dir():
+                continue
+            images = not path.name.startswith(".") and next(path.glob("cam*/image*.jpg"), None) is not None
+            (sequences if images else others).append(path.name)
+        return sequences, others
 
     def sequence_dir(self, capture: int, seq: str) -> Path:
         if not seq or seq in (".", "..") or "/" in seq or "\\" in seq or "\0" in seq:

@@ -1,4 +1,5 @@
-"""The per-sequence lock, and workers that die with their parent."""
+"""The per-sequence lock, and worker processes: how many a run may start, and that they die with
+their parent."""
 
 from __future__ import annotations
 
@@ -171,3 +172,17 @@ def die_with_parent(parent: int) -> None:
         libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
     if os.getppid() != parent:  # it died before the request took effect
         os._exit(1)
+
+
+def usable_cpus() -> int:
+    """How many CPUs this process may use: those of its affinity mask (taskset, cgroups, a Slurm
+    task's binding), never more than SLURM_CPUS_PER_TASK where Slurm sets it; at least 1. Worker
+    counts start here, not at os.cpu_count(), which counts every core of the node."""
+    try:
+        count = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):  # not Linux
+        count = os.cpu_count() or 1
+    slurm = os.environ.get("SLURM_CPUS_PER_TASK", "")
+    if slurm.isdigit() and int(slurm) > 0:
+        count = min(count, int(slurm))
+    return max(1, count)

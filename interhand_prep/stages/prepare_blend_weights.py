@@ -28,7 +28,7 @@ import numpy as np
 from ..core import parts, skinning
 from ..core.errors import interrupts_ignored
 from ..core.fileio import remove_files, save_npy
-from ..core.locking import die_with_parent
+from ..core.locking import die_with_parent, usable_cpus
 from ..core.layout import LBS_SHARED_FILES, SequenceLayout, write_grid
 from ..core.manifest import file_digest, file_sha256
 from ..core.mano import ManoModel, load_mano_model, model_filename
@@ -124,7 +124,7 @@ def _compute(models: dict[str, ManoModel], layout: SequenceLayout, todo: dict[st
     tasks = [(hand, frames[s:s + FRAMES_PER_TASK]) for hand, frames in todo.items()
              for s in range(0, len(frames), FRAMES_PER_TASK)]
     points = sum(len(frames) for frames in todo.values()) * _grid_points(layout, todo, opts)
-    workers = min(opts.lbs_workers or os.cpu_count() or 1, len(tasks))
+    workers = min(opts.lbs_workers or usable_cpus(), len(tasks))
     if points < PARALLEL_MIN_POINTS or workers < 2:
         for hand, frames in tasks:
             frame_grids_of(models[hand], layout, hand, frames, opts)

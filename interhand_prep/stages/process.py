@@ -64,6 +64,10 @@ def select_sequences(args) -> list[str]:
                             f"; {args.split} has {', '.join(captures) or 'no captures'}")) from None
     if args.all:
         seqs = existing
+        others = ds.other_folders(args.capture)
+        if others:
+            print(f"--all: skipping {len(others)} folder(s) of Capture{args.capture} without cam*/image*.jpg: "
+                  + ", ".join(others[:5]) + (" ..." if len(others) > 5 else ""), file=sys.stderr, flush=True)
     elif args.list:
         seqs = read_sequence_list(args.list)
     else:

@@ -46,7 +46,7 @@ from ..core.constants import HANDS
 from ..core.errors import InputError
 from ..core.fileio import remove_files, write_text
 from ..core.layout import MASK_LABELS, SequenceLayout, decode_mask
-from ..core.locking import die_with_parent
+from ..core.locking import die_with_parent, usable_cpus
 from ..core.mano import load_mano_model
 from ..core.options import RefineOptions, from_args, recipe as options_recipe
 from ..core.processed import frame_meshes, processed_hands, refine_digests, refine_recipe, view_cameras
@@ -359,7 +359,7 @@ def _refine(views: _Views, params: mask_refine.RefineParams, opts: RefineOptions
         by_camera.setdefault(view[1], []).append(view)
     tasks = [(cam, chunk[i:i + VIEWS_PER_TASK]) for cam, chunk in by_camera.items()
              for i in range(0, len(chunk), VIEWS_PER_TASK)]
-    workers = opts.refine_workers or (os.cpu_count() or 1 if len(views.todo) >= PARALLEL_MIN_VIEWS else 1)
+    workers = opts.refine_workers or (usable_cpus() if len(views.todo) >= PARALLEL_MIN_VIEWS else 1)
     workers = max(1, min(workers, len(tasks)))
     bar = tqdm(total=len(views.todo), desc=f"{layout.root.name} refined masks", unit="view", disable=not progress,
                leave=False)

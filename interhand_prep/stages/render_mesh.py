@@ -33,7 +33,7 @@ import numpy as np
 from ..core import gl_platform, gl_renderer, parts
 from ..core.errors import interrupts_ignored
 from ..core.fileio import remove_files, write_text
-from ..core.locking import die_with_parent
+from ..core.locking import die_with_parent, usable_cpus
 from ..core.layout import SequenceLayout, render_formats
 from ..core.manifest import digest
 from ..core.mano import load_mano_model
@@ -272,7 +272,7 @@ def _render(views: _Views, opts: RenderOptions, result: RenderResult, lock, layo
 
     tasks = _tasks(views.cameras, views.todo)
     count = sum(len(v) for v in views.todo.values())
-    workers = opts.render_workers or (os.cpu_count() or 1 if count >= PARALLEL_MIN_VIEWS else 1)
+    workers = opts.render_workers or (usable_cpus() if count >= PARALLEL_MIN_VIEWS else 1)
     workers = max(1, min(workers, len(tasks)))
     bar = tqdm(total=count, desc=f"{layout.root.name} views", unit="view", disable=not progress, leave=False)
     first_done = None

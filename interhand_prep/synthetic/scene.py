@@ -44,7 +44,6 @@ for a given spec, whatever the number of workers.
 
 from __future__ import annotations
 
-import os
 import sys
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
@@ -1043,7 +1042,9 @@ class FrameRenderer:
     def __init__(self, cameras, sizes: list, looks: list, seed: int, workers: int = 0):
         import multiprocessing
 
-        workers = workers or os.cpu_count() or 1
+        from ..core.locking import usable_cpus
+
+        workers = workers or usable_cpus()
         rig = (list(cameras.ids), np.asarray(cameras.K), np.asarray(cameras.R), np.asarray(cameras.T), list(sizes),
                looks, seed)
         # forked workers start at once and need no importable __main__; a process that has
