@@ -162,14 +162,14 @@ class BlendWeightOptions:
     surface_weights: bool = option(False, "--surface-weights", "--surface_weights",
                                    help="bweights from the closest surface point instead of the nearest vertex")
     lbs_workers: int = option(0, "--lbs-workers", kind=non_negative_int, output=False, metavar="N",
-                              help="processes for large grids (default 0: one per core)")
+                              help="processes for large grids (default 0: one per CPU this process may use)")
 
     def __post_init__(self):
         check(self.voxel_size > 0 and self.voxel_size < float("inf"),
                f"--voxel-size must be a positive length in metres, got {self.voxel_size}")
         check(self.padding >= 0 and self.padding < float("inf"),
                f"--padding must be a non-negative length in metres, got {self.padding}")
-        check(self.lbs_workers >= 0, f"--lbs-workers must be 0 (one per core) or more, got {self.lbs_workers}")
+        check(self.lbs_workers >= 0, f"--lbs-workers must be 0 (one per usable CPU) or more, got {self.lbs_workers}")
 
 
 @dataclass(frozen=True)
@@ -184,7 +184,7 @@ class RenderOptions:
     all_cameras: bool = option(False, "--all-cameras", "--all_cameras",
                                help="also render the cameras get_annots filtered out (at their own size)")
     render_workers: int = option(0, "--render-workers", kind=non_negative_int, output=False,
-                                 metavar="N", help="worker processes (default 0: one per core)")
+                                 metavar="N", help="worker processes (default 0: one per CPU this process may use)")
     parts: bool = option(False, "--parts",
                          help="also write part labels, parts/cam<id>/image<frame>.png (a label per MANO joint and "
                               "hand, see parts.json); without it parts/ is removed")
@@ -193,7 +193,7 @@ class RenderOptions:
         check(self.backend in BACKENDS, f"unknown backend {self.backend!r}; expected one of {', '.join(BACKENDS)}")
         check(self.depth_format in DEPTH_FORMATS,
                f"unknown depth format {self.depth_format!r}; expected one of {', '.join(DEPTH_FORMATS)}")
-        check(self.render_workers >= 0, f"--render-workers must be 0 (one per core) or more, got {self.render_workers}")
+        check(self.render_workers >= 0, f"--render-workers must be 0 (one per usable CPU) or more, got {self.render_workers}")
 
 
 @dataclass(frozen=True)
@@ -204,11 +204,11 @@ class RefineOptions:
                             help="how far (mm, at the hand) the refined outline may lie from the MANO outline "
                                  "(default: 8, above the MANO fits' error)")
     refine_workers: int = option(0, "--refine-workers", kind=non_negative_int, output=False, metavar="N",
-                                 help="worker processes (default 0: one per core)")
+                                 help="worker processes (default 0: one per CPU this process may use)")
 
     def __post_init__(self):
         check(0 < self.band_mm < float("inf"), f"--band-mm must be a positive number of millimetres, got {self.band_mm}")
-        check(self.refine_workers >= 0, f"--refine-workers must be 0 (one per core) or more, got {self.refine_workers}")
+        check(self.refine_workers >= 0, f"--refine-workers must be 0 (one per usable CPU) or more, got {self.refine_workers}")
 
 
 @dataclass(frozen=True)
