@@ -154,7 +154,9 @@ def process_parser(prog: str, summary: str, demo: bool = False) -> argparse.Argu
         parser.add_argument("--all", action="store_true", help="every sequence of the capture")
         parser.add_argument("--list", type=Path, metavar="FILE", help="a file with one sequence name per line")
     parser.add_argument("--jobs", type=int, default=1, metavar="N", help="sequences processed in parallel (default: 1)")
-    parser.add_argument("--logs", type=Path, default=Path("logs"), metavar="DIR", help="log folder (default: logs)")
+    parser.add_argument("--logs", type=Path, default=None, metavar="DIR",
+                        help="log folder (default: <out-root or basedir>/logs, beside the data); each sequence's log "
+                             "gets a part per run")
     if not demo:
         parser.add_argument("--demo", action="store_true",
                             help="generate a synthetic capture under data/ if absent, process all of it, make GIFs")

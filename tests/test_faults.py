@@ -20,6 +20,7 @@ from interhand_prep.core.errors import InputError
 from interhand_prep.core.manifest import Manifest
 from interhand_prep.core.options import RenderOptions
 from interhand_prep.core.selection import SequenceSelector
+from interhand_prep.stages.process import RUN_HEADER, last_run
 from interhand_prep.stages import prepare_blend_weights as blend_weights
 from interhand_prep.stages import render_mesh
 from interhand_prep.synthetic.capture import CaptureSpec, SequenceSpec, generate_capture
@@ -234,7 +235,9 @@ def test_ctrl_c_of_process_reports_interrupted_and_the_rerun_resumes(gl_platform
     again = subprocess.run(process_cmd(data, TWO, "--backend", platform), capture_output=True, text=True,
                            env=dict(os.environ, PYTHON=sys.executable))
     assert again.returncode == 0, again.stdout + again.stderr
-    log = (data / "logs" / f"train_Capture0_{TWO}.log").read_text()
+    whole = (data / "logs" / f"train_Capture0_{TWO}.log").read_text()
+    assert whole.count(RUN_HEADER) == 2, whole  # the stopped run's part is kept
+    log = last_run(whole)
     rendered = int(re.search(r"(\d+) views rendered", log).group(1))
     assert left <= rendered < FRAMES * KEPT_CAMERAS and "finished by an interrupted run" in log, log
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import os
 import signal
 import subprocess
@@ -23,6 +24,7 @@ from interhand_prep.stages import merge_seq as merge
 from interhand_prep.core.constants import HAND_COLORS
 from interhand_prep.core.layout import MASK_LABELS
 from interhand_prep.stages.gif import make_capture_gifs
+from interhand_prep.stages.process import RUN_HEADER, last_run
 from interhand_prep.synthetic.capture import CaptureSpec, SequenceSpec, generate_capture
 
 pytestmark = pytest.mark.slow  # whole commands in subprocesses
@@ -71,15 +73,20 @@ def test_parallel_run_logs_table_and_resume(helpers, work):
     again = process(work, "--all")
     assert again.returncode == 0
     assert again.stdout.count("skipped") == 3 * len(SEQS)
-    log = (work / "logs" / f"train_Capture0_{SEQS[0]}.log").read_text()
-    assert "[render] up to date: nothing to do" in log
+    whole = (work / "logs" / f"train_Capture0_{SEQS[0]}.log").read_text()
+    log = last_run(whole)
+    assert "[render] up to date: nothing to do" in log and "[render] running" not in log
+    # the first run's part is kept, after its header (time, host, pid, the command)
+    assert whole.count(RUN_HEADER) == 2 and "[render] running" in whole
+    assert re.search(r"^==== run \d{4}-\d\d-\d\d \d\d:\d\d:\d\d [+-]\d{4} on \S+ pid \d+\n  python -m interhand_prep",
+                     whole, flags=re.M), whole[:300]
     # a touched input makes get_annots stale (named in the log); its outputs come out the same,
     # so the later stages have nothing to redo
     camera_json = work / "IH/annotations/train/InterHand2.6M_train_camera.json"
     os.utime(camera_json)
     redo = process(work, SEQS[0])
     assert redo.returncode == 0
-    log = (work / "logs" / f"train_Capture0_{SEQS[0]}.log").read_text()
+    log = last_run((work / "logs" / f"train_Capture0_{SEQS[0]}.log").read_text())
     assert "[annots] running: changed: annotations.camera.mtime_ns" in log
     assert "[lbs] up to date" in log and "[render] up to date" in log
 

@@ -1,8 +1,10 @@
 """process.sh: run every stage over many sequences, in parallel, resumably; and the demo.
 
 Each sequence runs in its own process (`python -m interhand_prep.stages.pipeline`) logging to
-logs/<split>_Capture<N>_<seq>.log, so one failing sequence never stops the others. Under a Slurm
-job array (SLURM_ARRAY_TASK_ID set) only that entry of the sequence list is processed.
+<logs>/<split>_Capture<N>_<seq>.log (<logs>: --logs, else <out-root or basedir>/logs, beside the
+data), so one failing sequence never stops the others. A run appends its part to the log, after a
+header line (time, host, pid, Slurm job and task, the command): earlier runs' parts are kept. Under
+a Slurm job array (SLURM_ARRAY_TASK_ID set) only that entry of the sequence list is processed.
 """
 
 from __future__ import annotations
@@ -92,15 +94,37 @@ def select_sequences(args) -> list[str]:
     return seqs
 
 
-def _claim_log(path: Path) -> int | None:
-    """Open a sequence's log for this run: locked, then emptied. None if another run writes it."""
+RUN_HEADER = "==== run "  # the first line of each run's part of a sequence's log
+
+
+def run_header(argv: list[str]) -> str:
+    """The header a run writes into a sequence's log: when, where (host, Slurm job and task), how."""
+    import shlex
+    import socket
+
+    slurm = " ".join(f"{name.lower()} {os.environ[key]}" for key, name in
+                     (("SLURM_JOB_ID", "job"), ("SLURM_ARRAY_JOB_ID", "array"), ("SLURM_ARRAY_TASK_ID", "task"))
+                     if os.environ.get(key))
+    return (f"{RUN_HEADER}{time.strftime('%Y-%m-%d %H:%M:%S %z')} on {socket.gethostname()} pid {os.getpid()}"
+            + (f" (slurm {slurm})" if slurm else "") + "\n"
+            + "  " + " ".join(shlex.quote(a) for a in argv) + "\n")
+
+
+def last_run(log_text: str) -> str:
+    """The part of a sequence's log written by its last run."""
+    return RUN_HEADER + log_text.rsplit(RUN_HEADER, 1)[-1] if RUN_HEADER in log_text else log_text
+
+
+def _claim_log(path: Path, header: str) -> int | None:
+    """Open a sequence's log for this run: locked, then the run's header appended (earlier runs'
+    parts are kept). None if another run writes it."""
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, FILE_MODE)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
         os.close(fd)
         return None
-    os.ftruncate(fd, 0)
+    os.write(fd, (("\n" if os.fstat(fd).st_size else "") + header).encode())
     return fd
 
 
@@ -147,15 +171,15 @@ def run_one(args, sel: SequenceSelector, opts: StageOptions, children: Children 
     logs.mkdir(parents=True, exist_ok=True)
     log = log_path(logs, sel.split, sel.capture, sel.seq)
     start = time.perf_counter()
-    fd = _claim_log(log)
+    cmd = [sys.executable, "-m", "interhand_prep.stages.pipeline", *sel.to_argv(), *opts.to_argv(),
+           "--report", str(log.with_suffix(".json")), "--quiet"] + (["--debug"] if args.debug else [])
+    fd = _claim_log(log, run_header(["python", *cmd[1:]]))
     if fd is None:
         report = SequenceReport(sequence=sel.name)
         report.fail(STAGES[0], f"another process.sh is running this sequence (it writes {log})")
         return report
     report_file = log.with_suffix(".json")
     report_file.unlink(missing_ok=True)
-    cmd = [sys.executable, "-m", "interhand_prep.stages.pipeline", *sel.to_argv(), *opts.to_argv(),
-           "--report", str(report_file), "--quiet"] + (["--debug"] if args.debug else [])
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(PACKAGE_PARENT), os.environ.get("PYTHONPATH")])))
     try:
         # a session of its own: a Ctrl-C reaches this process only, which passes one stop to each child
@@ -213,6 +237,8 @@ def main(args) -> int:
         raise InputError(f"--jobs must be at least 1, got {args.jobs}")
     args.basedir, args.mano_dir = _absolute(args.basedir), _absolute(args.mano_dir)
     args.out_root, args.logs = _absolute(args.out_root), _absolute(args.logs)
+    if args.logs is None:  # beside the data: runs on other data never share a log
+        args.logs = (args.out_root or args.basedir) / "logs"
     if args.cameras_csv is not None:
         args.cameras_csv = _absolute(args.cameras_csv)
     if args.demo:
