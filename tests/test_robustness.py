@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import multiprocessing
+import re
 import shutil
 import subprocess
 import sys
@@ -222,3 +223,31 @@ def test_temporaries_of_a_killed_run_are_removed_by_the_next(capture):
     assert get_annots(capture).returncode == 0
     assert not any(p.exists() for p in stale)
     assert (seq_dir / "annots.npy").is_file()
+
+
+def test_the_cache_build_and_any_wait_for_it_are_logged_with_times(capture, caplog):
+    import logging
+    import threading
+
+    files = AnnotationFiles(capture / "IH", "train")
+    folder = annotation_cache.cache_dir(files.mano)
+    held, release = threading.Event(), threading.Event()
+
+    def another_builder():  # holds the build lock as a concurrent run would
+        with annotation_cache._locked(folder, "mano"):
+            held.set()
+            release.wait(10)
+
+    thread = threading.Thread(target=another_builder)
+    thread.start()
+    held.wait(10)
+    threading.Timer(0.3, release.set).start()
+    with caplog.at_level(logging.INFO, logger="interhand_prep.core.annotation_cache"):
+        annotation_cache.load_capture_mano(files.mano, 0)
+    thread.join()
+    messages = [r.getMessage() for r in caplog.records]
+    assert any(m.startswith("annotation cache mano: waiting for another process") for m in messages), messages
+    waited = next(m for m in messages if m.startswith("annotation cache mano: waited"))
+    assert float(waited.split()[-2]) >= 0.2
+    assert any(m.startswith(f"annotation cache mano: building from {files.mano}") for m in messages)
+    assert any(re.match(r"annotation cache mano: built in \d+\.\d s \(\d+ captures\)", m) for m in messages)

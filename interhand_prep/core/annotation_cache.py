@@ -16,7 +16,9 @@ import contextlib
 import fcntl
 import hashlib
 import json
+import logging
 import os
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,6 +27,8 @@ import numpy as np
 from .constants import HANDS, JOINTS_PER_HAND
 from .errors import InputError
 from .fileio import atomic_path, write_text
+
+log = logging.getLogger(__name__)
 
 CACHE_VERSION = 1
 MANO_FIELDS = {"pose": 48, "shape": 10, "trans": 3}
@@ -59,7 +63,13 @@ def source_key(source: Path) -> dict:
 @contextlib.contextmanager
 def _locked(folder: Path, name: str):
     with open(folder / f".{name}.lock", "a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)  # released when the process ends, whatever happens
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:  # another process builds it: say so, and how long the wait was
+            start = time.perf_counter()
+            log.info("annotation cache %s: waiting for another process building it in %s", name, folder)
+            fcntl.flock(handle, fcntl.LOCK_EX)  # released when the process ends, whatever happens
+            log.info("annotation cache %s: waited %.1f s", name, time.perf_counter() - start)
         try:
             yield
         finally:
@@ -110,6 +120,8 @@ def _ensure(source: Path, kind: str, build_one) -> Path:
             return folder
         global builds
         builds += 1
+        start = time.perf_counter()
+        log.info("annotation cache %s: building from %s into %s (once per annotation file)", kind, source, folder)
         _meta_path(folder, kind).unlink(missing_ok=True)
         captures = []
         for capture, record in _stream_captures(source):
@@ -120,6 +132,7 @@ def _ensure(source: Path, kind: str, build_one) -> Path:
                     np.savez(f, **build_one(source, capture, record))
             captures.append(str(capture))
         write_text(_meta_path(folder, kind), json.dumps({**source_key(source), "captures": captures}))
+        log.info("annotation cache %s: built in %.1f s (%d captures)", kind, time.perf_counter() - start, len(captures))
     return folder
 
 
