@@ -166,6 +166,16 @@ def process_parser(prog: str, summary: str, demo: bool = False) -> argparse.Argu
         add_to_parser(parser, entry.options, group_title=f"{entry.options.__doc__.split(':')[0]} options")
     add_runtime_flags(parser)
     if demo:
+        from .core.constants import DEMO_SEQUENCES
+
+        data = parser.add_argument_group("a synthetic capture of any size, not processed (--data-only)")
+        data.add_argument("--data-only", action="store_true",
+                          help="only generate the synthetic capture, for rehearsing a run before the real data; an "
+                               "existing capture is refused unless --overwrite")
+        data.add_argument("--sequences", type=int, default=None, metavar="N",
+                          help=f"the first N of: {', '.join(n for n, _ in DEMO_SEQUENCES)} (default: 2)")
+        data.add_argument("--cameras", type=int, default=None, metavar="C", help="cameras (default: 16)")
+        data.add_argument("--frames", type=int, default=None, metavar="F", help="frames per sequence (default: 24)")
         parser.set_defaults(demo=True, seqs=[], all=True, list=None, parts=True,
                             **{entry.switch_dest: True for entry in registry.STAGES if entry.optional})
     return parser

@@ -95,3 +95,31 @@ def test_workers_follow_the_cpus_the_process_may_use(monkeypatch):
     for value, expected in (("1", 1), (str(mine + 7), mine), ("", mine), ("junk", mine)):
         monkeypatch.setenv("SLURM_CPUS_PER_TASK", value)
         assert usable_cpus() == expected, value
+
+
+def test_demo_data_only_makes_a_capture_of_the_asked_size_and_never_touches_one(tmp_path):
+    import subprocess
+    import sys
+
+    from interhand_prep.core.constants import DEMO_SEQUENCES
+    from interhand_prep.core.dataset import InterHandDataset
+
+    basedir, mano = tmp_path / "IH", tmp_path / "mano"
+    cmd = [sys.executable, "-m", "interhand_prep", "demo", "--data-only", "--basedir", str(basedir), "--mano-dir",
+           str(mano), "--quiet"]
+    made = subprocess.run(cmd + ["--sequences", "3", "--cameras", "4", "--frames", "2"], capture_output=True, text=True,
+                          cwd=tmp_path)
+    assert made.returncode == 0, made.stderr
+    ds = InterHandDataset(basedir, "train")
+    assert ds.sequences(0) == sorted(name for name, _ in DEMO_SEQUENCES[:3])
+    images = ds.sequence_images(0, DEMO_SEQUENCES[1][0])
+    assert len(images.cameras) == 4 and len(images.frames()) == 2
+    assert "interhand-prep process --capture 0 --all" in made.stdout and not (tmp_path / "logs").exists()
+    stamp = {p: p.stat().st_mtime_ns for p in basedir.rglob("*.jpg")}
+    refused = subprocess.run(cmd, capture_output=True, text=True, cwd=tmp_path)
+    assert refused.returncode == 2 and "never touches an existing capture" in refused.stderr
+    assert {p: p.stat().st_mtime_ns for p in basedir.rglob("*.jpg")} == stamp
+    replaced = subprocess.run(cmd + ["--overwrite", "--sequences", "1", "--frames", "1", "--cameras", "2"],
+                              capture_output=True, text=True, cwd=tmp_path)
+    assert replaced.returncode == 0, replaced.stderr
+    assert InterHandDataset(basedir, "train").sequences(0) == [DEMO_SEQUENCES[0][0]]

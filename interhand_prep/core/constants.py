@@ -12,3 +12,9 @@ DEFAULT_MANO_DIR = Path("data/mano")
 HAND_COLORS = {"right": (0, 114, 178), "left": (0, 158, 115)}
 JOINTS_PER_HAND = 21  # InterHand2.6M's joints of one hand (joint_3d rows 0-20 right, 21-41 left)
 CAMERA_DIR_PATTERN = r"^cam(\d+)$"  # a camera's image folder, cam<id>
+# `demo --data-only --sequences N`: the first N of these synthetic sequences (names as InterHand2.6M's;
+# one or both hands)
+DEMO_SEQUENCES = (("0051_dinosaur", "right"), ("0266_dh_pray", "both"), ("0000_neutral_relaxed", "right"),
+                  ("0270_dh_fist", "both"), ("0009_thumbtucknormal", "right"), ("0275_dh_touch", "both"),
+                  ("0019_alligator_closed", "right"), ("0281_dh_interlock", "both"), ("0029_indextip", "right"),
+                  ("0286_dh_scissors", "both"), ("0039_fingerspreadrigid", "right"), ("0290_dh_crossed", "both"))

@@ -21,7 +21,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from ..core.constants import DEFAULT_BASEDIR
+from ..core.constants import DEFAULT_BASEDIR, DEMO_SEQUENCES
 from ..core.dataset import InterHandDataset, capture_folder, split_images_folder
 from ..core.errors import InputError
 from ..core.fileio import FILE_MODE
@@ -32,6 +32,7 @@ from ..synthetic.capture import CaptureSpec, SequenceSpec, generate_capture
 
 DEMO_SPEC = CaptureSpec(capture=0, split="train", num_cameras=16, seed=0, sequences=[
     SequenceSpec("0051_dinosaur", "right", 24), SequenceSpec("0266_dh_pray", "both", 24)])
+
 PACKAGE_PARENT = Path(__file__).resolve().parents[1]
 
 
@@ -42,6 +43,33 @@ def ensure_demo_data(basedir: Path, mano_dir: Path, progress: bool = True) -> bo
     print(f"generating a synthetic capture in {basedir} (model: {mano_dir}) ...", flush=True)
     generate_capture(basedir, mano_dir, DEMO_SPEC, progress=progress)
     return True
+
+
+def make_data_only(args) -> int:
+    """demo --data-only: a synthetic capture of the asked size (no processing), for rehearsing a
+    run (a cluster's) before the real data. An existing capture is never touched without --overwrite."""
+    import shutil
+
+    sequences = args.sequences or len(DEMO_SPEC.sequences)
+    if not 1 <= sequences <= len(DEMO_SEQUENCES):
+        raise InputError(f"--sequences must be 1 to {len(DEMO_SEQUENCES)}, got {sequences}")
+    cameras, frames = args.cameras or DEMO_SPEC.num_cameras, args.frames or DEMO_SPEC.sequences[0].num_frames
+    if not 1 <= cameras <= 60 or frames < 1:
+        raise InputError(f"--cameras must be 1 to 60 and --frames at least 1, got {cameras} and {frames}")
+    folder = capture_folder(args.basedir, DEMO_SPEC.split, DEMO_SPEC.capture)
+    if folder.exists():
+        if not args.overwrite:
+            raise InputError(f"{folder} exists; --data-only never touches an existing capture (pass --overwrite to "
+                             "replace it)")
+        shutil.rmtree(folder)
+    spec = CaptureSpec(capture=DEMO_SPEC.capture, split=DEMO_SPEC.split, num_cameras=cameras, seed=DEMO_SPEC.seed,
+                       sequences=[SequenceSpec(name, hands, frames) for name, hands in DEMO_SEQUENCES[:sequences]])
+    print(f"generating a synthetic capture in {args.basedir} (model: {args.mano_dir}) ...", flush=True)
+    generate_capture(args.basedir, args.mano_dir, spec, progress=not args.quiet)
+    print(f"{folder}: {sequences} sequence(s) x {cameras} cameras x {frames} frames, synthetic; process it with\n"
+          f"  interhand-prep process --capture {DEMO_SPEC.capture} --all --hand-type auto --basedir "
+          f"{shlex.quote(str(args.basedir))} --mano-dir {shlex.quote(str(args.mano_dir))}")
+    return 0
 
 
 def read_sequence_list(path: Path) -> list[str]:
@@ -241,6 +269,8 @@ def main(args) -> int:
         args.logs = (args.out_root or args.basedir) / "logs"
     if args.cameras_csv is not None:
         args.cameras_csv = _absolute(args.cameras_csv)
+    if getattr(args, "data_only", False):
+        return make_data_only(args)
     if args.demo:
         ensure_demo_data(args.basedir, args.mano_dir, progress=not args.quiet)
         args.all, args.capture, args.split = True, DEMO_SPEC.capture, DEMO_SPEC.split
