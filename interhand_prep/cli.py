@@ -160,6 +160,10 @@ def process_parser(prog: str, summary: str, demo: bool = False) -> argparse.Argu
     if not demo:
         parser.add_argument("--demo", action="store_true",
                             help="generate a synthetic capture under data/ if absent, process all of it, make GIFs")
+        parser.add_argument("--status", action="store_true",
+                            help="process nothing: show where the selected sequences stand (done, failed, interrupted, "
+                                 "running, not started, from their logs) and the command that runs only the rest; "
+                                 "exit 0 only when all are done (interhand-prep status)")
     add_selector_options(parser, with_sequence=False, capture_default=0)
     add_stage_switches(parser)
     for entry in registry.STAGES:
@@ -178,6 +182,12 @@ def process_parser(prog: str, summary: str, demo: bool = False) -> argparse.Argu
         data.add_argument("--frames", type=int, default=None, metavar="F", help="frames per sequence (default: 24)")
         parser.set_defaults(demo=True, seqs=[], all=True, list=None, parts=True,
                             **{entry.switch_dest: True for entry in registry.STAGES if entry.optional})
+    return parser
+
+
+def _status_parser(prog: str, summary: str) -> argparse.ArgumentParser:
+    parser = process_parser(prog, summary)
+    parser.set_defaults(status=True)
     return parser
 
 
@@ -205,7 +215,7 @@ COMMANDS = [
             "Verify a processed (or merged) sequence against the output contract, as a trainer reads it.",
             check_seq_parser, "interhand_prep.stages.check_seq:main"),
     Command("export", "export.py",
-            "Export a processed sequence to nerfstudio (transforms.json) or EasyMocap (intri.yml, extri.yml).",
+            "Export a processed sequence to nerfstudio, EasyMocap, COLMAP (a model per frame) or HandAvatar/OHTA.",
             export_parser, "interhand_prep.stages.export:main"),
     Command("merge-seq", "merge_seq.py", "Merge processed sequences into one, with relative symbolic links.",
             merge_seq_parser, "interhand_prep.stages.merge_seq:main"),
@@ -213,6 +223,9 @@ COMMANDS = [
             gif_parser, "interhand_prep.stages.gif:main"),
     Command("process", "process.sh", "Run every stage over sequences of a capture: parallel, resumable, logged.",
             process_parser, "interhand_prep.stages.process:main"),
+    Command("status", "process.sh --status",
+            "Where the sequences of a capture stand (done, failed, interrupted, running, not started), and what to rerun.",
+            lambda prog, summary: _status_parser(prog, summary), "interhand_prep.stages.process:main"),
     Command("demo", "process.sh --demo",
             "Generate a synthetic capture and MANO model under data/ (if absent) and process all of it.",
             lambda prog, summary: process_parser(prog, summary, demo=True), "interhand_prep.stages.process:main"),

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import re
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -105,6 +106,20 @@ def test_one_failing_sequence_does_not_stop_the_others(helpers, work):
     assert "no frame left" in proc.stdout
     helpers.assert_processed_sequence(layout(work, SEQS[1]).root, ("right", "left"), work / "mano")
     assert "no frame left" in (work / "logs" / f"train_Capture0_{SEQS[0]}.log").read_text()
+    # status: one row per sequence from the logs and reports, and the command that reruns the rest
+    (work / "IH/images/train/Capture0/0099_not_yet/cam400002").mkdir(parents=True)
+    shutil.copy(next((work / "IH/images/train/Capture0" / SEQS[1] / "cam400002").glob("image*.jpg")),
+                work / "IH/images/train/Capture0/0099_not_yet/cam400002/image0001.jpg")
+    status = process(work, "--all", "--status")
+    rows = {line.split()[1]: line.split(None, 3)[2:] for line in status.stdout.splitlines()[1:4]}
+    assert status.returncode == 1, status.stdout + status.stderr
+    assert rows[SEQS[0]][0] == "failed" and "[annots]" in rows[SEQS[0]][1] and "no frame left" in rows[SEQS[0]][1]
+    assert rows[SEQS[1]] == ["done"] and rows["0099_not_yet"][0] == "not"
+    indices = {seq: i for i, seq in enumerate(sorted([*SEQS, "0099_not_yet"]))}
+    left = ",".join(str(i) for i in sorted((indices[SEQS[0]], indices["0099_not_yet"])))
+    assert "1 done, 1 failed, 1 not started of 3 sequence(s)" in status.stdout
+    assert f"not done: array indices {left}" in status.stdout and f"sbatch --array={left} --wrap" in status.stdout
+    assert "interhand_prep process --all" in status.stdout and "--hand-type both" in status.stdout
 
 
 def test_slurm_array_index_picks_one_sequence(work):

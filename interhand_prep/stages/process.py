@@ -81,8 +81,9 @@ def read_sequence_list(path: Path) -> list[str]:
     return [line.split("#", 1)[0].strip() for line in lines if line.split("#", 1)[0].strip()]
 
 
-def select_sequences(args) -> list[str]:
-    """The sequences to process, each checked to exist before anything is created."""
+def select_sequences(args, array_task: bool = True) -> list[str]:
+    """The sequences to process, each checked to exist before anything is created; under a Slurm
+    job array (and `array_task`) only the task's entry."""
     ds = InterHandDataset(args.basedir, args.split)
     try:
         existing = ds.sequences(args.capture)
@@ -110,7 +111,7 @@ def select_sequences(args) -> list[str]:
         raise InputError(f"Capture{args.capture} of {args.split} has no sequence {unknown[0]!r}"
                          + (f" ({len(unknown) - 1} more unknown)" if len(unknown) > 1 else "")
                          + (f"; closest: {', '.join(close)}" if close else ""))
-    task = os.environ.get("SLURM_ARRAY_TASK_ID")
+    task = os.environ.get("SLURM_ARRAY_TASK_ID") if array_task else None
     if task is not None:
         try:
             index = int(task)
@@ -247,6 +248,57 @@ def format_table(rows: list[tuple[str, SequenceReport]]) -> str:
     return "\n".join(lines)
 
 
+# ---------------------------------------------------------------------------------------------
+# status: where a capture's run stands, from the sequences' logs and reports
+
+
+def sequence_state(log: Path) -> tuple[str, str]:
+    """(state, detail) of a sequence from its log and report: done, failed (with the reason),
+    interrupted, running (a run holds its log), or not started."""
+    if not log.exists():
+        return "not started", ""
+    fd = os.open(log, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return "running", f"see {log}"
+    finally:
+        os.close(fd)
+    report_file = log.with_suffix(".json")
+    try:
+        report = SequenceReport.from_json(report_file.read_text())
+    except (OSError, ValueError, KeyError, TypeError):
+        return "interrupted", f"its run ended without a report (killed?); see {log}"
+    if report.ok:
+        return "done", ""
+    stopped = next((f"[{name}] {entry.detail}" for name, entry in report.stages.items()
+                    if entry.status in ("failed", "interrupted")), "")
+    return ("interrupted" if report.interrupted else "failed"), " ".join(stopped.split())
+
+
+def print_status(args) -> int:
+    """process.sh --status: one row per sequence of the selection, the counts, and the command that
+    runs again only what is not done. -> 0 when everything is done, else 1."""
+    seqs = select_sequences(args, array_task=False)
+    rows = [(i, seq, *sequence_state(log_path(args.logs, args.split, args.capture, seq))) for i, seq in enumerate(seqs)]
+    width = max(len("sequence"), *(len(seq) for seq in seqs))
+    print(f"{'index':>5}  {'sequence':<{width}}  {'state':<12}  detail")
+    for i, seq, state, detail in rows:
+        print(f"{i:>5}  {seq:<{width}}  {state:<12}  {detail}")
+    counts = {state: sum(r[2] == state for r in rows) for state in ("done", "failed", "interrupted", "running",
+                                                                     "not started")}
+    print("\n" + ", ".join(f"{n} {state}" for state, n in counts.items() if n) + f" of {len(rows)} sequence(s)")
+    left = [str(i) for i, _, state, _ in rows if state not in ("done", "running")]
+    if left:
+        selection = ["--all"] if args.all else ["--list", str(args.list)] if args.list else list(args.seqs)
+        command = [sys.executable, "-m", "interhand_prep", "process", *selection,
+                   *selector_from_args(args, seq=seqs[0]).to_argv()[4:], "--capture", str(args.capture),
+                   "--logs", str(args.logs), *StageOptions.from_args(args).to_argv(), "--quiet"]
+        print(f"not done: array indices {','.join(left)}; to run only those under Slurm:\n"
+              f"  sbatch --array={','.join(left)} --wrap {shlex.quote(shlex.join(command))}")
+    return 0 if counts["done"] == len(rows) else 1
+
+
 def _absolute(path: Path | None) -> Path | None:
     """Relative paths mean the caller's current folder, whatever folder a child runs in."""
     return None if path is None else Path(os.path.abspath(path))
@@ -271,6 +323,8 @@ def main(args) -> int:
         args.cameras_csv = _absolute(args.cameras_csv)
     if getattr(args, "data_only", False):
         return make_data_only(args)
+    if getattr(args, "status", False):
+        return print_status(args)
     if args.demo:
         ensure_demo_data(args.basedir, args.mano_dir, progress=not args.quiet)
         args.all, args.capture, args.split = True, DEMO_SPEC.capture, DEMO_SPEC.split
