@@ -187,7 +187,21 @@ def process_parser(prog: str, summary: str, demo: bool = False) -> argparse.Argu
 
 def _status_parser(prog: str, summary: str) -> argparse.ArgumentParser:
     parser = process_parser(prog, summary)
+    parser.add_argument("--summary", type=Path, metavar="FILE",
+                        help="also write the table as tab-separated values (index, sequence, state, seconds, reason)")
     parser.set_defaults(status=True)
+    return parser
+
+
+def _submit_parser(prog: str, summary: str) -> argparse.ArgumentParser:
+    parser = process_parser(prog, summary)
+    group = parser.add_argument_group("Slurm")
+    group.add_argument("--sbatch", metavar='"ARGS"', default="",
+                       help='sbatch options for every task, e.g. "--time=2:00:00 --cpus-per-task=2 --partition=cpu"')
+    group.add_argument("--max-parallel", type=int, default=None, metavar="N",
+                       help="at most N tasks at once (sbatch --array=...%%N)")
+    group.add_argument("--dry-run", action="store_true", help="print the batch script; submit nothing")
+    parser.set_defaults(submit=True)
     return parser
 
 
@@ -223,6 +237,9 @@ COMMANDS = [
             gif_parser, "interhand_prep.stages.gif:main"),
     Command("process", "process.sh", "Run every stage over sequences of a capture: parallel, resumable, logged.",
             process_parser, "interhand_prep.stages.process:main"),
+    Command("submit", "process.sh --submit",
+            "Submit the sequences of a capture as one Slurm array (a task each), and a job summarising it.",
+            lambda prog, summary: _submit_parser(prog, summary), "interhand_prep.stages.process:main"),
     Command("status", "process.sh --status",
             "Where the sequences of a capture stand (done, failed, interrupted, running, not started), and what to rerun.",
             lambda prog, summary: _status_parser(prog, summary), "interhand_prep.stages.process:main"),

@@ -24,7 +24,7 @@ from pathlib import Path
 from ..core.constants import DEFAULT_BASEDIR, DEMO_SEQUENCES
 from ..core.dataset import InterHandDataset, capture_folder, split_images_folder
 from ..core.errors import InputError
-from ..core.fileio import FILE_MODE
+from ..core.fileio import FILE_MODE, write_text
 from ..core.layout import log_path
 from ..core.selection import SequenceSelector, selector_from_args
 from .pipeline import STAGES, SequenceReport, StageOptions
@@ -252,28 +252,29 @@ def format_table(rows: list[tuple[str, SequenceReport]]) -> str:
 # status: where a capture's run stands, from the sequences' logs and reports
 
 
-def sequence_state(log: Path) -> tuple[str, str]:
-    """(state, detail) of a sequence from its log and report: done, failed (with the reason),
-    interrupted, running (a run holds its log), or not started."""
+def sequence_state(log: Path) -> tuple[str, str, float]:
+    """(state, detail, seconds of its stages) of a sequence from its log and report: done, failed
+    (with the reason), interrupted, running (a run holds its log), or not started."""
     if not log.exists():
-        return "not started", ""
+        return "not started", "", 0.0
     fd = os.open(log, os.O_RDONLY)
     try:
         fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
     except BlockingIOError:
-        return "running", f"see {log}"
+        return "running", f"see {log}", 0.0
     finally:
         os.close(fd)
     report_file = log.with_suffix(".json")
     try:
         report = SequenceReport.from_json(report_file.read_text())
     except (OSError, ValueError, KeyError, TypeError):
-        return "interrupted", f"its run ended without a report (killed?); see {log}"
+        return "interrupted", f"its run ended without a report (killed?); see {log}", 0.0
+    seconds = sum(entry.seconds for entry in report.stages.values())
     if report.ok:
-        return "done", ""
+        return "done", "", seconds
     stopped = next((f"[{name}] {entry.detail}" for name, entry in report.stages.items()
                     if entry.status in ("failed", "interrupted")), "")
-    return ("interrupted" if report.interrupted else "failed"), " ".join(stopped.split())
+    return ("interrupted" if report.interrupted else "failed"), " ".join(stopped.split()), seconds
 
 
 def print_status(args) -> int:
@@ -283,20 +284,81 @@ def print_status(args) -> int:
     rows = [(i, seq, *sequence_state(log_path(args.logs, args.split, args.capture, seq))) for i, seq in enumerate(seqs)]
     width = max(len("sequence"), *(len(seq) for seq in seqs))
     print(f"{'index':>5}  {'sequence':<{width}}  {'state':<12}  detail")
-    for i, seq, state, detail in rows:
+    for i, seq, state, detail, _ in rows:
         print(f"{i:>5}  {seq:<{width}}  {state:<12}  {detail}")
+    if getattr(args, "summary", None):
+        lines = ["index\tsequence\tstate\tseconds\treason"] + [
+            f"{i}\t{seq}\t{state}\t{seconds:.1f}\t{detail}" for i, seq, state, detail, seconds in rows]
+        write_text(args.summary, "\n".join(lines) + "\n")
+        print(f"summary: {args.summary}")
     counts = {state: sum(r[2] == state for r in rows) for state in ("done", "failed", "interrupted", "running",
                                                                      "not started")}
     print("\n" + ", ".join(f"{n} {state}" for state, n in counts.items() if n) + f" of {len(rows)} sequence(s)")
-    left = [str(i) for i, _, state, _ in rows if state not in ("done", "running")]
+    left = [str(i) for i, _, state, _, _ in rows if state not in ("done", "running")]
     if left:
-        selection = ["--all"] if args.all else ["--list", str(args.list)] if args.list else list(args.seqs)
-        command = [sys.executable, "-m", "interhand_prep", "process", *selection,
-                   *selector_from_args(args, seq=seqs[0]).to_argv()[4:], "--capture", str(args.capture),
-                   "--logs", str(args.logs), *StageOptions.from_args(args).to_argv(), "--quiet"]
         print(f"not done: array indices {','.join(left)}; to run only those under Slurm:\n"
-              f"  sbatch --array={','.join(left)} --wrap {shlex.quote(shlex.join(command))}")
+              f"  sbatch --array={','.join(left)} --output={shlex.quote(str(args.logs))}/slurm-%A_%a.out --wrap "
+              f"{shlex.quote(shlex.join(process_command(args, seqs)))}")
     return 0 if counts["done"] == len(rows) else 1
+
+
+def process_command(args, seqs: list[str], command: str = "process") -> list[str]:
+    """The command that runs (process) or reports on (status) the same selection with the same
+    options, from any folder: absolute paths, this interpreter."""
+    selection = ["--all"] if args.all else ["--list", str(args.list)] if args.list else list(args.seqs)
+    return [sys.executable, "-m", "interhand_prep", command, *selection,
+            *selector_from_args(args, seq=seqs[0]).to_argv()[4:], "--capture", str(args.capture),
+            "--logs", str(args.logs), *StageOptions.from_args(args).to_argv(), "--quiet"]
+
+
+def submit(args) -> int:
+    """process.sh --submit: one Slurm array over the selected sequences (a task each, its output in
+    the log folder), and an `afterany` job writing <logs>/summary_<array job id>.tsv. The batch
+    scripts are written beside the logs; --dry-run prints them and submits nothing."""
+    import shutil
+
+    seqs = select_sequences(args, array_task=False)
+    logs = Path(args.logs)
+    array = f"0-{len(seqs) - 1}" + (f"%{args.max_parallel}" if args.max_parallel else "")
+    extra = shlex.split(args.sbatch or "")
+    script = "\n".join([
+        "#!/bin/bash",
+        f"#SBATCH --job-name=interhand-prep-Capture{args.capture}",
+        f"#SBATCH --array={array}",
+        f"#SBATCH --output={logs}/slurm-%A_%a.out",
+        *(f"#SBATCH {a}" for a in extra),
+        f"# {len(seqs)} sequence(s) of {args.split}/Capture{args.capture}; task i processes the i-th of:",
+        *(f"#   {i} {seq}" for i, seq in enumerate(seqs)),
+        "exec " + shlex.join(process_command(args, seqs)),
+        ""])
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    script_path = logs / f"submit_{stamp}.sbatch"
+    if args.dry_run:
+        print(f"# {script_path} (not written: --dry-run)\n{script}")
+        return 0
+    if shutil.which("sbatch") is None:
+        raise InputError("sbatch not found: --submit needs a Slurm client on this machine (or use --dry-run)")
+    logs.mkdir(parents=True, exist_ok=True)
+    write_text(script_path, script)
+    job = _sbatch(["--parsable", str(script_path)])
+    summary = logs / f"summary_{job}.tsv"
+    status = process_command(args, seqs, "status") + ["--summary", str(summary)]
+    summary_job = _sbatch(["--parsable", f"--dependency=afterany:{job}", "--job-name=interhand-prep-summary",
+                           f"--output={logs}/slurm-%j.out", *[a for a in extra if a.startswith(("-p", "--partition",
+                                                                                                 "-A", "--account"))],
+                           "--wrap", shlex.join(status) + " || true"])
+    print(f"submitted array job {job} ({len(seqs)} task(s), script {script_path}) and summary job {summary_job} "
+          f"(writes {summary} when the array ends)\nfollow them with:\n  squeue -j {job},{summary_job}\n"
+          f"  {shlex.join(process_command(args, seqs, 'status'))}")
+    return 0
+
+
+def _sbatch(argv: list[str]) -> str:
+    """Run sbatch; -> the job id (--parsable), or a one-line error with sbatch's own message."""
+    proc = subprocess.run(["sbatch", *argv], capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise InputError(f"sbatch refused the job: {' '.join((proc.stderr or proc.stdout).split())}")
+    return proc.stdout.strip().split(";")[0]
 
 
 def _absolute(path: Path | None) -> Path | None:
@@ -325,6 +387,8 @@ def main(args) -> int:
         return make_data_only(args)
     if getattr(args, "status", False):
         return print_status(args)
+    if getattr(args, "submit", False):
+        return submit(args)
     if args.demo:
         ensure_demo_data(args.basedir, args.mano_dir, progress=not args.quiet)
         args.all, args.capture, args.split = True, DEMO_SPEC.capture, DEMO_SPEC.split
