@@ -107,10 +107,10 @@ def cluster(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def capture(tmp_path_factory):
-    """Six small sequences (4 cameras x 6 frames at 1/4 size) and a hidden folder beside them."""
+    """Six small sequences (4 cameras x 4 frames at 1/4 size) and a hidden folder beside them."""
     root = tmp_path_factory.mktemp("slurm_capture")
     spec = CaptureSpec(capture=0, seed=5, camera_ids=["400002", "400016", "410214", "400412"], image_scale=0.25,
-                       default_cases=False, sequences=[SequenceSpec(s, "both" if "_dh_" in s else "right", 6)
+                       default_cases=False, sequences=[SequenceSpec(s, "both" if "_dh_" in s else "right", 4)
                                                        for s in SEQUENCES])
     generate_capture(root / "IH", root / "mano", spec)
     hidden = root / "IH/images/train/Capture0/.ipynb_checkpoints"
@@ -157,7 +157,7 @@ def test_submit_processes_every_sequence_once_and_summarises(cluster, capture, t
     assert len(list(logs.glob("slurm-*.out"))) == 7 and not list(tmp_path.glob("slurm-*.out"))
     status = _interhand("status", *where, env=cluster, cwd=tmp_path)
     assert status.returncode == 0 and "6 done of 6 sequence(s)" in status.stdout, status.stdout + status.stderr
-    print(f"submit to summary: {seconds:.1f} s for 6 sequences of 4 cameras x 6 frames")
+    print(f"submit to summary: {seconds:.1f} s for 6 sequences of 4 cameras x 4 frames")
 
 
 def test_scancel_then_resubmit_renders_no_finished_view_twice(cluster, capture, tmp_path):
