@@ -139,6 +139,10 @@ def test_submit_processes_every_sequence_once_and_summarises(cluster, capture, t
     shutil.copytree(capture / "IH", data / "IH", symlinks=True)
     where = ["--all", "--capture", "0", "--basedir", str(data / "IH"), "--mano-dir", str(capture / "mano"),
              "--hand-type", "auto"]
+    too_many = _interhand("submit", *where, f"--sbatch=--cpus-per-task={os.cpu_count() + 1}", env=cluster,
+                          cwd=tmp_path)
+    assert too_many.returncode == 2 and f"the largest node of this cluster has {os.cpu_count()} CPUs" in too_many.stderr
+    assert not (data / "IH" / "logs").exists()
     start = time.time()
     submitted = _interhand("submit", *where, "--sbatch=--cpus-per-task=1", env=cluster, cwd=tmp_path)
     assert submitted.returncode == 0, submitted.stdout + submitted.stderr

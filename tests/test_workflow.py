@@ -118,7 +118,7 @@ def test_one_failing_sequence_does_not_stop_the_others(helpers, work):
     indices = {seq: i for i, seq in enumerate(sorted([*SEQS, "0099_not_yet"]))}
     left = ",".join(str(i) for i in sorted((indices[SEQS[0]], indices["0099_not_yet"])))
     assert "1 done, 1 failed, 1 not started of 3 sequence(s)" in status.stdout
-    assert f"not done: array indices {left}" in status.stdout and f"sbatch --array={left} --wrap" in status.stdout
+    assert f"not done: array indices {left}" in status.stdout and f"sbatch --array={left} --output=" in status.stdout
     assert "interhand_prep process --all" in status.stdout and "--hand-type both" in status.stdout
 
 

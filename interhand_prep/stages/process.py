@@ -338,6 +338,7 @@ def submit(args) -> int:
         return 0
     if shutil.which("sbatch") is None:
         raise InputError("sbatch not found: --submit needs a Slurm client on this machine (or use --dry-run)")
+    _check_cpus_per_task(extra)
     logs.mkdir(parents=True, exist_ok=True)
     write_text(script_path, script)
     job = _sbatch(["--parsable", str(script_path)])
@@ -351,6 +352,26 @@ def submit(args) -> int:
           f"(writes {summary} when the array ends)\nfollow them with:\n  squeue -j {job},{summary_job}\n"
           f"  {shlex.join(process_command(args, seqs, 'status'))}")
     return 0
+
+
+def _check_cpus_per_task(sbatch_args: list[str]) -> None:
+    """Refuse a --cpus-per-task that no node of the cluster has: Slurm would keep the tasks pending
+    without a word."""
+    import re
+
+    asked = None
+    for k, arg in enumerate(sbatch_args):
+        match = re.fullmatch(r"(?:--cpus-per-task|-c)=?(\d*)", arg)
+        if match:
+            value = match.group(1) or (sbatch_args[k + 1] if k + 1 < len(sbatch_args) else "")
+            asked = int(value) if value.isdigit() else None
+    if asked is None:
+        return
+    proc = subprocess.run(["sinfo", "-h", "-o", "%c"], capture_output=True, text=True)
+    counts = [int(v.rstrip("+")) for v in proc.stdout.split() if v.rstrip("+").isdigit()]
+    if proc.returncode == 0 and counts and asked > max(counts):
+        raise InputError(f"--cpus-per-task={asked}: the largest node of this cluster has {max(counts)} CPUs, so the "
+                         "tasks would stay pending; ask for fewer")
 
 
 def _sbatch(argv: list[str]) -> str:
