@@ -220,3 +220,51 @@ def test_reruns_and_refusals(exported, tmp_path):
     merged = SequenceLayout(tmp_path / "merge" / "m")
     with pytest.raises(InputError, match="needs a sequence folder"):
         export_stage._sequence_name(merged)
+
+
+def _their_process_bbox(bbox, width, height):
+    """HandAvatar's augm_util.process_bbox, written out: clamp, then square about the centre."""
+    x, y, w, h = bbox
+    x1, y1 = np.max((0, x)), np.max((0, y))
+    x2, y2 = np.min((width - 1, x1 + np.max((0, w - 1)))), np.min((height - 1, y1 + np.max((0, h - 1))))
+    box = np.array([x1, y1, x2 - x1, y2 - y1])
+    w, h = box[2], box[3]
+    c_x, c_y = box[0] + w / 2.0, box[1] + h / 2.0
+    if w > h:
+        h = w
+    elif w < h:
+        w = h
+    return np.array([c_x - w / 2.0, c_y - h / 2.0, w, h])
+
+
+def test_boxes_are_the_annotated_ones_made_square(exported):
+    import json
+
+    sel, result = exported
+    data = json.loads((sel.basedir / "annotations/train/InterHand2.6M_train_data.json").read_text())
+    images = {im["id"]: im for im in data["images"]}
+    annotated = {(images[a["image_id"]]["seq_name"], images[a["image_id"]]["camera"], images[a["image_id"]]["frame_idx"]):
+                 (a["bbox"], images[a["image_id"]]["width"], images[a["image_id"]]["height"]) for a in data["annotations"]}
+    out = ExportLayout(result.dest)
+    for hand in ("right", "left"):
+        _, _, boxes, framelist = _anno(out, hand)
+        for view in framelist:
+            _, _, seq, cam, image = view.split("/")
+            bbox, width, height = annotated[(seq, cam[3:], int(image[5:9]))]
+            np.testing.assert_allclose(boxes[view], _their_process_bbox(np.array(bbox, np.float32), width, height),
+                                       atol=1e-4)
+
+
+def test_the_box_cache_reads_real_data_json(fixtures_dir):
+    import json
+
+    from interhand_prep.core import annotation_cache
+
+    path = fixtures_dir / "interhand2.6m_real" / "test_interhand2.6m_data.json"
+    data = json.loads(path.read_text())
+    for annotation in data["annotations"]:
+        image = next(im for im in data["images"] if im["id"] == annotation["image_id"])
+        boxes = annotation_cache.load_capture_boxes(path, image["capture"])
+        np.testing.assert_allclose(boxes.box(image["seq_name"], image["camera"], image["frame_idx"]),
+                                   annotation["bbox"])
+        assert boxes.box(image["seq_name"], image["camera"], image["frame_idx"] + 1) is None

@@ -108,8 +108,9 @@ def _stream_captures(source: Path):
             raise InputError(f"{source}: not valid JSON ({detail})") from None
 
 
-def _ensure(source: Path, kind: str, build_one) -> Path:
-    """Build the per-capture caches of `source` if missing or stale; -> the cache folder."""
+def _ensure(source: Path, kind: str, build_one, stream=None) -> Path:
+    """Build the per-capture caches of `source` if missing or stale; -> the cache folder.
+    `stream(source)` yields (capture key, capture record); default: a {capture: {...}} file."""
     if not source.is_file():
         raise InputError(f"{source}: annotation file not found")
     folder = cache_dir(source)
@@ -124,8 +125,8 @@ def _ensure(source: Path, kind: str, build_one) -> Path:
         log.info("annotation cache %s: building from %s into %s (once per annotation file)", kind, source, folder)
         _meta_path(folder, kind).unlink(missing_ok=True)
         captures = []
-        for capture, record in _stream_captures(source):
-            if not isinstance(record, dict):
+        for capture, record in (stream or _stream_captures)(source):
+            if stream is None and not isinstance(record, dict):
                 raise InputError(f"{source}: capture {capture} is not an object")
             with atomic_path(folder / f"{kind}_{capture}.npz") as tmp:
                 with open(tmp, "wb") as f:
@@ -136,8 +137,8 @@ def _ensure(source: Path, kind: str, build_one) -> Path:
     return folder
 
 
-def _load(source: Path, kind: str, capture: int, build_one, what: str) -> dict[str, np.ndarray]:
-    folder = _ensure(source, kind, build_one)
+def _load(source: Path, kind: str, capture: int, build_one, what: str, stream=None) -> dict[str, np.ndarray]:
+    folder = _ensure(source, kind, build_one, stream)
     captures = json.loads(_meta_path(folder, kind).read_text())["captures"]
     if str(capture) not in captures:
         raise InputError(f"{source}: no {what} for capture {capture} (it has {', '.join(captures) or 'none'})")
@@ -312,3 +313,80 @@ def load_capture_cameras(source: Path, capture: int) -> dict:
     data = _load(Path(source), "camera", capture, _camera_capture, "cameras")
     ids = [str(i) for i in data["ids"]]
     return {key: {i: data[key][k] for k, i in enumerate(ids)} for key in ("campos", "camrot", "focal", "princpt")}
+
+
+# ---------------------------------------------------------------------------------------------
+# *_data.json (COCO): the annotated hand box of every image
+
+
+def _stream_image_boxes(source: Path):
+    """Yield (capture key, rows (seq, camera, frame, bbox or None)) of a COCO data.json: its
+    images, then its annotations, streamed (the file is several GB for a real split)."""
+    import ijson
+
+    try:
+        backend = ijson.get_backend("yajl2_c")
+    except ImportError:  # pragma: no cover - the pinned wheels ship the C backend
+        backend = ijson
+    images: dict[int, tuple[int, str, str, int]] = {}
+    boxes: dict[int, list] = {}
+    try:
+        with open(source, "rb") as f:
+            for image in backend.items(f, "images.item", use_float=True):
+                images[int(image["id"])] = (int(image["capture"]), str(image["seq_name"]), str(image["camera"]),
+                                            int(image["frame_idx"]))
+        with open(source, "rb") as f:
+            for annotation in backend.items(f, "annotations.item", use_float=True):
+                boxes[int(annotation["image_id"])] = annotation.get("bbox")
+    except (ijson.JSONError, ijson.IncompleteJSONError, ValueError) as exc:
+        raise InputError(f"{source}: not valid JSON ({' '.join(str(exc).split()) or type(exc).__name__})") from None
+    except (KeyError, TypeError) as exc:
+        raise InputError(f"{source}: an image entry lacks id, capture, seq_name, camera or frame_idx ({exc})") from None
+    per_capture: dict[int, list] = {}
+    for image_id, (capture, seq, cam, frame) in images.items():
+        per_capture.setdefault(capture, []).append((seq, cam, frame, boxes.get(image_id)))
+    for capture in sorted(per_capture):
+        yield str(capture), per_capture[capture]
+
+
+def _boxes_capture(source: Path, capture: str, rows: list) -> dict[str, np.ndarray]:
+    seqs = sorted({seq for seq, _, _, _ in rows})
+    index = {seq: k for k, seq in enumerate(seqs)}
+    bbox = np.full((len(rows), 4), np.nan)
+    for k, (_, _, _, box) in enumerate(rows):
+        try:
+            if box is not None and len(box) == 4:
+                bbox[k] = np.asarray(box, dtype=np.float64)
+        except (TypeError, ValueError):
+            pass  # not a box: NaN, "not annotated"
+    return {"seqs": np.array(seqs, dtype=str), "seq": np.array([index[r[0]] for r in rows], dtype=np.int64),
+            "camera": np.array([int(r[1]) for r in rows], dtype=np.int64),
+            "frame": np.array([r[2] for r in rows], dtype=np.int64), "bbox": bbox}
+
+
+@dataclass
+class CaptureBoxes:
+    """The annotated box (x, y, w, h, pixels) of each image of a capture, from data.json."""
+
+    seqs: np.ndarray
+    seq: np.ndarray
+    camera: np.ndarray
+    frame: np.ndarray
+    bbox: np.ndarray
+
+    def box(self, seq: str, cam: str, frame: int) -> np.ndarray | None:
+        """x, y, w, h of the image's annotated box, or None where it has none (or no positive area)."""
+        found = np.flatnonzero(self.seqs == seq)
+        if not len(found):
+            return None
+        rows = np.flatnonzero((self.seq == found[0]) & (self.camera == int(cam)) & (self.frame == int(frame)))
+        if not len(rows):
+            return None
+        box = self.bbox[rows[0]]
+        return box.copy() if np.isfinite(box).all() and box[2] > 0 and box[3] > 0 else None
+
+
+def load_capture_boxes(source: Path, capture: int) -> CaptureBoxes:
+    data = _load(Path(source), "boxes", capture, _boxes_capture, "images", stream=_stream_image_boxes)
+    return CaptureBoxes(seqs=data["seqs"], seq=data["seq"], camera=data["camera"], frame=data["frame"],
+                        bbox=data["bbox"])

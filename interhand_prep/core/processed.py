@@ -12,7 +12,7 @@ import numpy as np
 
 from . import gl_renderer, registry
 from .cameras import CameraSet
-from .constants import HANDS
+from .constants import HANDS, SPLITS
 from .dataset import InterHandDataset, image_size
 from .errors import InputError
 from .layout import SequenceLayout
@@ -29,6 +29,21 @@ def recorded_hands(layout: SequenceLayout, manifest: Manifest | None = None) -> 
     if isinstance(result, dict) and isinstance(result.get("hands"), list):
         return tuple(result["hands"])
     return tuple(layout.hands_present())
+
+
+def recorded_source(inputs: dict) -> tuple[Path, str, int] | None:
+    """(basedir, split, capture) from get_annots' recorded inputs: the images folder is
+    <basedir>/images/<split>/Capture<N>/<seq>, also for a sequence written under --out-root."""
+    import re
+
+    basedir, images = inputs.get("basedir"), inputs.get("images")
+    if not isinstance(basedir, str) or not isinstance(images, str):
+        return None
+    capture_dir = Path(images).parent
+    match = re.fullmatch(r"Capture(\d+)", capture_dir.name)
+    if not match or capture_dir.parent.name not in SPLITS:
+        return None
+    return Path(basedir), capture_dir.parent.name, int(match.group(1))
 
 
 def processed_hands(sel: SequenceSelector) -> tuple[str, ...]:

@@ -53,12 +53,12 @@ from pathlib import Path
 import numpy as np
 
 from ..core import parts as part_table, skinning
-from ..core.constants import HANDS, SPLITS
+from ..core.constants import HANDS
 from ..core.errors import InputError
 from ..core.fileio import load_npy
 from ..core.layout import LBS_SHARED_FILES, MASK_LABELS, PARAM_KEYS, VIEW_KINDS, SequenceLayout, render_formats
 from ..core import registry
-from ..core.processed import recorded_hands, unfinished
+from ..core.processed import recorded_hands, recorded_source, unfinished
 from ..core.manifest import Manifest, file_sha256
 from ..core.mano import ManoModel, load_mano_model, model_filename
 from ..core.mano_forward import forward
@@ -140,21 +140,6 @@ class _Settings:
     parts: bool = False                     # render_mesh wrote part labels
 
 
-def _recorded_source(inputs: dict) -> tuple[Path, str, int] | None:
-    """(basedir, split, capture) from get_annots' recorded inputs: the images folder is
-    <basedir>/images/<split>/Capture<N>/<seq>, also for a sequence written under --out-root."""
-    import re
-
-    basedir, images = inputs.get("basedir"), inputs.get("images")
-    if not isinstance(basedir, str) or not isinstance(images, str):
-        return None
-    capture_dir = Path(images).parent
-    match = re.fullmatch(r"Capture(\d+)", capture_dir.name)
-    if not match or capture_dir.parent.name not in SPLITS:
-        return None
-    return Path(basedir), capture_dir.parent.name, int(match.group(1))
-
-
 def _settings(layout: SequenceLayout, report: CheckReport, mano_dir: Path | None, voxel_size: float | None,
               padding: float | None, depth_format: str | None, no_mano: bool = False) -> _Settings:
     """What to check against: explicit options, else the manifest, else the defaults."""
@@ -197,7 +182,7 @@ def _settings(layout: SequenceLayout, report: CheckReport, mano_dir: Path | None
                    "or --no-mano to skip these checks")
     parts = bool((render.get("inputs") or {}).get("parts")) or (layout.root / "parts").is_dir()
     return _Settings(hands, models, float(voxel_size), float(padding), depth_format, mano_folder,
-                     _recorded_source(inputs), parts=parts)
+                     recorded_source(inputs), parts=parts)
 
 
 def check_sequence(root: Path, mano_dir: Path | None = None, voxel_size: float | None = None,

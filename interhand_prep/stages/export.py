@@ -363,6 +363,21 @@ def _mano_models(layout: SequenceLayout, hands: list[str]):
     return models
 
 
+def _annotated_boxes(layout: SequenceLayout, capture: int):
+    """The annotated hand boxes of the capture (data.json of the dataset get_annots read), or None
+    where that file is not there."""
+    from ..core import annotation_cache
+    from ..core.dataset import AnnotationFiles
+    from ..core.processed import recorded_source
+
+    inputs = (Manifest.read(layout.root).stage(registry.GET_ANNOTS.name) or {}).get("inputs") or {}
+    recorded = recorded_source(inputs)
+    if recorded is None:
+        return None
+    data = AnnotationFiles(recorded[0], recorded[1]).data
+    return annotation_cache.load_capture_boxes(data, capture) if data.is_file() else None
+
+
 def _handavatar(source: SequenceViews, out: ExportLayout, copy: bool, tick) -> None:
     """HandAvatar's (and OHTA's) layout, per processed hand: anno_cam.pkl over every view where the
     hand shows (two-hand frames and mono cameras kept; the hand's mask without the pixels where the
@@ -373,6 +388,8 @@ def _handavatar(source: SequenceViews, out: ExportLayout, copy: bool, tick) -> N
     models = _mano_models(seq, hands)
     cams = source.cameras.ids
     records = {hand: ({}, {}, {}, []) for hand in hands}  # cameras, mesh_infos, bbox, framelist
+    annotated = _annotated_boxes(seq, capture)
+    stand_ins = 0
     for frame in source.frames:
         masks = {cam: decode_mask(seq.view(source.mask_kind, cam, frame, "png")) for cam in cams}
         for hand in hands:
@@ -385,8 +402,13 @@ def _handavatar(source: SequenceViews, out: ExportLayout, copy: bool, tick) -> N
                 hand_pixels = masks[cam] == MASK_LABELS[hand]
                 record, _ = views[c]
                 width, height = source.sizes[c]
-                box = handavatar.square_box(handavatar.joint_box(record["joint_img"], record["joint_valid"][:, 0]),
-                                            width, height)
+                # the image's annotated hand box (data.json), as theirs; the fit's projected joints' box
+                # (their get_bbox) where the dataset's annotations are not at hand
+                box = annotated.box(name, cam, frame) if annotated is not None else None
+                if box is None:
+                    stand_ins += 1
+                    box = handavatar.joint_box(record["joint_img"], record["joint_valid"][:, 0])
+                box = handavatar.square_box(box, width, height)
                 if box is None or np.count_nonzero(hand_pixels) < HANDAVATAR_MIN_MASK_PIXELS:
                     continue
                 view = out.handavatar_name(split, capture, name, cam, frame)
@@ -397,6 +419,9 @@ def _handavatar(source: SequenceViews, out: ExportLayout, copy: bool, tick) -> N
                 framelist.append(view)
         for _ in cams:
             tick()
+    if stand_ins:
+        log.info("handavatar: %d view(s) without an annotated hand box (data.json %s): the box of the fit's projected "
+                 "joints instead", stand_ins, "has none for them" if annotated is not None else "not found")
     for hand, (cameras, mesh_infos, boxes, framelist) in records.items():
         order = sorted(framelist, key=lambda v: (v.split("/")[3], v))  # camera-major, frames ascending
         write_bytes(out.handavatar_anno(hand, split, capture, name),
