@@ -152,7 +152,7 @@ def test_mesh_lands_on_our_vertices_and_projects_like_annots(exported):
             cam_points = vertices[:778] + info["Th"]
             uv = cam_points @ K.T
             annot_uv = ours * 100.0 @ K.T
-            assert np.abs(uv[:, :2] / uv[:, 2:] - annot_uv[:, :2] / annot_uv[:, 2:]).max() < 0.05
+            assert np.abs(uv[:, :2] / uv[:, 2:] - annot_uv[:, :2] / annot_uv[:, 2:]).max() < 1e-3  # px, as every format
             np.testing.assert_allclose(info["bbox"]["min_xyz"], vertices.min(0) - 0.01, atol=1e-5)
 
 
