@@ -124,6 +124,46 @@ def tiny(tiny_root, tmp_path) -> Path:
 
 
 @pytest.fixture(scope="session")
+def processed_two_hands(tiny_root, tmp_path_factory, gl_platform) -> SequenceSelector:
+    """The tiny two-hand sequence processed with both hands (every stage), once per session, in a
+    copy of its own: for tests that only read it and write exports."""
+    from interhand_prep.stages.pipeline import StageOptions, run_sequence
+
+    root = _copy(tiny_root, tmp_path_factory.mktemp("processed_two_hands"))
+    sel = _selector(root, TWO, hand_type="both")
+    opts = StageOptions()
+    opts = dataclasses.replace(opts, render=dataclasses.replace(opts.render, backend=gl_platform, render_workers=1))
+    report = run_sequence(sel, opts, log=lambda m: None)
+    assert report.ok, report.stages
+    return sel
+
+
+# A sitecustomize.py that slows every view's render by $SLOW_RENDER_SECONDS, in every process that
+# has its folder first on PYTHONPATH (whole commands, their workers, Slurm tasks)
+SLOW_RENDER = """
+import os, time
+delay = float(os.environ.get("SLOW_RENDER_SECONDS", "0"))
+if delay:
+    import interhand_prep.core.gl_renderer as rendering
+    original = rendering.HandViewRenderer.render
+
+    def slow(self, cam_id):
+        time.sleep(delay)
+        return original(self, cam_id)
+
+    rendering.HandViewRenderer.render = slow
+"""
+
+
+@pytest.fixture(scope="session")
+def slow_render_hooks(tmp_path_factory) -> Path:
+    """A folder holding the SLOW_RENDER sitecustomize.py (put it first on a subprocess's PYTHONPATH)."""
+    folder = tmp_path_factory.mktemp("hooks")
+    (folder / "sitecustomize.py").write_text(SLOW_RENDER)
+    return folder
+
+
+@pytest.fixture(scope="session")
 def gl_platform() -> str:
     """A working offscreen OpenGL platform, or skip (fail under CI, which installs Mesa)."""
     from interhand_prep.core import gl_platform

@@ -23,26 +23,9 @@ TWO = "0266_dh_pray"
 TOLERANCE_PX = 1e-3
 
 
-@pytest.fixture(scope="module")
-def processed(tiny_root, tmp_path_factory, gl_platform):
-    """The two-hand tiny sequence processed with both hands, once for the module (the tests write
-    only exports)."""
-    import shutil
-
-    import dataclasses
-
-    from interhand_prep.core.selection import SequenceSelector
-    from interhand_prep.stages.pipeline import StageOptions, run_sequence
-
-    root = tmp_path_factory.mktemp("colmap")
-    shutil.copytree(tiny_root / "IH", root / "IH", symlinks=True)
-    shutil.copytree(tiny_root / "mano", root / "mano")
-    sel = SequenceSelector(capture=0, seq=TWO, basedir=root / "IH", mano_dir=root / "mano", hand_type="both")
-    opts = StageOptions()
-    opts = dataclasses.replace(opts, render=dataclasses.replace(opts.render, backend=gl_platform, render_workers=1))
-    report = run_sequence(sel, opts, log=lambda m: None)
-    assert report.ok, report.stages
-    return sel
+@pytest.fixture
+def processed(processed_two_hands):
+    return processed_two_hands
 
 
 def _annots_projection(annots: dict, cam: str, points_m: np.ndarray) -> np.ndarray:

@@ -29,23 +29,10 @@ ALLOWED_GLOBALS = {("numpy.core.multiarray", "_reconstruct"), ("numpy", "ndarray
 
 
 @pytest.fixture(scope="module")
-def exported(tiny_root, tmp_path_factory, gl_platform):
-    """The two-hand tiny sequence processed with both hands and exported for HandAvatar."""
-    import dataclasses
-    import shutil
-
-    from interhand_prep.core.selection import SequenceSelector
-    from interhand_prep.stages.pipeline import StageOptions, run_sequence
-
-    root = tmp_path_factory.mktemp("handavatar")
-    shutil.copytree(tiny_root / "IH", root / "IH", symlinks=True)
-    shutil.copytree(tiny_root / "mano", root / "mano")
-    sel = SequenceSelector(capture=0, seq=TWO, basedir=root / "IH", mano_dir=root / "mano", hand_type="both")
-    opts = StageOptions()
-    opts = dataclasses.replace(opts, render=dataclasses.replace(opts.render, backend=gl_platform, render_workers=1))
-    assert run_sequence(sel, opts, log=lambda m: None).ok
-    result = export_stage.export(sel, ExportOptions(format="handavatar", masks="mano"), progress=False)
-    return sel, result
+def exported(processed_two_hands):
+    """The processed two-hand tiny sequence exported for HandAvatar (MANO masks)."""
+    sel = processed_two_hands
+    return sel, export_stage.export(sel, ExportOptions(format="handavatar", masks="mano"), progress=False)
 
 
 class _Numpy1Only(pickle.Unpickler):
@@ -96,6 +83,14 @@ def _their_mano(model, poses: np.ndarray, shape: np.ndarray):
     return np.concatenate([joints, vertices[TIPS]]), vertices
 
 
+def _our_vertices_dm(layout: SequenceLayout, annots: dict, hand: str, view: str) -> tuple[str, int, np.ndarray]:
+    """(camera, frame, our vertices of the view's hand in its camera frame, decimetres) of a view
+    named as HandAvatar names it: X_cam = R X_world + T (mm), / 100."""
+    cam, frame = view.split("/")[3][3:], int(view.split("/")[4][5:9])
+    R, T = (np.asarray(annots["cams"][k][cam], dtype=np.float64) for k in ("R", "T"))
+    return cam, frame, (np.load(layout.vertices(hand, frame)).astype(np.float64) * 1000.0 @ R.T + T.reshape(3)) / 100.0
+
+
 def test_fields_dtypes_and_pickle(exported):
     sel, result = exported
     out = ExportLayout(result.dest)
@@ -139,14 +134,12 @@ def test_mesh_lands_on_our_vertices_and_projects_like_annots(exported):
         model = load_mano_model(sel.mano_dir, hand)
         cameras, mesh_infos, _, framelist = _anno(out, hand)
         for view in framelist[::3]:
-            cam, frame = view.split("/")[3][3:], int(view.split("/")[4][5:9])
+            _, _, ours = _our_vertices_dm(layout, annots, hand, view)
             info = mesh_infos[view]
             joints, vertices = _their_mano(model, info["poses"], info["shape"])
             np.testing.assert_allclose(info["joints"], joints, atol=1e-5)
             tpose, _ = _their_mano(model, np.zeros(48), info["shape"])
             np.testing.assert_allclose(info["tpose_joints"], tpose, atol=1e-5)
-            R, T = (np.asarray(annots["cams"][k][cam], dtype=np.float64) for k in ("R", "T"))
-            ours = (np.load(layout.vertices(hand, frame)).astype(np.float64) * 1000.0 @ R.T + T.reshape(3)) / 100.0
             np.testing.assert_allclose(vertices[:778] + info["Th"], ours, atol=2e-4)  # dm: 20 micrometres
             K = cameras[view]["intrinsics"]
             cam_points = vertices[:778] + info["Th"]
@@ -167,10 +160,8 @@ def test_convention_mistakes_are_caught(exported):
         model = load_mano_model(sel.mano_dir, hand)
         _, mesh_infos, _, framelist = _anno(out, hand)
         view = framelist[0]
-        cam, frame = view.split("/")[3][3:], int(view.split("/")[4][5:9])
+        _, frame, ours = _our_vertices_dm(layout, annots, hand, view)
         info = mesh_infos[view]
-        R, T = (np.asarray(annots["cams"][k][cam], dtype=np.float64) for k in ("R", "T"))
-        ours = (np.load(layout.vertices(hand, frame)).astype(np.float64) * 1000.0 @ R.T + T.reshape(3)) / 100.0
         params = layout.read_params(layout.params(hand, frame))
 
         def error(poses, scale=1.0, used=model):

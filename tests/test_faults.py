@@ -32,30 +32,16 @@ ONE, TWO = "0051_dinosaur", "0266_dh_pray"
 
 FRAMES = 12
 KEPT_CAMERAS = 3
-SLOW_RENDER = """
-import os, time
-delay = float(os.environ.get("SLOW_RENDER_SECONDS", "0"))
-if delay:
-    import interhand_prep.core.gl_renderer as rendering
-    original = rendering.HandViewRenderer.render
-
-    def slow(self, cam_id):
-        time.sleep(delay)
-        return original(self, cam_id)
-
-    rendering.HandViewRenderer.render = slow
-"""
 
 
 @pytest.fixture(scope="module")
-def capture(tmp_path_factory):
+def capture(tmp_path_factory, slow_render_hooks):
     """A right-hand and a two-hand sequence, 4 cameras (3 portrait) x 12 frames at 1/4 size."""
     root = tmp_path_factory.mktemp("faults")
     spec = CaptureSpec(capture=0, seed=9, camera_ids=["400002", "400016", "410214", "400412"], image_scale=0.25,
                        default_cases=False, sequences=[SequenceSpec(ONE, "right", FRAMES), SequenceSpec(TWO, "both", FRAMES)])
     generate_capture(root / "IH", root / "mano", spec)
-    (root / "hooks").mkdir()
-    (root / "hooks" / "sitecustomize.py").write_text(SLOW_RENDER)  # a test-side slow-down, in every process
+    shutil.copytree(slow_render_hooks, root / "hooks")  # a test-side slow-down, in every process
     return root
 
 

@@ -25,19 +25,6 @@ pytestmark = [pytest.mark.slurm, pytest.mark.slow]
 REPO = Path(__file__).resolve().parents[1]
 SEQUENCES = ["0051_dinosaur", "0266_dh_pray", "0000_neutral_relaxed", "0270_dh_fist", "0009_thumbtucknormal",
              "0275_dh_touch"]
-SLOW_RENDER = """
-import os, time
-delay = float(os.environ.get("SLOW_RENDER_SECONDS", "0"))
-if delay:
-    import interhand_prep.core.gl_renderer as rendering
-    original = rendering.HandViewRenderer.render
-
-    def slow(self, cam_id):
-        time.sleep(delay)
-        return original(self, cam_id)
-
-    rendering.HandViewRenderer.render = slow
-"""
 
 
 def _free_port() -> int:
@@ -106,7 +93,7 @@ def cluster(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def capture(tmp_path_factory):
+def capture(tmp_path_factory, slow_render_hooks):
     """Six small sequences (4 cameras x 4 frames at 1/4 size) and a hidden folder beside them."""
     root = tmp_path_factory.mktemp("slurm_capture")
     spec = CaptureSpec(capture=0, seed=5, camera_ids=["400002", "400016", "410214", "400412"], image_scale=0.25,
@@ -115,8 +102,7 @@ def capture(tmp_path_factory):
     generate_capture(root / "IH", root / "mano", spec)
     hidden = root / "IH/images/train/Capture0/.ipynb_checkpoints"
     shutil.copytree(root / "IH/images/train/Capture0" / SEQUENCES[0], hidden / SEQUENCES[0])
-    (root / "hooks").mkdir()
-    (root / "hooks" / "sitecustomize.py").write_text(SLOW_RENDER)  # a test-side slow-down, in every task
+    shutil.copytree(slow_render_hooks, root / "hooks")  # a test-side slow-down, in every task
     return root
 
 
