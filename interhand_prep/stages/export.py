@@ -57,7 +57,7 @@ log = logging.getLogger(__name__)
 STAGE = "export"
 NEEDED_STAGES = (registry.GET_ANNOTS.name, registry.RENDER_MESH.name)
 # part of every export's recipe: a change of what an export writes makes earlier exports stale
-EXPORT_FORMAT_VERSION = 1
+EXPORT_FORMAT_VERSION = 2  # 2: part labels, colmap, handavatar (annotated boxes)
 # the parts of a stage record that say when, not what: left out of the source digest
 _WHEN = ("started", "finished", "seconds")
 # --masks: the view kind whose files the export's masks are (auto: refined where usable, else mano)
