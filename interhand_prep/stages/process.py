@@ -27,6 +27,7 @@ from ..core.errors import InputError
 from ..core.fileio import FILE_MODE, write_text
 from ..core.layout import log_path
 from ..core.selection import SequenceSelector, selector_from_args
+from ..core.options import to_argv
 from .pipeline import STAGES, SequenceReport, StageOptions
 from ..synthetic.capture import CaptureSpec, SequenceSpec, generate_capture
 
@@ -128,7 +129,6 @@ RUN_HEADER = "==== run "  # the first line of each run's part of a sequence's lo
 
 def run_header(argv: list[str]) -> str:
     """The header a run writes into a sequence's log: when, where (host, Slurm job and task), how."""
-    import shlex
     import socket
 
     slurm = " ".join(f"{name.lower()} {os.environ[key]}" for key, name in
@@ -136,7 +136,7 @@ def run_header(argv: list[str]) -> str:
                      if os.environ.get(key))
     return (f"{RUN_HEADER}{time.strftime('%Y-%m-%d %H:%M:%S %z')} on {socket.gethostname()} pid {os.getpid()}"
             + (f" (slurm {slurm})" if slurm else "") + "\n"
-            + "  " + " ".join(shlex.quote(a) for a in argv) + "\n")
+            + "  " + shlex.join(argv) + "\n")
 
 
 def last_run(log_text: str) -> str:
@@ -306,8 +306,8 @@ def process_command(args, seqs: list[str], command: str = "process") -> list[str
     """The command that runs (process) or reports on (status) the same selection with the same
     options, from any folder: absolute paths, this interpreter."""
     selection = ["--all"] if args.all else ["--list", str(args.list)] if args.list else list(args.seqs)
-    return [sys.executable, "-m", "interhand_prep", command, *selection,
-            *selector_from_args(args, seq=seqs[0]).to_argv()[4:], "--capture", str(args.capture),
+    shared = to_argv(selector_from_args(args, seq=seqs[0]).replace(capture=None, seq=None))  # basedir, hands, ...
+    return [sys.executable, "-m", "interhand_prep", command, *selection, "--capture", str(args.capture), *shared,
             "--logs", str(args.logs), *StageOptions.from_args(args).to_argv(), "--quiet"]
 
 
