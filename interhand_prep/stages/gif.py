@@ -1,11 +1,14 @@
 """GIF previews of processed sequences, optionally with masks tinted over the images: the rendered
 MANO masks (mask/; --overlay or --overlay mano), the masks refined against the images
 (mask_cihp/ of refine_masks; --overlay refined) or the part labels (parts/ of render_mesh
---parts; --overlay parts, in the colours of parts.json)."""
+--parts; --overlay parts, in the colours of parts.json). Every frame carries its camera and frame
+number in the bottom-left corner; tinted masks have a key of the hands' colours in the top-left."""
 
 from __future__ import annotations
 
+import functools
 import io
+import math
 from pathlib import Path
 
 import numpy as np
@@ -54,16 +57,116 @@ def overlay_parts(image: np.ndarray, labels: np.ndarray) -> np.ndarray:
     return np.clip(np.rint(out), 0, 255).astype(np.uint8)
 
 
+# The corner texts (the hands' key, the camera and frame) must read at 1x: a font of at least
+# LABEL_MIN_PX pixels (Pillow's bitmap default is 11 px, its capitals 6), larger on larger frames.
+LABEL_MIN_PX = 12
+LABEL_MARGIN = 4  # px from the frame's edges
+
+
+def label_size(height: int) -> int:
+    """The corner texts' font size (px) on a frame `height` pixels tall."""
+    return max(LABEL_MIN_PX, round(height / 32))
+
+
+@functools.lru_cache(maxsize=None)
+def label_font(size: int):
+    """Pillow's own scalable font (Aileron) at `size` px; its bitmap font where Pillow lacks FreeType."""
+    from PIL import ImageFont
+
+    try:
+        return ImageFont.load_default(size=size)
+    except (ImportError, OSError, TypeError, AttributeError):  # no FreeType, or Pillow < 10.1
+        return ImageFont.load_default()
+
+
+def frame_label(cam: str, frame: int) -> str:
+    """The text in the corner of every GIF frame."""
+    return f"cam{cam}  frame {frame}"
+
+
+def _stroke(size: int) -> int:
+    return max(1, size // 12)
+
+
+def _text_box(text: str, size: int) -> tuple[int, int, int, int]:
+    """The box (left, top, right, bottom) of `text` drawn at (0, 0), outline included."""
+    from PIL import ImageDraw
+
+    scratch = ImageDraw.Draw(Image.new("RGB", (1, 1)))
+    return scratch.multiline_textbbox((0, 0), text, font=label_font(size), stroke_width=_stroke(size))
+
+
+def _text(draw, xy: tuple[float, float], text: str, size: int, align: str) -> None:
+    """White text outlined in black (readable on any image) at `xy`: its bottom-left corner
+    (align "bottom-left") or its left end, centred vertically (align "left-middle")."""
+    x0, y0, _, y1 = _text_box(text, size)
+    y = xy[1] - y1 if align == "bottom-left" else xy[1] - (y0 + y1) / 2
+    draw.multiline_text((xy[0] - x0, y), text, font=label_font(size), fill=(255, 255, 255),
+                        stroke_width=_stroke(size), stroke_fill=(0, 0, 0))
+
+
+def fitted_label(text: str, height: int, width: int) -> tuple[str, int]:
+    """(text, font size) of a corner label that fits across a frame: on one line, else its parts
+    (split at two spaces) on lines of their own, else smaller (narrow test frames only)."""
+    size = label_size(height)
+    room = width - 2 * LABEL_MARGIN
+    lines = text.replace("  ", "\n")
+    while True:
+        for candidate in (text, lines):
+            x0, _, x1, _ = _text_box(candidate, size)
+            if x1 - x0 <= room or size <= 6:
+                return candidate, size
+        size -= 1
+
+
+def label_box(shape: tuple[int, ...], text: str) -> tuple[int, int, int, int]:
+    """The pixels (x0, y0, x1, y1, inclusive) that `draw_label` may change for `text` on a frame
+    of `shape` (H, W, ...)."""
+    text, size = fitted_label(text, shape[0], shape[1])
+    x0, y0, x1, y1 = _text_box(text, size)
+    return LABEL_MARGIN, shape[0] - LABEL_MARGIN - (y1 - y0), LABEL_MARGIN + (x1 - x0), shape[0] - LABEL_MARGIN
+
+
+def draw_label(image: np.ndarray, text: str) -> np.ndarray:
+    """`text` in the bottom-left corner (the camera and frame: `frame_label`)."""
+    from PIL import ImageDraw
+
+    text, size = fitted_label(text, image.shape[0], image.shape[1])
+    canvas = Image.fromarray(image)
+    _text(ImageDraw.Draw(canvas), (LABEL_MARGIN, image.shape[0] - LABEL_MARGIN), text, size, "bottom-left")
+    return np.asarray(canvas)
+
+
+def legend_rows(height: int) -> list[tuple[str, tuple[int, int, int, int]]]:
+    """(hand, swatch box (x0, y0, x1, y1), inclusive) of the key's rows in the top-left corner; on
+    frames under 400 px tall (12 px text): swatches 11 px square, 14 px apart, from 4 px."""
+    size = label_size(height)
+    side, pitch = size - 2, size + 2
+    return [(hand, (LABEL_MARGIN, LABEL_MARGIN + pitch * row, LABEL_MARGIN + side, LABEL_MARGIN + pitch * row + side))
+            for row, hand in enumerate(("left", "right"))]
+
+
+def legend_box(height: int) -> tuple[int, int, int, int]:
+    """The pixels (x0, y0, x1, y1, inclusive) that `draw_legend` may change on a frame `height`
+    pixels tall."""
+    size = label_size(height)
+    right = bottom = 0
+    for hand, (_, y0, x1, y1) in legend_rows(height):
+        left, top, end, low = _text_box(hand, size)   # the name: after the swatch, centred on it
+        right = max(right, x1 + 4 + end - left)
+        bottom = max(bottom, y1, math.ceil((y0 + y1 + 1 + low - top) / 2))
+    return 0, 0, right + 1, bottom + 1
+
+
 def draw_legend(image: np.ndarray) -> np.ndarray:
-    """The hands' colours and names in the top-left corner (a small key for the tinted previews)."""
+    """The hands' colours and names in the top-left corner (a key for the tinted previews)."""
     from PIL import ImageDraw
 
     canvas = Image.fromarray(image)
     draw = ImageDraw.Draw(canvas)
-    for row, hand in enumerate(("left", "right")):
-        y = 4 + 14 * row
-        draw.rectangle((4, y, 14, y + 10), fill=HAND_COLORS[hand], outline=(255, 255, 255))
-        draw.text((18, y - 1), hand, fill=(255, 255, 255), stroke_width=1, stroke_fill=(0, 0, 0))
+    for hand, (x0, y0, x1, y1) in legend_rows(image.shape[0]):
+        draw.rectangle((x0, y0, x1, y1), fill=HAND_COLORS[hand], outline=(255, 255, 255))
+        _text(draw, (x1 + 4, (y0 + y1 + 1) / 2), hand, label_size(image.shape[0]), "left-middle")
     return np.asarray(canvas)
 
 
@@ -77,7 +180,8 @@ def check_overlay(layout: SequenceLayout, overlay: bool | str | None) -> None:
 
 def sequence_frames_rgb(layout: SequenceLayout, cam: str, stride: int = 1, max_width: int | None = None,
                         overlay: bool | str | None = False) -> list[np.ndarray]:
-    """The frames of one camera as RGB arrays; `overlay` (mano, refined; True: mano) tints masks over."""
+    """The frames of one camera as RGB arrays, the camera and frame in a corner of each; `overlay`
+    (mano, refined, parts; True: mano) tints masks over, with a key of the hands' colours."""
     kind = overlay_kind(overlay)
     check_overlay(layout, overlay)
     frames = layout.read_frames()[::stride]
@@ -100,6 +204,7 @@ def sequence_frames_rgb(layout: SequenceLayout, cam: str, stride: int = 1, max_w
             array = np.asarray(Image.fromarray(array).resize((max_width, height), Image.Resampling.BILINEAR))
         if kind is not None and kind != "parts":  # parts: 32 colours, their key is parts.json
             array = draw_legend(array)
+        array = draw_label(array, frame_label(cam, frame))
         images.append(array)
     return images
 
