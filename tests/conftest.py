@@ -138,16 +138,25 @@ def processed_two_hands(tiny_root, tmp_path_factory, gl_platform) -> SequenceSel
     return sel
 
 
-# A sitecustomize.py that slows every view's render by $SLOW_RENDER_SECONDS, in every process that
-# has its folder first on PYTHONPATH (whole commands, their workers, Slurm tasks)
+# A sitecustomize.py for the processes of whole commands (their workers, Slurm tasks) that have its
+# folder first on PYTHONPATH: every view's render sleeps $SLOW_RENDER_SECONDS, and where
+# $SLOW_RENDER_HOLD names a file, each process renders $SLOW_RENDER_FREE views and then waits while
+# that file exists. A test holds a run at a known point (signals it, runs another command beside
+# it) and lets it go by deleting the file: no race with a run that would otherwise have finished.
 SLOW_RENDER = """
 import os, time
 delay = float(os.environ.get("SLOW_RENDER_SECONDS", "0"))
-if delay:
+hold = os.environ.get("SLOW_RENDER_HOLD")
+free = int(os.environ.get("SLOW_RENDER_FREE", "0"))
+if delay or hold:
     import interhand_prep.core.gl_renderer as rendering
     original = rendering.HandViewRenderer.render
+    rendered = [0]
 
     def slow(self, cam_id):
+        rendered[0] += 1
+        while hold and rendered[0] > free and os.path.exists(hold):
+            time.sleep(0.01)
         time.sleep(delay)
         return original(self, cam_id)
 
@@ -161,6 +170,21 @@ def slow_render_hooks(tmp_path_factory) -> Path:
     folder = tmp_path_factory.mktemp("hooks")
     (folder / "sitecustomize.py").write_text(SLOW_RENDER)
     return folder
+
+
+@pytest.fixture(scope="session")
+def smplx_reference():
+    """(torch, smplx): the reference MANO implementation, from the `reference` extra. Without it the
+    tests that compare with it skip and say how to enable them; CI installs it, so there they fail."""
+    try:
+        import smplx
+        import torch
+    except ImportError as exc:
+        message = f"needs smplx and torch: python -m pip install -e '.[reference]' ({exc})"
+        if os.environ.get("CI"):
+            pytest.fail(message)
+        pytest.skip(message)
+    return torch, smplx
 
 
 @pytest.fixture(scope="session")

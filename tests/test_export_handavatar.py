@@ -58,10 +58,10 @@ def _anno(out: ExportLayout, hand: str) -> tuple[dict, dict, dict, list]:
         return _Numpy1Only(io.BytesIO(data)).load()
 
 
-def _their_mano(model, poses: np.ndarray, shape: np.ndarray):
-    """HandAvatar's MANO from smplx's (flat_hand_mean=True) -> joints 21x3, vertices 779x3, dm."""
-    torch = pytest.importorskip("torch")
-    smplx = pytest.importorskip("smplx")
+def _their_mano(reference, model, poses: np.ndarray, shape: np.ndarray):
+    """HandAvatar's MANO from smplx's (flat_hand_mean=True) -> joints 21x3, vertices 779x3, dm.
+    `reference`: the smplx_reference fixture, (torch, smplx)."""
+    torch, smplx = reference
     import contextlib
 
     from smplx.utils import Struct
@@ -125,7 +125,7 @@ def test_fields_dtypes_and_pickle(exported):
     assert any("/cam410214/" in v for v in right)
 
 
-def test_mesh_lands_on_our_vertices_and_projects_like_annots(exported):
+def test_mesh_lands_on_our_vertices_and_projects_like_annots(exported, smplx_reference):
     sel, result = exported
     layout = sel.layout
     out = ExportLayout(result.dest)
@@ -136,9 +136,9 @@ def test_mesh_lands_on_our_vertices_and_projects_like_annots(exported):
         for view in framelist[::3]:
             _, _, ours = _our_vertices_dm(layout, annots, hand, view)
             info = mesh_infos[view]
-            joints, vertices = _their_mano(model, info["poses"], info["shape"])
+            joints, vertices = _their_mano(smplx_reference, model, info["poses"], info["shape"])
             np.testing.assert_allclose(info["joints"], joints, atol=1e-5)
-            tpose, _ = _their_mano(model, np.zeros(48), info["shape"])
+            tpose, _ = _their_mano(smplx_reference, model, np.zeros(48), info["shape"])
             np.testing.assert_allclose(info["tpose_joints"], tpose, atol=1e-5)
             np.testing.assert_allclose(vertices[:778] + info["Th"], ours, atol=2e-4)  # dm: 20 micrometres
             K = cameras[view]["intrinsics"]
@@ -149,7 +149,7 @@ def test_mesh_lands_on_our_vertices_and_projects_like_annots(exported):
             np.testing.assert_allclose(info["bbox"]["min_xyz"], vertices.min(0) - 0.01, atol=1e-5)
 
 
-def test_convention_mistakes_are_caught(exported):
+def test_convention_mistakes_are_caught(exported, smplx_reference):
     """Wrong variants written by hand (no hands_mean, metres, world orientation, the right model for
     the left hand) move the mesh off our vertices."""
     sel, result = exported
@@ -165,7 +165,7 @@ def test_convention_mistakes_are_caught(exported):
         params = layout.read_params(layout.params(hand, frame))
 
         def error(poses, scale=1.0, used=model):
-            _, vertices = _their_mano(used, poses, info["shape"])
+            _, vertices = _their_mano(smplx_reference, used, poses, info["shape"])
             return np.abs(vertices[:778] * scale + info["Th"] - ours).max()
 
         assert error(info["poses"]) < 2e-4

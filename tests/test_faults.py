@@ -50,9 +50,18 @@ def data(capture, tmp_path, helpers):
     return helpers.copy_capture(capture, tmp_path)
 
 
-def slow_env(capture: Path, seconds: float = 0.1) -> dict:
+def slow_env(capture: Path, seconds: float = 0.1, hold: Path | None = None, free: int = 0) -> dict:
+    """Each view slowed by `seconds`; with `hold`, each process stops after `free` views while that
+    file exists (conftest's SLOW_RENDER)."""
     path = os.pathsep.join([str(capture / "hooks"), str(REPO), os.environ.get("PYTHONPATH", "")])
-    return dict(os.environ, PYTHONPATH=path, SLOW_RENDER_SECONDS=str(seconds), PYTHON=sys.executable)
+    held = {"SLOW_RENDER_HOLD": str(hold), "SLOW_RENDER_FREE": str(free)} if hold else {}
+    return dict(os.environ, PYTHONPATH=path, SLOW_RENDER_SECONDS=str(seconds), PYTHON=sys.executable, **held)
+
+
+def held_file(folder: Path) -> Path:
+    hold = folder / "hold-renders"
+    hold.touch()
+    return hold
 
 
 def process_cmd(data: Path, *extra: str) -> list[str]:
@@ -60,9 +69,10 @@ def process_cmd(data: Path, *extra: str) -> list[str]:
             str(data / "mano"), "--hand-type", "both", "--logs", str(data / "logs"), "--quiet", *extra]
 
 
-def slow_process(data: Path, capture: Path, platform: str, seconds: float = 0.1) -> subprocess.Popen:
-    """process.sh on the two-hand sequence, each view slowed down, in a process group of its own."""
-    return subprocess.Popen(process_cmd(data, TWO, "--backend", platform), env=slow_env(capture, seconds),
+def held_process(data: Path, capture: Path, platform: str, hold: Path, free: int) -> subprocess.Popen:
+    """process.sh on the two-hand sequence, holding after `free` views while `hold` exists, in a
+    process group of its own."""
+    return subprocess.Popen(process_cmd(data, TWO, "--backend", platform), env=slow_env(capture, 0.02, hold, free),
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
 
 
@@ -152,7 +162,8 @@ def assert_masks_complete(root: Path) -> None:
 def test_killing_the_main_process_takes_its_workers_along(gl_platform, data, capture):
     platform = gl_platform
     sel = prepared(data)
-    proc = subprocess.Popen(render_cmd(data, platform), env=slow_env(capture), start_new_session=True,
+    held = slow_env(capture, 0.02, held_file(data), free=7)  # each worker: a task of 6 views and one more
+    proc = subprocess.Popen(render_cmd(data, platform), env=held, start_new_session=True,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         wait_for_masks(sel.layout.root, 14, proc)  # more than two tasks of 6 views: some are journaled
@@ -176,15 +187,18 @@ def test_killing_the_main_process_takes_its_workers_along(gl_platform, data, cap
 def test_ctrl_c_stops_render_after_the_work_in_hand(helpers, gl_platform, data, capture, tmp_path):
     """Ctrl-C: the tasks in hand finish (FRAMES_PER_TASK frames of every camera each: one running
     per worker, and those the process pool has already queued for the workers), nothing more is
-    started, and the command exits 130 promptly (each view is slowed to 0.1 s)."""
+    started, and the command exits 130 promptly (each worker held after two views until the signal has arrived)."""
     platform = gl_platform
     sel = prepared(data)
-    proc = subprocess.Popen(render_cmd(data, platform), env=slow_env(capture), start_new_session=True,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    wait_for_masks(sel.layout.root, 3, proc)
+    hold = held_file(data)  # each worker renders 2 views, then waits for the signal
+    proc = subprocess.Popen(render_cmd(data, platform), env=slow_env(capture, 0.02, hold, free=2),
+                            start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    wait_for_masks(sel.layout.root, 4, proc)
     start = time.time()
     at_signal = len(list((sel.layout.root / "mask").rglob("*.png")))
     os.killpg(proc.pid, signal.SIGINT)  # as a terminal sends it: to the whole group
+    time.sleep(0.2)  # the signal has arrived before the views in hand go on
+    hold.unlink()
     _, stderr = proc.communicate(timeout=15)
     elapsed = time.time() - start
     assert proc.returncode == 130 and "interrupted" in stderr and "Traceback" not in stderr, stderr
@@ -208,10 +222,13 @@ def test_ctrl_c_stops_render_after_the_work_in_hand(helpers, gl_platform, data, 
 
 def test_ctrl_c_of_process_reports_interrupted_and_the_rerun_resumes(gl_platform, data, capture):
     platform = gl_platform
-    proc = slow_process(data, capture, platform)
+    hold = held_file(data)
+    proc = held_process(data, capture, platform, hold, free=8)
     root = selector(data).layout.root
     wait_for_masks(root, 8, proc)
     os.killpg(proc.pid, signal.SIGINT)  # as a terminal sends it
+    time.sleep(0.2)
+    hold.unlink()
     out, err = proc.communicate(timeout=60)
     assert proc.returncode == 130, out + err
     rows = {line.split()[0]: line.split()[-1] for line in out.splitlines() if line.startswith(TWO) and "[" not in line}
@@ -230,8 +247,9 @@ def test_ctrl_c_of_process_reports_interrupted_and_the_rerun_resumes(gl_platform
 
 def test_a_refused_run_leaves_the_running_ones_files_alone(gl_platform, data, capture):
     platform = gl_platform
-    # slow enough that the two refused runs (a few seconds each on a loaded machine) start before it ends
-    first = slow_process(data, capture, platform, seconds=0.25)
+    # held after two views until the two refused runs are done
+    hold = held_file(data)
+    first = held_process(data, capture, platform, hold, free=2)
     root = selector(data).layout.root
     wait_for_masks(root, 2, first)
     log = data / "logs" / f"train_Capture0_{TWO}.log"
@@ -245,6 +263,7 @@ def test_a_refused_run_leaves_the_running_ones_files_alone(gl_platform, data, ca
                            capture_output=True, text=True, env=dict(os.environ, PYTHON=sys.executable))
     assert other.returncode == 1 and "another run is processing this sequence" in other.stdout
     assert log.read_bytes().startswith(head)
+    hold.unlink()
     out, err = first.communicate(timeout=120)
     assert first.returncode == 0, out + err
     text = log.read_text()

@@ -113,10 +113,9 @@ def test_defect_decision_survives_any_realistic_noise(relative_noise):
     assert not mano.left_shapedirs_check(mirrored, right).defect
 
 
-def test_forward_pass_equals_smplx(tmp_path):
+def test_forward_pass_equals_smplx(tmp_path, smplx_reference):
     """The numpy forward pass against smplx's MANO (the reference implementation), to 1e-6 m."""
-    torch = pytest.importorskip("torch")
-    smplx = pytest.importorskip("smplx")
+    torch, smplx = smplx_reference
     import contextlib
     import io
 

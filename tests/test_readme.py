@@ -1,13 +1,19 @@
-"""README renders as written: every table is one table (a blank line inside one splits it and its
-later rows render as text), with a header, a separator and rows of the header's width."""
+"""README.md and docs/*.md render as written: every table is one table (a blank line inside one
+splits it and its later rows render as text), with a header, a separator and rows of the header's
+width; every link to a page or a heading leads somewhere; README stays a five-minute read."""
 
 from __future__ import annotations
 
 import re
 from pathlib import Path
 
-README = Path(__file__).resolve().parents[1] / "README.md"
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+README = REPO / "README.md"
+PAGES = [README, *sorted((REPO / "docs").glob("*.md"))]
 SEPARATOR = re.compile(r"^\|(\s*:?-{3,}:?\s*\|)+$")
+README_MAX_LINES = 160
 
 
 def cells(row: str) -> int:
@@ -33,21 +39,8 @@ def tables(text: str) -> list[tuple[int, list[str]]]:
     return blocks
 
 
-def test_every_table_is_whole():
-    found = tables(README.read_text())
-    assert len(found) >= 5
-    for line, rows in found:
-        assert len(rows) >= 3, f"README.md:{line}: a table needs a header, a separator and rows"
-        assert SEPARATOR.match(rows[1].strip()), f"README.md:{line}: rows without a header (split by a blank line?)"
-        width = cells(rows[0])
-        for offset, row in enumerate(rows):
-            assert cells(row) == width, f"README.md:{line + offset}: {cells(row)} cells, the header has {width}"
-
-
-def test_the_check_finds_a_split_table():
-    broken = "| a | b |\n|---|---|\n| 1 | 2 |\n\n| 3 | 4 |\n"
-    (_, first), (line, orphan) = tables(broken)
-    assert len(first) == 3 and line == 5 and not SEPARATOR.match(orphan[0])
+def outside_fences(text: str) -> str:
+    return re.sub(r"^```.*?^```", "", text, flags=re.M | re.S)
 
 
 def slug(heading: str) -> str:
@@ -56,11 +49,67 @@ def slug(heading: str) -> str:
     return text.replace(" ", "-")
 
 
-def test_every_link_inside_the_readme_has_its_heading():
-    text = README.read_text()
-    headings = {slug(m.group(1)) for m in re.finditer(r"^#+ (.+)$", text, re.MULTILINE)}
-    anchors = set(re.findall(r"\]\(#([^)]+)\)", text))
-    assert anchors and anchors <= headings, sorted(anchors - headings)
+def anchors_of(page: Path) -> set[str]:
+    return {slug(m.group(1)) for m in re.finditer(r"^#+ (.+)$", outside_fences(page.read_text()), re.MULTILINE)}
+
+
+def name(page: Path) -> str:
+    return str(page.relative_to(REPO))
+
+
+@pytest.mark.parametrize("page", PAGES, ids=name)
+def test_every_table_is_whole(page):
+    for line, rows in tables(page.read_text()):
+        where = f"{name(page)}:{line}"
+        assert len(rows) >= 3, f"{where}: a table needs a header, a separator and rows"
+        assert SEPARATOR.match(rows[1].strip()), f"{where}: rows without a header (split by a blank line?)"
+        width = cells(rows[0])
+        for offset, row in enumerate(rows):
+            assert cells(row) == width, f"{name(page)}:{line + offset}: {cells(row)} cells, the header has {width}"
+
+
+def test_the_check_finds_a_split_table():
+    broken = "| a | b |\n|---|---|\n| 1 | 2 |\n\n| 3 | 4 |\n"
+    (_, first), (line, orphan) = tables(broken)
+    assert len(first) == 3 and line == 5 and not SEPARATOR.match(orphan[0])
+
+
+@pytest.mark.parametrize("page", PAGES, ids=name)
+def test_every_link_leads_to_a_file_and_heading(page):
+    """Relative links name an existing file of the checkout, and a #fragment a heading of it."""
+    for target in re.findall(r"\]\(([^)\s]+)\)", outside_fences(page.read_text())):
+        if re.match(r"[a-z]+:", target):  # https:, mailto:
+            continue
+        path, _, fragment = target.partition("#")
+        linked = (page.parent / path).resolve() if path else page
+        assert linked.exists(), f"{name(page)}: link to {target}: no such file"
+        if fragment:
+            assert fragment in anchors_of(linked), f"{name(page)}: link to {target}: no such heading"
+
+
+def test_the_link_check_finds_a_dangling_link(tmp_path):
+    page = tmp_path / "page.md"
+    page.write_text("# Title\n\n[ok](#title) [bad](#nothing) [gone](other.md)\n")
+    links = re.findall(r"\]\(([^)\s]+)\)", page.read_text())
+    assert [link for link in links if link.lstrip("#") not in anchors_of(page)] == ["#nothing", "other.md"]
+
+
+def test_every_docs_page_is_reachable_from_the_readme():
+    """Each docs/ page is linked from README or from a page README links to."""
+    seen, todo = set(), [README]
+    while todo:
+        page = todo.pop()
+        seen.add(page)
+        for target in re.findall(r"\]\(([^)#\s]+\.md)(?:#[^)]*)?\)", page.read_text()):
+            linked = (page.parent / target).resolve()
+            if linked.is_file() and linked not in seen:
+                todo.append(linked)
+    assert set(PAGES) <= seen, sorted(name(p) for p in set(PAGES) - seen)
+
+
+def test_the_readme_is_a_five_minute_read():
+    lines = README.read_text().splitlines()
+    assert len(lines) <= README_MAX_LINES, f"README.md has {len(lines)} lines; move detail to docs/"
 
 
 def test_the_hand_types_suggested_for_the_demo_work_on_every_demo_sequence():
@@ -68,8 +117,9 @@ def test_the_hand_types_suggested_for_the_demo_work_on_every_demo_sequence():
     from interhand_prep.stages.process import DEMO_SPEC
 
     have = {s.name: ({"right", "left"} if s.hands == "both" else {s.hands}) for s in DEMO_SPEC.sequences}
-    suggested = re.findall(r"interhand-prep demo[^`\n]*--hand-type (\w+)", README.read_text())
+    text = "\n".join(page.read_text() for page in PAGES)
+    suggested = re.findall(r"interhand-prep demo[^`\n]*--hand-type (\w+)", text)
     assert suggested
     for hand_type in suggested:
         needs = {"right": {"right"}, "left": {"left"}, "both": {"right", "left"}, "auto": set()}[hand_type]
-        assert all(needs <= hands for hands in have.values()), f"README suggests demo --hand-type {hand_type}"
+        assert all(needs <= hands for hands in have.values()), f"docs suggest demo --hand-type {hand_type}"

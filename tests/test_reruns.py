@@ -155,6 +155,8 @@ def test_a_rerun_touches_nothing(helpers, gl_platform, data):
                "--logs", str(data / "logs"), "--quiet"]
     env = dict(os.environ, PYTHON=sys.executable)
     assert subprocess.run(process, capture_output=True, env=env).returncode == 0
+    logs = "".join(log.read_text() for log in (data / "logs").glob("*.log"))
+    assert "[render] running" in logs and "OpenGL_accelerate" not in logs, logs  # PyOpenGL's note is silenced
     seq_dir = helpers.selector(data).layout.root
     before = helpers.state(seq_dir)
     assert not (seq_dir / ".lock").exists() and (seq_dir / MANIFEST_NAME).is_file()

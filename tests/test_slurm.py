@@ -155,7 +155,10 @@ def test_scancel_then_resubmit_renders_no_finished_view_twice(cluster, capture, 
     shutil.copytree(capture / "IH", data / "IH", symlinks=True)
     where = ["--capture", "0", "--basedir", str(data / "IH"), "--mano-dir", str(capture / "mano"),
              "--hand-type", "auto", "--render-workers", "1"]
-    slow = dict(cluster, PYTHONPATH=os.pathsep.join([str(capture / "hooks"), str(REPO)]), SLOW_RENDER_SECONDS="0.3")
+    hold = tmp_path / "hold-renders"  # each task renders a task of 6 views and one more, then waits
+    hold.touch()
+    slow = dict(cluster, PYTHONPATH=os.pathsep.join([str(capture / "hooks"), str(REPO)]), SLOW_RENDER_HOLD=str(hold),
+                SLOW_RENDER_FREE="7")
     seqs = SEQUENCES[:2]
     submitted = _interhand("submit", *seqs, *where, "--sbatch=--cpus-per-task=1", env=slow, cwd=tmp_path)
     assert submitted.returncode == 0, submitted.stdout + submitted.stderr
@@ -168,6 +171,8 @@ def test_scancel_then_resubmit_renders_no_finished_view_twice(cluster, capture, 
 
     _wait(views_done, 240, "finished views in both sequences' render journals")
     subprocess.run(["scancel", job], check=True, env=cluster)
+    time.sleep(0.5)  # the SIGTERM has arrived: the held view is the last of each task
+    hold.unlink()
     _wait(lambda: not subprocess.run(["squeue", "-h", "-j", job], capture_output=True, text=True,
                                      env=cluster).stdout.strip(), 120, "the cancelled tasks to end")
     written = {p: p.stat().st_mtime_ns for layout in layouts for p in (layout.root / "mask").rglob("*.png")}

@@ -33,6 +33,9 @@ import logging
 import numpy as np
 
 log = logging.getLogger(__name__)
+# PyOpenGL says at INFO level, at its first import in every process, that its optional C accelerator
+# is absent; rendering does not need it, so in every render's output that line is noise
+logging.getLogger("OpenGL.acceleratesupport").setLevel(logging.WARNING)
 
 
 def stable_context_ids() -> None:

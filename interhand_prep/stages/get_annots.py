@@ -264,7 +264,7 @@ STAGE = GetAnnots()
 
 
 def run(sel: SequenceSelector, opts: AnnotsOptions | None = None, progress: bool = True) -> AnnotsResult:
-    """Run get_annots for one sequence (if anything is stale); see README for the outputs."""
+    """Run get_annots for one sequence (if anything is stale); docs/outputs.md describes the outputs."""
     return run_stage(STAGE, sel, opts or AnnotsOptions(), progress)
 
 
