@@ -58,6 +58,13 @@ def slow_env(capture: Path, seconds: float = 0.1, hold: Path | None = None, free
     return dict(os.environ, PYTHONPATH=path, SLOW_RENDER_SECONDS=str(seconds), PYTHON=sys.executable, **held)
 
 
+def as_from_a_terminal() -> None:
+    """In the child before exec: Ctrl-C's default action, as a command typed at a terminal has it. A
+    test run started in the background (`pytest &` in a script) ignores SIGINT, and every process
+    it starts would inherit that and never see the test's Ctrl-C."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def held_file(folder: Path) -> Path:
     hold = folder / "hold-renders"
     hold.touch()
@@ -73,7 +80,8 @@ def held_process(data: Path, capture: Path, platform: str, hold: Path, free: int
     """process.sh on the two-hand sequence, holding after `free` views while `hold` exists, in a
     process group of its own."""
     return subprocess.Popen(process_cmd(data, TWO, "--backend", platform), env=slow_env(capture, 0.02, hold, free),
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
+                            preexec_fn=as_from_a_terminal)
 
 
 def render_cmd(data: Path, platform: str, *extra: str) -> list[str]:
@@ -192,7 +200,8 @@ def test_ctrl_c_stops_render_after_the_work_in_hand(helpers, gl_platform, data, 
     sel = prepared(data)
     hold = held_file(data)  # each worker renders 2 views, then waits for the signal
     proc = subprocess.Popen(render_cmd(data, platform), env=slow_env(capture, 0.02, hold, free=2),
-                            start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+                            start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=as_from_a_terminal)
     wait_for_masks(sel.layout.root, 4, proc)
     start = time.time()
     at_signal = len(list((sel.layout.root / "mask").rglob("*.png")))

@@ -265,8 +265,9 @@ def test_notebooks_are_stripped_and_run_headless(work, name):
     executed = run(REPO / name, dict(values, hand=repr("left")) if name == "new_anno_vis.ipynb" else values)
     folder = layout(work, SEQS[1]).root / "figures"
     for figure in FIGURES[name]:
-        with Image.open(folder / figure) as image:  # a whole PNG of a readable size
-            assert image.format == "PNG" and min(image.size) > 400
+        with Image.open(folder / figure) as image:  # a whole PNG of a readable size, at 150 dpi
+            assert image.format == "PNG" and min(image.size) > 400 and round(image.info["dpi"][0]) == 150
+        assert (folder / figure).with_suffix(".svg").read_text().rstrip().endswith("</svg>")  # the SVG beside it
     printed = [o["text"] for c in executed.cells if c.cell_type == "code" for o in c.get("outputs", [])
                if o.get("output_type") == "stream"]
     assert printed[-1].strip().splitlines()[-1] == f"figures: {folder}"
