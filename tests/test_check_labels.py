@@ -244,13 +244,21 @@ def test_the_recorded_wrong_label_mask_fails(fixtures_dir, gl_platform, tmp_path
     """The evidence file is mask/cam410236/image0078.png of the demo's 0266_dh_pray: the demo
     capture is generated here (its annotations, cameras and motion exactly; the images plain),
     processed with the default --hand-type right, and check-seq passes it; with the evidence file
-    copied over that mask it fails and names it."""
+    copied over that mask it fails and names it. Only that camera and the frames around 78 are
+    processed (the others' images are removed first): the view does not depend on them."""
     from interhand_prep.stages.process import DEMO_SPEC
     from interhand_prep.synthetic import capture
 
     evidence = fixtures_dir / "evidence" / "wrong_label_mask" / "image0078.png"
     monkeypatch.setattr(capture, "_shade_and_render", _flat_images)
     capture.generate_capture(tmp_path / "IH", tmp_path / "mano", copy.deepcopy(DEMO_SPEC))
+    images = tmp_path / "IH" / "images" / "train" / "Capture0" / TWO
+    for camera in images.iterdir():
+        if camera.name != "cam410236":
+            shutil.rmtree(camera)
+    for image in (images / "cam410236").iterdir():
+        if int(image.stem.removeprefix("image")) not in range(76, 81):
+            image.unlink()
     layout = _process(tmp_path / "IH", tmp_path / "mano", TWO, gl_platform)
     target = layout.mask("410236", 78)
     rendered, wrong = decode_mask(target), decode_mask(evidence)
