@@ -24,7 +24,7 @@ shows no hand are left out, and counted):
             MANO although mask_quality.csv does not say it kept MANO's mask are counted.
 
 The refine-masks timing here covers small sequences, where start-up and each camera's colour models
-weighs most; bench_refine_speed.py times the command on a 40 x 100 capture (views/s, median of 3).
+weigh most; bench_refine_speed.py times the command on a 40 x 100 capture (views/s, median of 3).
 
 Metrics (refine_metrics.py): label-aware IoU and boundary F-score with a 2 px tolerance, mean over
 views, per camera kind (colour, mono) and overall. Prints a table; --json writes the numbers.
