@@ -90,8 +90,26 @@ def small() -> SimpleNamespace:
 @pytest.fixture(scope="session")
 def synthetic_root(tmp_path_factory) -> Path:
     """A small synthetic capture and model, generated once: root/IH (basedir) and root/mano."""
-    root = tmp_path_factory.mktemp("synthetic")
-    generate_capture(root / "IH", root / "mano", small_spec())
+    return _generated_once(tmp_path_factory, "synthetic", small_spec())
+
+
+def _generated_once(tmp_path_factory, name: str, spec: CaptureSpec) -> Path:
+    """root/IH and root/mano of `spec`, generated once per test session, also when pytest-xdist runs
+    the session in several processes: the first to ask generates it under a lock in the folder the
+    processes share, the others wait and use it (read-only; tests copy what they write into)."""
+    import fcntl
+
+    base = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        base = base.parent  # this session's folder, above each process's own
+    root = base / f"generated-{name}"
+    base.mkdir(parents=True, exist_ok=True)
+    with open(base / f"generated-{name}.lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not (root / "complete").is_file():
+            shutil.rmtree(root, ignore_errors=True)
+            generate_capture(root / "IH", root / "mano", spec)
+            (root / "complete").touch()
     return root
 
 
@@ -110,12 +128,10 @@ def capture(synthetic_root, tmp_path) -> Path:
 @pytest.fixture(scope="session")
 def tiny_root(tmp_path_factory) -> Path:
     """A right-hand and a two-hand sequence, 4 cameras x 6 frames at 1/4 size, one null left hand."""
-    root = tmp_path_factory.mktemp("tiny")
     spec = CaptureSpec(capture=0, seed=8, camera_ids=TINY_CAMERAS, image_scale=0.25, default_cases=False,
                        sequences=[SequenceSpec(ONE, "right", 6), SequenceSpec(TWO, "both", 6)],
                        null_mano={TWO: {2: ["left"]}})
-    generate_capture(root / "IH", root / "mano", spec)
-    return root
+    return _generated_once(tmp_path_factory, "tiny", spec)
 
 
 @pytest.fixture
