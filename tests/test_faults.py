@@ -358,7 +358,7 @@ def test_hand_type_auto_over_a_capture(gl_platform, data):
     assert not (selector(data, ONE).layout.root / "lbs" / "left").exists()
     assert (selector(data, TWO).layout.root / "lbs" / "left" / "tbw.npy").is_file()
     # and --hand-type both over the same capture still fails, clearly, on the one-hand sequence
-    both = subprocess.run(process_cmd(data, "--all", "--backend", gl_platform, "--overwrite"),
+    both = subprocess.run(process_cmd(data, "--all", "--backend", gl_platform),  # the two-hand one: up to date
                           capture_output=True, text=True, env=dict(os.environ, PYTHON=sys.executable))
     assert both.returncode == 1 and "no MANO for the left hand" in both.stdout
 
