@@ -282,3 +282,42 @@ def test_outline_shift_is_the_mean_distance_the_outline_moved_in_millimetres():
     image, mano, _ = scene(rng)
     _, kept = mask_refine.refine_view(image, mano, [right_hand()], mask_refine.RefineParams(max_shift_mm=0.5))
     assert kept[0].status == "kept_mano_disagrees"
+
+
+def edge_view(params: mask_refine.RefineParams):
+    """A grey image, bright left of x = 60 and dark from it on, and a MANO square reaching x = 65:
+    (view crop, its band, the crop column of image column 60)."""
+    image = np.full((80, 100, 3), 60, np.uint8)
+    image[:, :60] = 150
+    mano = np.zeros((80, 100), np.uint8)
+    mano[20:60, 25:66] = RIGHT
+    view = mask_refine._ViewCrop.of(image, mano, [right_hand(wrist=(45.0, 75.0), knuckle=(45.0, 40.0))], params)
+    import cv2
+
+    band = (view.trimap == cv2.GC_PR_FGD) | (view.trimap == cv2.GC_PR_BGD)
+    return view, band, 60 - view.cols.start
+
+
+def test_unsure_pixels_near_sure_ones_follow_the_edge_and_far_ones_keep_mano():
+    params = mask_refine.RefineParams(band_mm=8.0, sure_mm=12.0, edge_mm=20.0)
+    view, band, edge = edge_view(params)
+    crop_fg = view.mano > 0
+    xs = np.broadcast_to(np.arange(band.shape[1]), band.shape)
+    # the colours are sure of the hand left of column edge - 4 and of the surroundings right of
+    # edge + 9, unsure between, where only the prior speaks (MANO's outline lies 5 px right of the
+    # image's edge)
+    prior = np.where(crop_fg, 0.5, -0.5)
+    smoothed = np.where(xs < edge - 4, 5.0, np.where(xs > edge + 9, -5.0, prior)).astype(np.float32)
+    hand = mask_refine._follow_edges(view, band, smoothed, smoothed > 0, params)
+    rows = slice(25 - view.rows.start, 55 - view.rows.start)  # away from the square's corners
+    assert (smoothed > 0)[rows, edge + 1:edge + 5].all()  # the sign alone: MANO's outline
+    assert hand[rows, edge - 4:edge - 1].all() and not hand[rows, edge + 1:edge + 9].any()
+    # nothing the colours decide near: MANO's answer stands, whatever the edges
+    unsure = np.zeros_like(smoothed)
+    hand = mask_refine._follow_edges(view, band, unsure, unsure > 0, params)
+    assert np.array_equal(hand[band], crop_fg[band])
+    # sure pixels too far (edge_mm) from the unsure ones leave them MANO's answer
+    near_only = mask_refine.RefineParams(band_mm=8.0, sure_mm=12.0, edge_mm=1.0)
+    far_sure = np.where(xs < edge - 12, 5.0, 0.0).astype(np.float32)
+    hand = mask_refine._follow_edges(view, band, far_sure, far_sure > 0, near_only)
+    assert np.array_equal(hand[band & (xs > edge - 10)], crop_fg[band & (xs > edge - 10)])

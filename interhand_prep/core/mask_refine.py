@@ -15,8 +15,13 @@ error can put it, and never onto the forearm:
   mixtures, in CIELAB, learnt by GrabCut on a mosaic of the crops of up to `model_frames` frames
   spread over the sequence; many frames give steadier models than one view, and the per-view work
   stays small); the evidence, with a small prior towards MANO's answer, is smoothed along the
-  image's edges (a guided filter on lightness) and its sign decides: the outline snaps to the
-  edges. A view without a camera model learns its own;
+  image's edges (a guided filter on lightness), and its sign decides where it is sure (beyond
+  +-`confident`). A view without a camera model learns its own;
+- where the colours are unsure, the image's edges decide: the unsure pixels within `edge_mm` of
+  a pixel the colours decide go to whichever side floods them first in a watershed of the image
+  (it stops at edges), and the unsure pixels farther out keep MANO's answer. Colour models of a
+  grey camera see lightness only and are unsure over much of the band; there, the outline follows
+  the edges near the parts the colours settle and stays MANO's where nothing settles it;
 - components not touching the MANO hand are dropped; every hand pixel takes the label of the
   nearest MANO pixel (the render's depth order decides where the hands overlap);
 - a refinement that collapses or explodes (refined area outside [min_ratio, max_ratio] of the
@@ -44,6 +49,7 @@ KEPT = "kept_mano_"  # + reason: black_image, too_small, no_contrast, collapsed,
 NO_HAND = "no_hand"
 RNG_SEED = 20817
 EVIDENCE_LIMIT = 10.0  # |log-likelihood ratio| cap: one odd colour cannot outweigh its neighbours
+EDGE_BLUR_PX = 1.0     # Gaussian sigma (px) of the image the watershed floods (sensor noise is no edge)
 TABLE_BITS = 6         # colour quantisation of the evidence table (64^3 entries)
 
 
@@ -70,6 +76,8 @@ class RefineParams:
     prior: float = 1.0           # evidence (log-likelihood ratio) towards MANO's answer in the band
     snap_radius: int = 3         # guided filter window radius (px) and regularisation
     snap_eps: float = 1e-3
+    confident: float = 2.0       # smoothed evidence beyond +-this (twice the prior): the colours decide
+    edge_mm: float = 6.0         # unsure pixels this close (mm at the hand) to a decided one: the edges decide
     min_ratio: float = 0.6       # refined / MANO area outside [min_ratio, max_ratio]: kept MANO
     max_ratio: float = 1.6
     min_iou: float = 0.5         # refined vs MANO IoU below this: kept MANO
@@ -242,8 +250,8 @@ class ColourModel:
 @dataclass
 class _ViewCrop:
     """A view cut down to its hands: the crop's rows and columns in the image, its CIELAB pixels
-    and MANO labels, the GrabCut trimap of the band (forearm sides excluded), and each crop pixel's
-    nearest MANO label."""
+    and MANO labels, the GrabCut trimap of the band (forearm sides excluded), each crop pixel's
+    nearest MANO label, and the image scale of its largest hand (px per mm)."""
 
     rows: slice
     cols: slice
@@ -252,6 +260,7 @@ class _ViewCrop:
     mano: np.ndarray
     trimap: np.ndarray
     nearest: np.ndarray
+    px_per_mm: float
 
     @classmethod
     def of(cls, image: np.ndarray, mano: np.ndarray, hands: list[HandInView], params: RefineParams) -> "_ViewCrop":
@@ -277,7 +286,7 @@ class _ViewCrop:
             if behind is not None:
                 trimap[behind & ~crop_fg & (nearest == h.label)] = cv2.GC_BGD
         lab = cv2.cvtColor(crop_image, cv2.COLOR_RGB2LAB)
-        return cls(rows, cols, crop_image, lab, crop_mano, trimap, nearest)
+        return cls(rows, cols, crop_image, lab, crop_mano, trimap, nearest, scale)
 
 
 def camera_model(views: list[tuple[np.ndarray, np.ndarray, list[HandInView]]],
@@ -365,8 +374,8 @@ def _snap(view: _ViewCrop, params: RefineParams, model: ColourModel | None) -> t
 
     A pixel's evidence is the log-likelihood ratio of its colour under the hand and surroundings
     mixtures, plus `prior` towards what MANO says there; the evidence is smoothed along the
-    image's edges (guided filter on CIELAB lightness) and its sign decides. Pixels outside the band
-    stay what the trimap fixes."""
+    image's edges (guided filter on CIELAB lightness) and its sign decides where it is sure
+    (`_follow_edges` decides the rest). Pixels outside the band stay what the trimap fixes."""
     import cv2
 
     trimap = view.trimap
@@ -383,7 +392,7 @@ def _snap(view: _ViewCrop, params: RefineParams, model: ColourModel | None) -> t
     lightness = view.lab[..., 0].astype(np.float32) / 255.0
     smoothed = guided_filter(lightness, evidence, params.snap_radius, params.snap_eps)
     crop_fg = view.mano > 0
-    hand = np.where(unknown, smoothed > 0, trimap == cv2.GC_FGD)
+    hand = _follow_edges(view, unknown, smoothed, np.where(unknown, smoothed > 0, trimap == cv2.GC_FGD), params)
     # keep the parts that touch the MANO hand: a skin-coloured patch in the band alone is not hand
     count, components = cv2.connectedComponents(hand.view(np.uint8), connectivity=8)
     if count > 2:
@@ -392,3 +401,27 @@ def _snap(view: _ViewCrop, params: RefineParams, model: ColourModel | None) -> t
     labels = np.where(hand, view.nearest, 0).astype(np.uint8)
     labels[crop_fg & hand] = view.mano[crop_fg & hand]
     return labels, None
+
+
+def _follow_edges(view: _ViewCrop, unknown: np.ndarray, smoothed: np.ndarray, hand: np.ndarray,
+                  params: RefineParams) -> np.ndarray:
+    """Hand or not (h, w) bool, the band's unsure pixels decided by the image's edges.
+
+    unknown: the band (h, w) bool, smoothed: its evidence (h, w) float32, hand: its sign. Band
+    pixels whose smoothed evidence lies within +-`confident` are unsure. Those within `edge_mm` of a
+    sure one are flooded from the sure pixels (and the trimap's fixed ones) by a watershed of the
+    slightly blurred CIELAB crop, so they take the side of the edge they lie on; the unsure pixels
+    farther out keep MANO's answer (they seed the flood too). The watershed's own boundary pixels
+    keep the evidence's sign."""
+    import cv2
+
+    trimap = view.trimap
+    crop_fg = view.mano > 0
+    sure = unknown & (np.abs(smoothed) > params.confident)
+    radius = max(1, int(round(params.edge_mm * view.px_per_mm)))
+    far = unknown & ~cv2.dilate(sure.view(np.uint8), _disk(radius)).astype(bool)
+    markers = np.zeros(trimap.shape, np.int32)  # 0: left to the flood, 1: surroundings, 2: hand
+    markers[(trimap == cv2.GC_BGD) | (sure & (smoothed < 0)) | (far & ~crop_fg)] = 1
+    markers[(trimap == cv2.GC_FGD) | (sure & (smoothed > 0)) | (far & crop_fg)] = 2
+    cv2.watershed(cv2.GaussianBlur(view.lab, (0, 0), EDGE_BLUR_PX), markers)
+    return np.where(markers == -1, hand, markers == 2)
