@@ -36,7 +36,7 @@ except ImportError as exc:  # pragma: no cover - the message is the point
 
 from .core.constants import HAND_COLORS
 from .core.fileio import atomic_path
-from .core.layout import MASK_LABELS
+from .core.layout import MASK_LABELS, tint_hands
 
 DPI = 150                       # every PNG; figures are also drawn at it, so text extents match the file
 FACECOLOR = "white"             # opaque: the figures go on dark and light pages alike
@@ -513,10 +513,7 @@ def blend_weights(tbw: np.ndarray, grid: Sequence[np.ndarray], voxel: float, han
 
 def tint_masks(image: np.ndarray, mask: np.ndarray, weight: float = 0.55) -> np.ndarray:
     """image H x W x 3 uint8, mask H x W (MASK_LABELS) -> the hands tinted in their colours (uint8)."""
-    tinted = image.astype(float)
-    for hand, label in MASK_LABELS.items():
-        tinted[mask == label] = (1 - weight) * tinted[mask == label] + weight * np.array(HAND_COLORS[hand])
-    return np.clip(np.rint(tinted), 0, 255).astype(np.uint8)
+    return tint_hands(image, mask, weight)
 
 
 def mask_depth(image: np.ndarray, mask: np.ndarray, depth: np.ndarray | None, title: str = "",

@@ -125,14 +125,16 @@ def test_fields_dtypes_and_pickle(exported):
     assert any("/cam410214/" in v for v in right)
 
 
-def test_mesh_lands_on_our_vertices_and_projects_like_annots(exported, smplx_reference):
+def _per_hand(exported):
+    """(our layout, annots.npy, hand, its MANO model, the export's anno_cam.pkl) for each hand."""
     sel, result = exported
-    layout = sel.layout
-    out = ExportLayout(result.dest)
-    annots = layout.read_annots()
+    annots = sel.layout.read_annots()
     for hand in ("right", "left"):
-        model = load_mano_model(sel.mano_dir, hand)
-        cameras, mesh_infos, _, framelist = _anno(out, hand)
+        yield sel.layout, annots, hand, load_mano_model(sel.mano_dir, hand), _anno(ExportLayout(result.dest), hand)
+
+
+def test_mesh_lands_on_our_vertices_and_projects_like_annots(exported, smplx_reference):
+    for layout, annots, hand, model, (cameras, mesh_infos, _, framelist) in _per_hand(exported):
         for view in framelist[::3]:
             _, _, ours = _our_vertices_dm(layout, annots, hand, view)
             info = mesh_infos[view]
@@ -152,13 +154,7 @@ def test_mesh_lands_on_our_vertices_and_projects_like_annots(exported, smplx_ref
 def test_convention_mistakes_are_caught(exported, smplx_reference):
     """Wrong variants written by hand (no hands_mean, metres, world orientation, the right model for
     the left hand) move the mesh off our vertices."""
-    sel, result = exported
-    layout = sel.layout
-    out = ExportLayout(result.dest)
-    annots = layout.read_annots()
-    for hand in ("right", "left"):
-        model = load_mano_model(sel.mano_dir, hand)
-        _, mesh_infos, _, framelist = _anno(out, hand)
+    for layout, annots, hand, model, (_, mesh_infos, _, framelist) in _per_hand(exported):
         view = framelist[0]
         _, frame, ours = _our_vertices_dm(layout, annots, hand, view)
         info = mesh_infos[view]
@@ -173,7 +169,7 @@ def test_convention_mistakes_are_caught(exported, smplx_reference):
         no_mean[3:] -= model.hands_mean
         world = info["poses"].copy()
         world[:3] = params["Rh"].reshape(3)
-        other = load_mano_model(sel.mano_dir, "right" if hand == "left" else "left")
+        other = load_mano_model(exported[0].mano_dir, "right" if hand == "left" else "left")
         assert error(no_mean) > 0.02, "hands_mean"
         assert error(info["poses"], scale=0.1) > 0.02, "decimetres"
         assert error(world) > 0.02, "camera frame"

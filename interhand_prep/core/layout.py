@@ -41,7 +41,7 @@ from .cameras import CameraSet
 from .dataset import capture_folder, image_name
 from .errors import InputError
 from .fileio import load_npy, npy_bytes, write_bytes, write_text
-from .constants import CAMERA_DIR_PATTERN, HANDS
+from .constants import CAMERA_DIR_PATTERN, HAND_COLORS, HANDS
 
 PARAM_KEYS = {"poses": 48, "Rh": 3, "Th": 3, "shapes": 10}
 MANIFEST_NAME = "prep.json"
@@ -133,6 +133,16 @@ def decode_mask(path: Path) -> np.ndarray:
             return np.asarray(im)
     except (OSError, ValueError) as exc:
         raise InputError(f"{path}: unreadable mask ({exc})") from None
+
+
+def tint_hands(image: np.ndarray, mask: np.ndarray, weight: float) -> np.ndarray:
+    """image (H, W, 3) uint8, mask (H, W) MASK_LABELS -> the image with each hand's pixels blended
+    towards its HAND_COLORS at `weight` (uint8): how previews and figures show a mask."""
+    out = image.astype(np.float32)
+    for hand, label in MASK_LABELS.items():
+        sel = mask == label
+        out[sel] = (1 - weight) * out[sel] + weight * np.array(HAND_COLORS[hand], np.float32)
+    return np.clip(np.rint(out), 0, 255).astype(np.uint8)
 
 
 def encode_depth(depth: np.ndarray, depth_format: str) -> bytes:

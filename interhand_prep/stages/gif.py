@@ -18,7 +18,7 @@ from ..core import parts as part_table
 from ..core.constants import HAND_COLORS
 from ..core.errors import InputError
 from ..core.fileio import write_bytes
-from ..core.layout import MASK_LABELS, SequenceLayout, decode_mask, gif_path, output_capture_dir, processed_sequences
+from ..core.layout import SequenceLayout, decode_mask, tint_hands, gif_path, output_capture_dir, processed_sequences
 
 DEFAULT_CAMERA = "400002"
 OVERLAY_ALPHA = 0.5  # tint colours: HAND_COLORS, blended at this weight over the image
@@ -41,11 +41,7 @@ def overlay_kind(overlay: bool | str | None) -> str | None:
 
 def overlay_mask(image: np.ndarray, mask: np.ndarray) -> np.ndarray:
     """image HxWx3 uint8, mask HxW uint8 labels -> image with each hand's pixels tinted."""
-    out = image.astype(np.float32)
-    for hand, label in MASK_LABELS.items():
-        sel = mask == label
-        out[sel] = (1 - OVERLAY_ALPHA) * out[sel] + OVERLAY_ALPHA * np.array(HAND_COLORS[hand], np.float32)
-    return np.clip(np.rint(out), 0, 255).astype(np.uint8)
+    return tint_hands(image, mask, OVERLAY_ALPHA)
 
 
 def overlay_parts(image: np.ndarray, labels: np.ndarray) -> np.ndarray:
