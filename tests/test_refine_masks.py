@@ -192,7 +192,7 @@ def test_the_stage_refines_every_rendered_view_and_tables_every_hand(helpers, gl
     assert refine_masks.run(sel, RefineOptions(refine_workers=1), progress=False).up_to_date
 
 
-def test_reruns_redo_what_changed(helpers, gl_platform, tiny):
+def test_reruns_redo_what_changed(helpers, gl_platform, tiny, monkeypatch):
     sel = rendered(helpers, gl_platform, tiny)
     layout = sel.layout
     opts = RefineOptions(refine_workers=1)
@@ -210,6 +210,17 @@ def test_reruns_redo_what_changed(helpers, gl_platform, tiny):
     assert layout.mask_quality.read_text() == table  # same image bytes: same rows
     wider = refine_masks.run(sel, RefineOptions(band_mm=12.0, refine_workers=1), progress=False)
     assert wider.refined_views == len(layout.read_frames()) * len(layout.read_cams()) and "band_mm" in wider.reason
+    # a new revision of the method makes every refined mask stale
+    monkeypatch.setattr(mask_refine.RefineParams, "__init__", revised(mask_refine.RefineParams.__init__))
+    newer = refine_masks.run(sel, RefineOptions(band_mm=12.0, refine_workers=1), progress=False)
+    assert newer.refined_views == len(layout.read_frames()) * len(layout.read_cams()) and "revision" in newer.reason
+
+
+def revised(init):
+    def __init__(self, *args, **kwargs):
+        init(self, *args, **kwargs)
+        object.__setattr__(self, "revision", self.revision + 1)
+    return __init__
 
 
 def test_a_stopped_run_resumes_and_keeps_the_rows_of_finished_views(helpers, gl_platform, tiny, tmp_path, monkeypatch):
@@ -284,23 +295,31 @@ def test_outline_shift_is_the_mean_distance_the_outline_moved_in_millimetres():
     assert kept[0].status == "kept_mano_disagrees"
 
 
-def edge_view(params: mask_refine.RefineParams):
+def edge_view(params: mask_refine.RefineParams, wrist=(45.0, 75.0), knuckle=(45.0, 40.0)):
     """A grey image, bright left of x = 60 and dark from it on, and a MANO square reaching x = 65:
-    (view crop, its band, the crop column of image column 60)."""
+    (view crop, its band, the crop column of image column 60, the view's own colour models)."""
     image = np.full((80, 100, 3), 60, np.uint8)
     image[:, :60] = 150
     mano = np.zeros((80, 100), np.uint8)
     mano[20:60, 25:66] = RIGHT
-    view = mask_refine._ViewCrop.of(image, mano, [right_hand(wrist=(45.0, 75.0), knuckle=(45.0, 40.0))], params)
+    view = mask_refine._ViewCrop.of(image, mano, [right_hand(wrist=wrist, knuckle=knuckle)], params)
     import cv2
 
     band = (view.trimap == cv2.GC_PR_FGD) | (view.trimap == cv2.GC_PR_BGD)
-    return view, band, 60 - view.cols.start
+    return view, band, 60 - view.cols.start, mask_refine.camera_model_of([view], params)
+
+
+def colour_of(view, model):
+    """(h, w) float32: the colours' evidence of the view's band pixels under `model`, 0 elsewhere."""
+    band = (view.trimap == 2) | (view.trimap == 3)  # cv2.GC_PR_BGD, cv2.GC_PR_FGD
+    colour = np.zeros(band.shape, np.float32)
+    colour[band] = model.evidence(view.lab[band])
+    return colour
 
 
 def test_unsure_pixels_near_sure_ones_follow_the_edge_and_far_ones_keep_mano():
     params = mask_refine.RefineParams(band_mm=8.0, sure_mm=12.0, edge_mm=20.0)
-    view, band, edge = edge_view(params)
+    view, band, edge, model = edge_view(params)
     crop_fg = view.mano > 0
     xs = np.broadcast_to(np.arange(band.shape[1]), band.shape)
     # the colours are sure of the hand left of column edge - 4 and of the surroundings right of
@@ -308,16 +327,64 @@ def test_unsure_pixels_near_sure_ones_follow_the_edge_and_far_ones_keep_mano():
     # image's edge)
     prior = np.where(crop_fg, 0.5, -0.5)
     smoothed = np.where(xs < edge - 4, 5.0, np.where(xs > edge + 9, -5.0, prior)).astype(np.float32)
-    hand = mask_refine._follow_edges(view, band, smoothed, smoothed > 0, params)
+    hand = mask_refine._cut_along_edges(view, band, smoothed, colour_of(view, model), params)
     rows = slice(25 - view.rows.start, 55 - view.rows.start)  # away from the square's corners
     assert (smoothed > 0)[rows, edge + 1:edge + 5].all()  # the sign alone: MANO's outline
-    assert hand[rows, edge - 4:edge - 1].all() and not hand[rows, edge + 1:edge + 9].any()
+    assert hand[rows, edge - 4:edge].all() and not hand[rows, edge:edge + 9].any()
     # nothing the colours decide near: MANO's answer stands, whatever the edges
     unsure = np.zeros_like(smoothed)
-    hand = mask_refine._follow_edges(view, band, unsure, unsure > 0, params)
+    hand = mask_refine._cut_along_edges(view, band, unsure, colour_of(view, model), params)
     assert np.array_equal(hand[band], crop_fg[band])
     # sure pixels too far (edge_mm) from the unsure ones leave them MANO's answer
     near_only = mask_refine.RefineParams(band_mm=8.0, sure_mm=12.0, edge_mm=1.0)
     far_sure = np.where(xs < edge - 12, 5.0, 0.0).astype(np.float32)
-    hand = mask_refine._follow_edges(view, band, far_sure, far_sure > 0, near_only)
+    hand = mask_refine._cut_along_edges(view, band, far_sure, colour_of(view, model), near_only)
     assert np.array_equal(hand[band & (xs > edge - 10)], crop_fg[band & (xs > edge - 10)])
+
+
+def test_beyond_the_wrist_the_mask_stays_mano_whatever_the_colours_say():
+    # the wrist crosses the MANO square at y = 45, the knuckles above it: below lies the forearm
+    params = mask_refine.RefineParams(band_mm=8.0, sure_mm=12.0, edge_mm=20.0)
+    view, band, edge, model = edge_view(params, wrist=(45.0, 45.0), knuckle=(45.0, 25.0))
+    crop_fg = view.mano > 0
+    ys = np.broadcast_to(np.arange(band.shape[0])[:, None] + view.rows.start, band.shape)
+    assert view.forearm[ys > 46].any() and not view.forearm[ys < 44].any()
+    # the colours are sure that the dark part is surroundings and the bright part hand, everywhere
+    xs = np.broadcast_to(np.arange(band.shape[1]), band.shape)
+    smoothed = np.where(xs < edge, 5.0, -5.0).astype(np.float32)
+    hand = mask_refine._cut_along_edges(view, band, smoothed, colour_of(view, model), params)
+    in_front, behind = band & (ys < 44), band & (ys > 46)
+    assert np.array_equal(hand[in_front], (xs < edge)[in_front])  # the colours decide
+    assert np.array_equal(hand[behind], crop_fg[behind])  # MANO's answer: the dark strip stays hand
+    assert (crop_fg & ~(xs < edge))[behind].any()
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_min_cut_finds_the_segmentation_opencv_grabcut_finds_with_the_same_models(seed):
+    # OpenCV's grabCut, one iteration with its mixtures held fixed, minimises the same energy over
+    # every pixel of the image: on the free pixels both must agree (up to the network's integer
+    # capacities and ties)
+    import cv2
+
+    rng = np.random.default_rng(seed)
+    image, mano, _ = scene(rng, shift=(4, -3))
+    image = np.ascontiguousarray(image)
+    trimap = np.full(mano.shape, cv2.GC_BGD, np.uint8)
+    fg = (mano > 0).view(np.uint8)
+    trimap[cv2.dilate(fg, np.ones((13, 13), np.uint8)) > 0] = cv2.GC_PR_BGD
+    trimap[fg > 0] = cv2.GC_PR_FGD
+    trimap[cv2.erode(fg, np.ones((13, 13), np.uint8)) > 0] = cv2.GC_FGD
+    background, hand = np.zeros((1, 65)), np.zeros((1, 65))
+    cv2.setRNGSeed(1)
+    cv2.grabCut(image, trimap.copy(), None, background, hand, 1, cv2.GC_INIT_WITH_MASK)  # learns the models
+    expected = trimap.copy()
+    cv2.grabCut(image, expected, None, background.copy(), hand.copy(), 1, cv2.GC_EVAL_FREEZE_MODEL)
+    free = (trimap == cv2.GC_PR_BGD) | (trimap == cv2.GC_PR_FGD)
+    evidence = np.zeros(mano.shape)
+    colours = image[free].astype(np.float64)
+    evidence[free] = mask_refine.log_likelihood(hand, colours) - mask_refine.log_likelihood(background, colours)
+    ours = mask_refine.min_cut(image, evidence, trimap == cv2.GC_FGD, trimap == cv2.GC_BGD)
+    theirs = (expected == cv2.GC_FGD) | (expected == cv2.GC_PR_FGD)
+    assert np.array_equal(ours[~free], (trimap == cv2.GC_FGD)[~free])
+    assert 0.05 < theirs[free].mean() < 0.95  # the cut splits the free pixels
+    assert (ours == theirs)[free].mean() > 0.998

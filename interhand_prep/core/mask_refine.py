@@ -9,7 +9,9 @@ error can put it, and never onto the forearm:
   (pixels = band_mm * focal / depth), wider than the fit error, so the true outline lies inside it;
   everything farther out stays background and everything deeper inside stays hand;
 - beyond each wrist (the half-plane behind the wrist joint, away from the knuckles, in the image)
-  nothing outside the MANO mask becomes hand: the forearm continues the hand with the same skin;
+  the mask stays MANO's: the forearm continues the hand with the same skin and no edge in the
+  image says where the hand ends, so nothing outside the MANO mask becomes hand there and nothing
+  inside it stops being hand;
 - inside the band, each pixel's colour is weighed under two colour models, of the hands and of
   their surroundings, learnt once per camera and sequence (`camera_model`: GrabCut's Gaussian
   mixtures, in CIELAB, learnt by GrabCut on a mosaic of the crops of up to `model_frames` frames
@@ -18,10 +20,13 @@ error can put it, and never onto the forearm:
   image's edges (a guided filter on lightness), and its sign decides where it is sure (beyond
   +-`confident`). A view without a camera model learns its own;
 - where the colours are unsure, the image's edges decide: the unsure pixels within `edge_mm` of
-  a pixel the colours decide go to whichever side floods them first in a watershed of the image
-  (it stops at edges), and the unsure pixels farther out keep MANO's answer. Colour models of a
-  grey camera see lightness only and are unsure over much of the band; there, the outline follows
-  the edges near the parts the colours settle and stays MANO's where nothing settles it;
+  a pixel the colours decide are settled by a minimum graph cut between the decided pixels
+  (`min_cut`: GrabCut's energy with the camera's colour models held fixed: each pixel's colour
+  evidence, and a cost for every cut between neighbours that falls with their colour contrast),
+  so the outline runs along the image's edges and is smooth where there are none; the
+  unsure pixels farther out keep MANO's answer. Colour models of a grey camera see lightness only
+  and are unsure over much of the band; there, the outline follows the edges near the parts the
+  colours settle and stays MANO's where nothing settles it;
 - components not touching the MANO hand are dropped; every hand pixel takes the label of the
   nearest MANO pixel (the render's depth order decides where the hands overlap);
 - a refinement that collapses or explodes (refined area outside [min_ratio, max_ratio] of the
@@ -49,7 +54,6 @@ KEPT = "kept_mano_"  # + reason: black_image, too_small, no_contrast, collapsed,
 NO_HAND = "no_hand"
 RNG_SEED = 20817
 EVIDENCE_LIMIT = 10.0  # |log-likelihood ratio| cap: one odd colour cannot outweigh its neighbours
-EDGE_BLUR_PX = 1.0     # Gaussian sigma (px) of the image the watershed floods (sensor noise is no edge)
 TABLE_BITS = 6         # colour quantisation of the evidence table (64^3 entries)
 
 
@@ -85,6 +89,8 @@ class RefineParams:
     black_level: int = 12        # an image whose brightest pixel in the crop is below: black
     min_pixels: int = 80         # a hand with fewer MANO pixels in a view is kept as MANO
     min_axis_px: float = 6.0     # wrist-knuckle distance in the image below which the wrist cut is off
+    # the method's revision (3: the minimum cut, MANO's mask beyond the wrist): other revisions' masks are stale
+    revision: int = 3
 
     def as_dict(self) -> dict:
         from dataclasses import asdict
@@ -251,7 +257,8 @@ class ColourModel:
 class _ViewCrop:
     """A view cut down to its hands: the crop's rows and columns in the image, its CIELAB pixels
     and MANO labels, the GrabCut trimap of the band (forearm sides excluded), each crop pixel's
-    nearest MANO label, and the image scale of its largest hand (px per mm)."""
+    nearest MANO label, the image scale of its largest hand (px per mm), and the pixels beyond a
+    wrist (each hand's forearm side, where that hand is the nearest)."""
 
     rows: slice
     cols: slice
@@ -261,6 +268,7 @@ class _ViewCrop:
     trimap: np.ndarray
     nearest: np.ndarray
     px_per_mm: float
+    forearm: np.ndarray
 
     @classmethod
     def of(cls, image: np.ndarray, mano: np.ndarray, hands: list[HandInView], params: RefineParams) -> "_ViewCrop":
@@ -281,12 +289,14 @@ class _ViewCrop:
         trimap[crop_fg] = cv2.GC_PR_FGD
         trimap[inner] = cv2.GC_FGD
         nearest = nearest_labels(crop_mano)
+        forearm = np.zeros(crop_fg.shape, bool)
         for h in hands:
             behind = forearm_side(crop_fg.shape, (rows.start, cols.start), h, params.min_axis_px)
             if behind is not None:
-                trimap[behind & ~crop_fg & (nearest == h.label)] = cv2.GC_BGD
+                forearm |= behind & (nearest == h.label)
+        trimap[forearm & ~crop_fg] = cv2.GC_BGD
         lab = cv2.cvtColor(crop_image, cv2.COLOR_RGB2LAB)
-        return cls(rows, cols, crop_image, lab, crop_mano, trimap, nearest, scale)
+        return cls(rows, cols, crop_image, lab, crop_mano, trimap, nearest, scale, forearm)
 
 
 def camera_model(views: list[tuple[np.ndarray, np.ndarray, list[HandInView]]],
@@ -369,13 +379,94 @@ def guided_filter(guide: np.ndarray, source: np.ndarray, radius: int, eps: float
     return mean(a) * guide + mean(b)
 
 
+CUT_GAMMA = 50.0       # GrabCut's weight of a cut between two neighbours of equal colour
+CUT_SCALE = 256.0      # integer capacities of the flow network: costs in 1/256ths
+# (dy, dx) of the 8 neighbours of a pixel; the first four hold each pair of neighbours once
+NEIGHBOURS = ((0, 1), (1, 0), (1, 1), (1, -1), (0, -1), (-1, 0), (-1, -1), (-1, 1))
+
+
+def contrast_beta(image: np.ndarray) -> float:
+    """GrabCut's contrast scale of an (h, w, C) uint8 image: 1 / (2 mean |colour difference|^2)
+    over its pairs of 8-neighbours (0 for a flat image)."""
+    import cv2
+
+    h, w = image.shape[:2]
+    total, count = 0.0, 0
+    for dy, dx in NEIGHBOURS[:4]:
+        a = np.ascontiguousarray(image[0:h - dy, max(0, -dx):w - max(0, dx)])
+        b = np.ascontiguousarray(image[dy:h, max(0, dx):w - max(0, -dx)])
+        total += cv2.norm(a, b, cv2.NORM_L2SQR) if a.size else 0.0
+        count += a.shape[0] * a.shape[1]
+    return 0.5 * count / total if total > 1e-9 else 0.0
+
+
+def min_cut(image: np.ndarray, evidence: np.ndarray, hand: np.ndarray, background: np.ndarray) -> np.ndarray:
+    """Hand or not (h, w) bool: GrabCut's segmentation energy minimised over the free pixels.
+
+    image (h, w, C) uint8: the colours whose contrast makes a cut between neighbours cheap;
+    evidence (h, w) float: each pixel's log-likelihood ratio hand : surroundings (read at the free
+    pixels only); hand, background (h, w) bool: the pixels fixed on either side (disjoint); every
+    other pixel is free. The energy, as in GrabCut (Rother et al. 2004, OpenCV's constants): each
+    free pixel costs its evidence when it is left out of the hand (its minus evidence when taken
+    in), and each pair of 8-neighbours on different sides costs
+    50 / distance * exp(-beta |colour difference|^2) (`contrast_beta`). Only the free pixels and
+    their fixed neighbours make up the flow network (scipy's maximum flow), so the cost follows
+    the free pixels, not the image's size as in OpenCV's grabCut (its graph has every pixel)."""
+    from scipy.sparse import csr_array
+    from scipy.sparse.csgraph import breadth_first_order, maximum_flow
+
+    free = ~(hand | background)
+    out = hand.copy()
+    n = int(np.count_nonzero(free))
+    if n == 0:
+        return out
+    h, w = free.shape
+    beta = contrast_beta(image)
+    colours = np.asarray(image).reshape(h, w, -1)
+    node = np.full((h, w), -1, np.int64)
+    node[free] = np.arange(n)
+    ys, xs = np.nonzero(free)
+    own = colours[ys, xs].astype(np.float32)
+    value = np.asarray(evidence, np.float64)[ys, xs]
+    to_hand, to_surroundings = np.maximum(value, 0.0), np.maximum(-value, 0.0)
+    heads, tails, capacities = [], [], []
+    for k, (dy, dx) in enumerate(NEIGHBOURS):
+        qy, qx = ys + dy, xs + dx
+        inside = np.nonzero((qy >= 0) & (qy < h) & (qx >= 0) & (qx < w))[0]
+        qy, qx = qy[inside], qx[inside]
+        square = ((own[inside] - colours[qy, qx]) ** 2).sum(axis=1)
+        weight = CUT_GAMMA / np.hypot(dy, dx) * np.exp(-beta * square)
+        # a free pixel next to a fixed one: cutting them apart costs the free pixel's side
+        to_hand += np.bincount(inside, weights=weight * hand[qy, qx], minlength=n)
+        to_surroundings += np.bincount(inside, weights=weight * background[qy, qx], minlength=n)
+        if k < 4:  # two free neighbours: one edge each way, each pair once
+            both = free[qy, qx]
+            heads += [inside[both], node[qy, qx][both]]
+            tails += [node[qy, qx][both], inside[both]]
+            capacities += [weight[both]] * 2
+    ids = np.arange(2, n + 2)  # 0: the hand terminal (source), 1: the surroundings (sink)
+    rows = np.concatenate([np.zeros(n, np.int64), ids, *(x + 2 for x in heads)])
+    cols = np.concatenate([ids, np.ones(n, np.int64), *(x + 2 for x in tails)])
+    caps = np.rint(np.concatenate([to_hand, to_surroundings, *capacities]) * CUT_SCALE).astype(np.int32)
+    network = csr_array((caps, (rows, cols)), shape=(n + 2, n + 2))
+    flow = maximum_flow(network, 0, 1, method="dinic").flow
+    residual = csr_array(network - flow)
+    residual.data[residual.data < 0] = 0
+    residual.eliminate_zeros()
+    reached = breadth_first_order(residual, 0, directed=True, return_predecessors=False)
+    taken = np.zeros(n + 2, bool)
+    taken[reached] = True
+    out[free] = taken[2:]
+    return out
+
+
 def _snap(view: _ViewCrop, params: RefineParams, model: ColourModel | None) -> tuple[np.ndarray | None, str | None]:
     """Hand or not for every pixel of the band -> (refined crop labels, None) or (None, why not).
 
     A pixel's evidence is the log-likelihood ratio of its colour under the hand and surroundings
     mixtures, plus `prior` towards what MANO says there; the evidence is smoothed along the
     image's edges (guided filter on CIELAB lightness) and its sign decides where it is sure
-    (`_follow_edges` decides the rest). Pixels outside the band stay what the trimap fixes."""
+    (`_cut_along_edges` decides the rest). Pixels outside the band stay what the trimap fixes."""
     import cv2
 
     trimap = view.trimap
@@ -386,13 +477,14 @@ def _snap(view: _ViewCrop, params: RefineParams, model: ColourModel | None) -> t
         model = camera_model_of([view], params)
         if model is None:
             return None, "no_contrast"
+    colour = np.zeros(trimap.shape, np.float32)
+    colour[unknown] = model.evidence(view.lab[unknown])
     evidence = np.where(trimap == cv2.GC_FGD, EVIDENCE_LIMIT, -EVIDENCE_LIMIT).astype(np.float32)
-    evidence[unknown] = model.evidence(view.lab[unknown]) + np.where(trimap[unknown] == cv2.GC_PR_FGD,
-                                                                     params.prior, -params.prior)
+    evidence[unknown] = colour[unknown] + np.where(trimap[unknown] == cv2.GC_PR_FGD, params.prior, -params.prior)
     lightness = view.lab[..., 0].astype(np.float32) / 255.0
     smoothed = guided_filter(lightness, evidence, params.snap_radius, params.snap_eps)
     crop_fg = view.mano > 0
-    hand = _follow_edges(view, unknown, smoothed, np.where(unknown, smoothed > 0, trimap == cv2.GC_FGD), params)
+    hand = _cut_along_edges(view, unknown, smoothed, colour, params)
     # keep the parts that touch the MANO hand: a skin-coloured patch in the band alone is not hand
     count, components = cv2.connectedComponents(hand.view(np.uint8), connectivity=8)
     if count > 2:
@@ -403,25 +495,23 @@ def _snap(view: _ViewCrop, params: RefineParams, model: ColourModel | None) -> t
     return labels, None
 
 
-def _follow_edges(view: _ViewCrop, unknown: np.ndarray, smoothed: np.ndarray, hand: np.ndarray,
-                  params: RefineParams) -> np.ndarray:
+def _cut_along_edges(view: _ViewCrop, unknown: np.ndarray, smoothed: np.ndarray, colour: np.ndarray,
+                     params: RefineParams) -> np.ndarray:
     """Hand or not (h, w) bool, the band's unsure pixels decided by the image's edges.
 
-    unknown: the band (h, w) bool, smoothed: its evidence (h, w) float32, hand: its sign. Band
-    pixels whose smoothed evidence lies within +-`confident` are unsure. Those within `edge_mm` of a
-    sure one are flooded from the sure pixels (and the trimap's fixed ones) by a watershed of the
-    slightly blurred CIELAB crop, so they take the side of the edge they lie on; the unsure pixels
-    farther out keep MANO's answer (they seed the flood too). The watershed's own boundary pixels
-    keep the evidence's sign."""
+    unknown: the band (h, w) bool, smoothed: its smoothed evidence and colour: its colours'
+    evidence alone ((h, w) float32 each). Band pixels whose smoothed evidence lies within
+    +-`confident` are unsure. Those within `edge_mm` of a sure one are decided by a minimum cut
+    (`min_cut`: their colours' evidence and contrast-weighted smoothness over the CIELAB crop)
+    between fixed pixels: the sure ones, the trimap's fixed ones, the unsure ones farther out and
+    everything on a forearm side, the last two with MANO's answer."""
     import cv2
 
     trimap = view.trimap
     crop_fg = view.mano > 0
     sure = unknown & (np.abs(smoothed) > params.confident)
     radius = max(1, int(round(params.edge_mm * view.px_per_mm)))
-    far = unknown & ~cv2.dilate(sure.view(np.uint8), _disk(radius)).astype(bool)
-    markers = np.zeros(trimap.shape, np.int32)  # 0: left to the flood, 1: surroundings, 2: hand
-    markers[(trimap == cv2.GC_BGD) | (sure & (smoothed < 0)) | (far & ~crop_fg)] = 1
-    markers[(trimap == cv2.GC_FGD) | (sure & (smoothed > 0)) | (far & crop_fg)] = 2
-    cv2.watershed(cv2.GaussianBlur(view.lab, (0, 0), EDGE_BLUR_PX), markers)
-    return np.where(markers == -1, hand, markers == 2)
+    far = (unknown & ~cv2.dilate(sure.view(np.uint8), _disk(radius)).astype(bool)) | view.forearm
+    background = (trimap == cv2.GC_BGD) | (sure & (smoothed < 0)) | (far & ~crop_fg)
+    hand = (trimap == cv2.GC_FGD) | (sure & (smoothed > 0)) | (far & crop_fg)
+    return min_cut(view.lab, colour, hand, background & ~hand)
