@@ -51,6 +51,19 @@ def work(small_capture, tmp_path, helpers):
     return helpers.copy_capture(small_capture, tmp_path)
 
 
+@pytest.fixture(scope="module")
+def processed_capture(small_capture, tmp_path_factory) -> Path:
+    """A copy of the capture with both sequences processed once (`process.sh --all`): read by the
+    tests that need processed sequences (reference outputs, notebooks), copied by those that
+    write beside them (merge, GIFs)."""
+    work = tmp_path_factory.mktemp("processed")
+    shutil.copytree(small_capture / "IH", work / "IH", symlinks=True)
+    shutil.copytree(small_capture / "mano", work / "mano")
+    processed = process(work, "--all")
+    assert processed.returncode == 0, processed.stdout + processed.stderr
+    return work
+
+
 def process(work: Path, *extra: str, env: dict | None = None) -> subprocess.CompletedProcess:
     cmd = ["bash", str(REPO / "process.sh"), "--capture", "0", "--hand-type", "both", "--basedir", str(work / "IH"),
            "--mano-dir", str(work / "mano"), "--logs", str(work / "logs"), "--quiet", *extra]
@@ -130,9 +143,8 @@ def test_slurm_array_index_picks_one_sequence(work):
     assert bad.returncode == 2 and "outside the 2 sequences" in bad.stderr
 
 
-def test_resume_after_a_kill_gives_identical_outputs(work, small_capture, tmp_path_factory, helpers):
-    reference = helpers.copy_capture(small_capture, tmp_path_factory.mktemp("reference"))
-    assert process(reference, SEQS[1]).returncode == 0
+def test_resume_after_a_kill_gives_identical_outputs(work, processed_capture):
+    reference = processed_capture  # the same sequence processed by one uninterrupted run
 
     # start a run and SIGKILL its whole process group once some masks exist
     cmd = ["bash", str(REPO / "process.sh"), "--capture", "0", "--hand-type", "both", "--basedir", str(work / "IH"),
@@ -162,8 +174,8 @@ def test_resume_after_a_kill_gives_identical_outputs(work, small_capture, tmp_pa
     assert not list(ours.root.rglob("*.tmp"))
 
 
-def test_merge_loads_like_a_single_sequence(helpers, work):
-    assert process(work, "--all").returncode == 0
+def test_merge_loads_like_a_single_sequence(helpers, processed_capture, tmp_path):
+    work = helpers.copy_capture(processed_capture, tmp_path)
     dest = merge.merge_sequences(work / "IH", [SEQS[0], f"Capture0/{SEQS[1]}"], "various")
     assert dest == work / "IH/merge/various"
     helpers.assert_processed_sequence(dest, ("right", "left"), work / "mano")
@@ -215,8 +227,8 @@ def test_merge_refusals_write_nothing(work, small_capture, tmp_path):
     assert not (base / "merge").exists() or not any((base / "merge").iterdir())
 
 
-def test_gifs_have_every_frame_and_tint_the_masks(work):
-    assert process(work, SEQS[1]).returncode == 0
+def test_gifs_have_every_frame_and_tint_the_masks(helpers, processed_capture, tmp_path):
+    work = helpers.copy_capture(processed_capture, tmp_path)
     seq_layout = layout(work, SEQS[1])
     frames = seq_layout.read_frames()
     plain, = make_capture_gifs(work / "IH", "train", 0, seqs=[SEQS[1]], progress=False)
@@ -249,20 +261,9 @@ FIGURES = {"dataset_vis.ipynb": ["camera_rig.png"],
                                   "mask_depth.png", "fit_error.png", "fit_worst_frame.png"]}
 
 
-@pytest.fixture(scope="module")
-def notebook_work(small_capture, tmp_path_factory) -> Path:
-    """A copy of the capture with its second sequence processed once, for both notebooks."""
-    work = tmp_path_factory.mktemp("notebooks")
-    shutil.copytree(small_capture / "IH", work / "IH", symlinks=True)
-    shutil.copytree(small_capture / "mano", work / "mano")
-    processed = process(work, SEQS[1])
-    assert processed.returncode == 0, processed.stdout + processed.stderr
-    return work
-
-
 @pytest.mark.parametrize("name", list(FIGURES))
-def test_notebooks_are_stripped_and_run_headless(notebook_work, name):
-    work = notebook_work
+def test_notebooks_are_stripped_and_run_headless(processed_capture, name):
+    work = processed_capture
     import nbformat
 
     book = nbformat.read(REPO / name, as_version=4)
